@@ -1,0 +1,431 @@
+"""Feedback collection: projects, prompts, responses, rounds, comparisons, assignments, judgments.
+
+Invariants that matter for data quality are database constraints, not only Python checks, so a
+bug in one code path or a second writer cannot break them (one judgment per annotator and
+comparison, never more judgments than a comparison requires, exactly one open round, ...).
+Writes go through `services.py`; these classes hold no business logic.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+
+class TrainingAlgorithm(models.TextChoices):
+    DPO = "dpo", "DPO (direct from human pairs)"
+    PPO = "ppo", "PPO (against the reward model)"
+    RLOO = "rloo", "RLOO (against the reward model)"
+
+
+def default_generation_settings() -> dict:
+    return {"max_new_tokens": 128, "temperature": 0.8, "top_p": 0.95, "samples_per_prompt": 2}
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    guidelines = models.TextField(blank=True, help_text="Shown to annotators; Markdown.")
+    base_model = models.CharField(
+        max_length=500,
+        default="smollm2-135m-instruct",
+        help_text="A packaged model name, a local folder, or a hub id.",
+    )
+    reward_backbone = models.CharField(max_length=500, default="smollm2-135m-instruct")
+    generation_settings = models.JSONField(default=default_generation_settings)
+    required_annotations = models.PositiveSmallIntegerField(
+        default=1, help_text="Judgments needed before a pair is complete (overlap)."
+    )
+    gold_rate = models.FloatField(default=0.0, help_text="Share of served pairs that are gold.")
+    round_quota = models.PositiveIntegerField(
+        default=64, help_text="Complete comparisons after which a round closes by itself."
+    )
+    max_prompt_chars = models.PositiveIntegerField(default=8_000)
+    training_algorithm = models.CharField(
+        max_length=8, choices=TrainingAlgorithm.choices, default=TrainingAlgorithm.DPO
+    )
+    training_settings = models.JSONField(default=dict, blank=True)
+    # Gates a candidate policy must pass before it may serve.
+    gate_min_win_rate = models.FloatField(default=0.5)
+    gate_max_kl = models.FloatField(default=10.0)
+    gate_min_heldout_accuracy = models.FloatField(default=0.5)
+    auto_promote = models.BooleanField(default=False)
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Membership", related_name="projects"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(required_annotations__gte=1), name="project_required_annotations_min_1"
+            ),
+            models.CheckConstraint(
+                condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="project_gold_rate_0_1"
+            ),
+            models.CheckConstraint(
+                condition=Q(gate_min_win_rate__gte=0) & Q(gate_min_win_rate__lte=1),
+                name="project_gate_win_rate_0_1",
+            ),
+            models.CheckConstraint(
+                condition=Q(gate_min_heldout_accuracy__gte=0)
+                & Q(gate_min_heldout_accuracy__lte=1),
+                name="project_gate_accuracy_0_1",
+            ),
+            models.CheckConstraint(condition=Q(gate_max_kl__gte=0), name="project_gate_kl_min_0"),
+            models.CheckConstraint(
+                condition=Q(training_algorithm__in=TrainingAlgorithm.values),
+                name="project_training_algorithm_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_prompt_chars__gte=1), name="project_max_prompt_chars_min_1"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class MemberRole(models.TextChoices):
+    ANNOTATOR = "annotator", "Annotator"
+    CLIENT = "client", "API client"
+
+
+class Membership(models.Model):
+    """A user's access to a project. Staff users see every project without one."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=16, choices=MemberRole.choices, default=MemberRole.ANNOTATOR)
+    paused = models.BooleanField(default=False, help_text="A paused annotator is served no pairs.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="membership_unique_user"),
+            models.CheckConstraint(
+                condition=Q(role__in=MemberRole.values), name="membership_role_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.project} ({self.role})"
+
+
+class Prompt(models.Model):
+    """What the policy answers: plain text, or a chat transcript ending with a user turn."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
+    external_id = models.CharField(max_length=200, null=True, blank=True)
+    text = models.TextField(blank=True)
+    messages = models.JSONField(
+        null=True, blank=True, help_text='Chat turns: [{"role": "user", "content": "..."}, ...]'
+    )
+    source = models.CharField(max_length=100, default="api")
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            # Idempotent intake: a program may send the same batch twice.
+            models.UniqueConstraint(
+                fields=["project", "external_id"],
+                condition=Q(external_id__isnull=False),
+                name="prompt_unique_external_id",
+            ),
+            # Exactly one of text and messages carries the prompt.
+            models.CheckConstraint(
+                condition=(Q(messages__isnull=True) & ~Q(text=""))
+                | (Q(messages__isnull=False) & Q(text="")),
+                name="prompt_text_xor_messages",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Prompt {self.pk} ({self.external_id or 'no external id'})"
+
+
+class RoundStatus(models.TextChoices):
+    OPEN = "open", "Collecting judgments"
+    CLOSED = "closed", "Closed, training queued"
+    TRAINED = "trained", "Trained"
+
+
+class Round(models.Model):
+    """Collects comparisons of one policy version's answers; closing it queues training."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rounds")
+    number = models.PositiveIntegerField()
+    policy = models.ForeignKey(
+        "training.ModelVersion", on_delete=models.PROTECT, related_name="rounds"
+    )
+    status = models.CharField(max_length=8, choices=RoundStatus.choices, default=RoundStatus.OPEN)
+    quota = models.PositiveIntegerField(default=64)
+    opened_at = models.DateTimeField(auto_now_add=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    closed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["project", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="round_unique_number"),
+            models.UniqueConstraint(
+                fields=["project"], condition=Q(status="open"), name="round_one_open_per_project"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=RoundStatus.values), name="round_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(closed_at__isnull=True) | ~Q(status="open"),
+                name="round_open_has_no_closed_at",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project} round {self.number}"
+
+
+class ResponseSource(models.TextChoices):
+    POLICY = "policy", "Written by a Tandem policy version"
+    EXTERNAL = "external", "Imported from outside"
+
+
+class Response(models.Model):
+    """One answer to a prompt. Model outputs are untrusted text: always render them escaped."""
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
+    round = models.ForeignKey(
+        Round, null=True, blank=True, on_delete=models.SET_NULL, related_name="responses"
+    )
+    model_version = models.ForeignKey(
+        "training.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="responses",
+    )
+    source = models.CharField(
+        max_length=8, choices=ResponseSource.choices, default=ResponseSource.POLICY
+    )
+    external_model = models.CharField(max_length=200, blank=True)
+    text = models.TextField()
+    generation_settings = models.JSONField(default=dict, blank=True)
+    token_count = models.PositiveIntegerField(null=True, blank=True)
+    finished = models.BooleanField(default=True, help_text="False if cut at the token limit.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            # A policy answer always records which version wrote it.
+            models.CheckConstraint(
+                condition=~Q(source="policy") | Q(model_version__isnull=False),
+                name="response_policy_has_version",
+            ),
+            models.CheckConstraint(
+                condition=Q(source__in=ResponseSource.values), name="response_source_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Response {self.pk} to prompt {self.prompt_id}"
+
+
+class ComparisonStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    COMPLETE = "complete", "Complete"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Outcome(models.TextChoices):
+    """A judgment's answer in terms of the comparison's own response_a / response_b."""
+
+    A = "a", "A better"
+    B = "b", "B better"
+    TIE = "tie", "Tie"
+    BOTH_BAD = "both_bad", "Both bad"
+
+
+class Comparison(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="comparisons")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="comparisons")
+    round = models.ForeignKey(
+        Round, null=True, blank=True, on_delete=models.SET_NULL, related_name="comparisons"
+    )
+    response_a = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
+    response_b = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
+    required_annotations = models.PositiveSmallIntegerField(default=1)
+    # Kept in step with the judgments inside the submit transaction; the check constraint below
+    # makes the database itself refuse a judgment beyond the quota.
+    judgment_count = models.PositiveSmallIntegerField(default=0)
+    status = models.CharField(
+        max_length=10, choices=ComparisonStatus.choices, default=ComparisonStatus.OPEN
+    )
+    priority = models.FloatField(default=0.0, help_text="Higher is served first.")
+    gold_outcome = models.CharField(max_length=8, choices=Outcome.choices, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-priority", "id"]
+        indexes = [models.Index(fields=["project", "status", "-priority", "id"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(response_a=F("response_b")), name="comparison_distinct_responses"
+            ),
+            models.UniqueConstraint(
+                fields=["prompt", "response_a", "response_b"], name="comparison_unique_pair"
+            ),
+            models.CheckConstraint(
+                condition=Q(required_annotations__gte=1), name="comparison_required_min_1"
+            ),
+            models.CheckConstraint(
+                condition=Q(judgment_count__lte=F("required_annotations")),
+                name="comparison_judgments_within_quota",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=ComparisonStatus.values), name="comparison_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(gold_outcome__isnull=True) | Q(gold_outcome__in=Outcome.values),
+                name="comparison_gold_outcome_valid",
+            ),
+        ]
+
+    @property
+    def is_gold(self) -> bool:
+        return self.gold_outcome is not None
+
+    def __str__(self) -> str:
+        return f"Comparison {self.pk} on prompt {self.prompt_id}"
+
+
+class AssignmentStatus(models.TextChoices):
+    LEASED = "leased", "Leased"
+    SUBMITTED = "submitted", "Submitted"
+    SKIPPED = "skipped", "Skipped"
+    RELEASED = "released", "Released"
+    EXPIRED = "expired", "Expired"
+
+
+class Assignment(models.Model):
+    """A lease of one comparison to one annotator, with the side each answer is shown on."""
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
+    )
+    status = models.CharField(
+        max_length=10, choices=AssignmentStatus.choices, default=AssignmentStatus.LEASED
+    )
+    # Random per assignment so position bias averages out; recorded to measure left-side bias.
+    a_on_left = models.BooleanField()
+    leased_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "expires_at"])]
+        constraints = [
+            # An annotator is never served the same comparison twice.
+            models.UniqueConstraint(
+                fields=["comparison", "annotator"], name="assignment_unique_annotator"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=AssignmentStatus.values), name="assignment_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(expires_at__gt=F("leased_at")), name="assignment_expires_after_lease"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.comparison} leased to {self.annotator} ({self.status})"
+
+
+class Choice(models.TextChoices):
+    """What the annotator pressed, in screen terms."""
+
+    LEFT = "left", "Left better"
+    RIGHT = "right", "Right better"
+    TIE = "tie", "Tie"
+    BOTH_BAD = "both_bad", "Both bad"
+
+
+class Strength(models.TextChoices):
+    SLIGHT = "slight", "Slightly better"
+    CLEAR = "clear", "Clearly better"
+    STRONG = "strong", "Much better"
+
+
+class JudgmentSource(models.TextChoices):
+    HUMAN = "human", "Human annotator"
+    SIMULATED = "simulated", "Simulated annotator"
+    IMPORTED = "imported", "Imported data"
+
+
+class Judgment(models.Model):
+    comparison = models.ForeignKey(Comparison, on_delete=models.PROTECT, related_name="judgments")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="judgments"
+    )
+    assignment = models.OneToOneField(
+        Assignment, null=True, blank=True, on_delete=models.SET_NULL, related_name="judgment"
+    )
+    choice = models.CharField(max_length=8, choices=Choice.choices)
+    strength = models.CharField(max_length=8, choices=Strength.choices, null=True, blank=True)
+    rationale = models.TextField(blank=True)
+    time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
+    # Which answer was on which side when the annotator chose: `choice` is read through these.
+    left_response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
+    right_response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
+    source = models.CharField(
+        max_length=10, choices=JudgmentSource.choices, default=JudgmentSource.HUMAN
+    )
+    # A client-chosen key: a retried submit carrying the same key returns the stored judgment.
+    submission_key = models.UUIDField(default=uuid.uuid4, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["comparison", "annotator"], name="judgment_one_per_annotator"
+            ),
+            models.CheckConstraint(
+                condition=~Q(left_response=F("right_response")), name="judgment_distinct_sides"
+            ),
+            models.CheckConstraint(
+                condition=Q(choice__in=Choice.values), name="judgment_choice_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(strength__isnull=True) | Q(strength__in=Strength.values),
+                name="judgment_strength_valid",
+            ),
+            # A tie or "both bad" has no winner whose margin a strength could describe.
+            models.CheckConstraint(
+                condition=Q(strength__isnull=True) | Q(choice__in=["left", "right"]),
+                name="judgment_strength_only_with_winner",
+            ),
+        ]
+
+    @property
+    def outcome(self) -> str:
+        """The choice in the comparison's own terms (a / b / tie / both_bad)."""
+        if self.choice in (Choice.TIE, Choice.BOTH_BAD):
+            return self.choice
+        chosen = self.left_response_id if self.choice == Choice.LEFT else self.right_response_id
+        return Outcome.A if chosen == self.comparison.response_a_id else Outcome.B
+
+    def __str__(self) -> str:
+        return f"Judgment {self.pk} by {self.annotator} on {self.comparison_id}: {self.choice}"

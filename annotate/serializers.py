@@ -1,0 +1,63 @@
+"""Input and output shapes of the feedback API. No business logic: services decide."""
+
+from rest_framework import serializers
+
+from annotate.models import Project, Prompt, TrainingAlgorithm
+
+
+class ProjectOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Project
+        fields = [
+            "id",
+            "name",
+            "slug",
+            "description",
+            "guidelines",
+            "base_model",
+            "generation_settings",
+            "required_annotations",
+            "gold_rate",
+            "round_quota",
+            "max_prompt_chars",
+            "training_algorithm",
+            "gate_min_win_rate",
+            "gate_max_kl",
+            "gate_min_heldout_accuracy",
+            "auto_promote",
+            "created_at",
+        ]
+
+
+class ProjectCreateInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    slug = serializers.SlugField(max_length=100)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    guidelines = serializers.CharField(required=False, allow_blank=True, default="")
+    base_model = serializers.CharField(max_length=500, default="smollm2-135m-instruct")
+    required_annotations = serializers.IntegerField(min_value=1, max_value=50, default=1)
+    gold_rate = serializers.FloatField(min_value=0, max_value=1, default=0.0)
+    round_quota = serializers.IntegerField(min_value=1, default=64)
+    max_prompt_chars = serializers.IntegerField(min_value=1, max_value=1_000_000, default=8_000)
+    training_algorithm = serializers.ChoiceField(
+        choices=TrainingAlgorithm.choices, default=TrainingAlgorithm.DPO
+    )
+    auto_promote = serializers.BooleanField(default=False)
+
+
+class PromptOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Prompt
+        fields = ["id", "external_id", "text", "messages", "source", "metadata", "created_at"]
+
+
+class PromptBatchInputSerializer(serializers.Serializer):
+    # Rows are checked one by one by the service so each bad row gets its own message.
+    prompts = serializers.ListField(child=serializers.JSONField(), allow_empty=False)
+    source = serializers.CharField(max_length=100, default="api")
+
+
+class PromptBatchOutputSerializer(serializers.Serializer):
+    created = serializers.IntegerField()
+    unchanged = serializers.IntegerField()
+    prompt_ids = serializers.ListField(child=serializers.IntegerField())

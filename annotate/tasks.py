@@ -1,0 +1,10 @@
+"""Celery tasks for feedback collection: thin, they take ids and call one service."""
+
+from celery import shared_task
+
+from annotate.services import leases_expire
+
+
+@shared_task(name="annotate.tasks.reclaim_expired_leases", acks_late=True, time_limit=60)
+def reclaim_expired_leases() -> int:
+    return leases_expire()

@@ -1,0 +1,66 @@
+"""One application error type, and the one handler that turns errors into clean HTTP bodies.
+
+Services raise ApplicationError with a message a user can act on; views never build error
+responses themselves. Every API error body has the same shape: {"error": code, "detail": ...}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+
+class ApplicationError(Exception):
+    """A request that cannot be carried out, with a message meant for the caller."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "invalid",
+        http_status: int = status.HTTP_400_BAD_REQUEST,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.http_status = http_status
+        self.extra = extra or {}
+
+
+class NotFoundError(ApplicationError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="not_found", http_status=status.HTTP_404_NOT_FOUND)
+
+
+class ConflictError(ApplicationError):
+    def __init__(self, message: str, *, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(
+            message, code="conflict", http_status=status.HTTP_409_CONFLICT, extra=extra
+        )
+
+
+def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    if isinstance(exc, ApplicationError):
+        return Response({"error": exc.code, "detail": exc.message, **exc.extra}, exc.http_status)
+    if isinstance(exc, DjangoValidationError):
+        detail = exc.message_dict if hasattr(exc, "error_dict") else exc.messages
+        exc = exceptions.ValidationError(detail)
+    elif isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = exception_handler(exc, context)
+    if response is None:
+        return None  # an unexpected error: Django logs it and answers 500
+    if isinstance(exc, exceptions.ValidationError):
+        response.data = {"error": "invalid", "detail": response.data}
+    elif isinstance(exc, exceptions.APIException):
+        response.data = {"error": exc.default_code, "detail": response.data.get("detail")}
+    return response

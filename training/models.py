@@ -1,0 +1,201 @@
+"""Model lifecycle: versions in the registry, training runs and their metric points.
+
+The run's database row, not a Celery result, is the source of truth for its state.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+
+class ModelKind(models.TextChoices):
+    POLICY = "policy", "Policy"
+    REWARD = "reward", "Reward model"
+
+
+class VersionStatus(models.TextChoices):
+    CANDIDATE = "candidate", "Candidate"
+    ACTIVE = "active", "Active"
+    RETIRED = "retired", "Retired"
+
+
+class ModelVersion(models.Model):
+    project = models.ForeignKey(
+        "annotate.Project", on_delete=models.CASCADE, related_name="model_versions"
+    )
+    kind = models.CharField(max_length=8, choices=ModelKind.choices)
+    number = models.PositiveIntegerField(help_text="0 is the base model, without an adapter.")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
+    base_model = models.CharField(max_length=500)
+    artifact_path = models.CharField(
+        max_length=1000, blank=True, help_text="Adapter folder; empty for the base model itself."
+    )
+    config = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    gate_results = models.JSONField(default=dict, blank=True)
+    status = models.CharField(
+        max_length=10, choices=VersionStatus.choices, default=VersionStatus.CANDIDATE
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+    promoted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["project", "kind", "number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "kind", "number"], name="modelversion_unique_number"
+            ),
+            # At most one active version of each kind per project; the promote service swaps the
+            # old and new one in a single transaction, so there is always exactly one policy.
+            models.UniqueConstraint(
+                fields=["project", "kind"],
+                condition=Q(status="active"),
+                name="modelversion_one_active_per_kind",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=ModelKind.values), name="modelversion_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=VersionStatus.values), name="modelversion_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=~Q(parent=F("id")), name="modelversion_not_own_parent"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project} {self.kind} v{self.number} ({self.status})"
+
+
+class PromotionAction(models.TextChoices):
+    PROMOTE = "promote", "Promote"
+    ROLLBACK = "rollback", "Roll back"
+
+
+class PromotionEvent(models.Model):
+    """Who made which version active, and which one it replaced."""
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="promotions")
+    replaced = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=8, choices=PromotionAction.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+
+class RunKind(models.TextChoices):
+    GENERATE = "generate", "Generate a round's responses"
+    REWARD = "reward", "Train the reward model"
+    DPO = "dpo", "Train the policy with DPO"
+    PPO = "ppo", "Train the policy with PPO"
+    RLOO = "rloo", "Train the policy with RLOO"
+    EVALUATE = "evaluate", "Evaluate a candidate"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+FINISHED_RUN_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class TrainingRun(models.Model):
+    project = models.ForeignKey(
+        "annotate.Project", on_delete=models.CASCADE, related_name="training_runs"
+    )
+    round = models.ForeignKey(
+        "annotate.Round",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="training_runs",
+    )
+    kind = models.CharField(max_length=10, choices=RunKind.choices)
+    config = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    attempt = models.PositiveSmallIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True, help_text="Host and pid of the claimer.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    input_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    output_version = models.ForeignKey(
+        ModelVersion,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="produced_by",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "heartbeat_at"])]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=RunKind.values), name="run_kind_valid"),
+            models.CheckConstraint(
+                condition=Q(status__in=RunStatus.values), name="run_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(total_steps__isnull=True) | Q(step__lte=F("total_steps")),
+                name="run_step_within_total",
+            ),
+            # A succeeded training run always names what it produced (evaluate/generate excepted).
+            models.CheckConstraint(
+                condition=~Q(status="succeeded", kind__in=["reward", "dpo", "ppo", "rloo"])
+                | Q(output_version__isnull=False),
+                name="run_succeeded_has_output",
+            ),
+        ]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_RUN_STATUSES
+
+    def __str__(self) -> str:
+        return f"{self.kind} run {self.pk} ({self.status})"
+
+
+class MetricPoint(models.Model):
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="metric_points")
+    step = models.PositiveIntegerField()
+    split = models.CharField(max_length=10, default="train")
+    name = models.CharField(max_length=100)
+    value = models.FloatField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "step"]
+        constraints = [
+            # A resumed run rewrites a step it had logged; the row is replaced, never doubled.
+            models.UniqueConstraint(
+                fields=["run", "step", "split", "name"], name="metricpoint_unique"
+            ),
+        ]
