@@ -35,7 +35,9 @@ class ProjectListApi(APIView):
     @extend_schema(request=ProjectCreateInputSerializer, responses={201: ProjectOutputSerializer})
     def post(self, request: Request) -> Response:
         if not request.user.is_staff:
-            raise ApplicationError("Only admins create projects.", code="forbidden", http_status=403)
+            raise ApplicationError(
+                "Only admins create projects.", code="forbidden", http_status=403
+            )
         data = ProjectCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         project = services.project_create(**data.validated_data)

@@ -73,8 +73,7 @@ class Project(models.Model):
                 name="project_gate_win_rate_0_1",
             ),
             models.CheckConstraint(
-                condition=Q(gate_min_heldout_accuracy__gte=0)
-                & Q(gate_min_heldout_accuracy__lte=1),
+                condition=Q(gate_min_heldout_accuracy__gte=0) & Q(gate_min_heldout_accuracy__lte=1),
                 name="project_gate_accuracy_0_1",
             ),
             models.CheckConstraint(condition=Q(gate_max_kl__gte=0), name="project_gate_kl_min_0"),
@@ -302,12 +301,12 @@ class Comparison(models.Model):
             ),
         ]
 
+    def __str__(self) -> str:
+        return f"Comparison {self.pk} on prompt {self.prompt_id}"
+
     @property
     def is_gold(self) -> bool:
         return self.gold_outcome is not None
-
-    def __str__(self) -> str:
-        return f"Comparison {self.pk} on prompt {self.prompt_id}"
 
 
 class AssignmentStatus(models.TextChoices):
@@ -419,6 +418,9 @@ class Judgment(models.Model):
             ),
         ]
 
+    def __str__(self) -> str:
+        return f"Judgment {self.pk} by {self.annotator} on {self.comparison_id}: {self.choice}"
+
     @property
     def outcome(self) -> str:
         """The choice in the comparison's own terms (a / b / tie / both_bad)."""
@@ -426,6 +428,3 @@ class Judgment(models.Model):
             return self.choice
         chosen = self.left_response_id if self.choice == Choice.LEFT else self.right_response_id
         return Outcome.A if chosen == self.comparison.response_a_id else Outcome.B
-
-    def __str__(self) -> str:
-        return f"Judgment {self.pk} by {self.annotator} on {self.comparison_id}: {self.choice}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
-from annotate.models import Membership, MemberRole, Project, Prompt
+from annotate.models import MemberRole, Membership, Project, Prompt
 from config.errors import NotFoundError
 
 User = AbstractBaseUser | AnonymousUser
@@ -32,9 +32,7 @@ def user_can_manage_prompts(*, user: User, project: Project) -> bool:
     """Admins and the project's API clients may add prompts; annotators only judge."""
     if user.is_staff:
         return True
-    return Membership.objects.filter(
-        project=project, user=user, role=MemberRole.CLIENT
-    ).exists()
+    return Membership.objects.filter(project=project, user=user, role=MemberRole.CLIENT).exists()
 
 
 def prompts_of_project(*, project: Project) -> QuerySet[Prompt]:

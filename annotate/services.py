@@ -13,8 +13,8 @@ from django.utils import timezone
 from annotate.models import (
     Assignment,
     AssignmentStatus,
-    Membership,
     MemberRole,
+    Membership,
     Project,
     Prompt,
     TrainingAlgorithm,

@@ -96,6 +96,9 @@ class PromotionEvent(models.Model):
     class Meta:
         ordering = ["-created_at"]
 
+    def __str__(self) -> str:
+        return f"{self.action} of {self.version} by {self.actor or 'the system'}"
+
 
 class RunKind(models.TextChoices):
     GENERATE = "generate", "Generate a round's responses"
@@ -175,12 +178,12 @@ class TrainingRun(models.Model):
             ),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.kind} run {self.pk} ({self.status})"
+
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED_RUN_STATUSES
-
-    def __str__(self) -> str:
-        return f"{self.kind} run {self.pk} ({self.status})"
 
 
 class MetricPoint(models.Model):
@@ -199,3 +202,6 @@ class MetricPoint(models.Model):
                 fields=["run", "step", "split", "name"], name="metricpoint_unique"
             ),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.value:g} at step {self.step} ({self.split})"

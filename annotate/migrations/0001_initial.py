@@ -8,7 +8,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -17,150 +16,417 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Comparison',
+            name="Comparison",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('required_annotations', models.PositiveSmallIntegerField(default=1)),
-                ('judgment_count', models.PositiveSmallIntegerField(default=0)),
-                ('status', models.CharField(choices=[('open', 'Open'), ('complete', 'Complete'), ('cancelled', 'Cancelled')], default='open', max_length=10)),
-                ('priority', models.FloatField(default=0.0, help_text='Higher is served first.')),
-                ('gold_outcome', models.CharField(blank=True, choices=[('a', 'A better'), ('b', 'B better'), ('tie', 'Tie'), ('both_bad', 'Both bad')], max_length=8, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('completed_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("required_annotations", models.PositiveSmallIntegerField(default=1)),
+                ("judgment_count", models.PositiveSmallIntegerField(default=0)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("open", "Open"),
+                            ("complete", "Complete"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="open",
+                        max_length=10,
+                    ),
+                ),
+                ("priority", models.FloatField(default=0.0, help_text="Higher is served first.")),
+                (
+                    "gold_outcome",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("a", "A better"),
+                            ("b", "B better"),
+                            ("tie", "Tie"),
+                            ("both_bad", "Both bad"),
+                        ],
+                        max_length=8,
+                        null=True,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("completed_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['-priority', 'id'],
+                "ordering": ["-priority", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Response',
+            name="Response",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('source', models.CharField(choices=[('policy', 'Written by a Tandem policy version'), ('external', 'Imported from outside')], default='policy', max_length=8)),
-                ('external_model', models.CharField(blank=True, max_length=200)),
-                ('text', models.TextField()),
-                ('generation_settings', models.JSONField(blank=True, default=dict)),
-                ('token_count', models.PositiveIntegerField(blank=True, null=True)),
-                ('finished', models.BooleanField(default=True, help_text='False if cut at the token limit.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("policy", "Written by a Tandem policy version"),
+                            ("external", "Imported from outside"),
+                        ],
+                        default="policy",
+                        max_length=8,
+                    ),
+                ),
+                ("external_model", models.CharField(blank=True, max_length=200)),
+                ("text", models.TextField()),
+                ("generation_settings", models.JSONField(blank=True, default=dict)),
+                ("token_count", models.PositiveIntegerField(blank=True, null=True)),
+                (
+                    "finished",
+                    models.BooleanField(default=True, help_text="False if cut at the token limit."),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='Round',
+            name="Round",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('status', models.CharField(choices=[('open', 'Collecting judgments'), ('closed', 'Closed, training queued'), ('trained', 'Trained')], default='open', max_length=8)),
-                ('quota', models.PositiveIntegerField(default=64)),
-                ('opened_at', models.DateTimeField(auto_now_add=True)),
-                ('closed_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("number", models.PositiveIntegerField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("open", "Collecting judgments"),
+                            ("closed", "Closed, training queued"),
+                            ("trained", "Trained"),
+                        ],
+                        default="open",
+                        max_length=8,
+                    ),
+                ),
+                ("quota", models.PositiveIntegerField(default=64)),
+                ("opened_at", models.DateTimeField(auto_now_add=True)),
+                ("closed_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['project', 'number'],
+                "ordering": ["project", "number"],
             },
         ),
         migrations.CreateModel(
-            name='Assignment',
+            name="Assignment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('leased', 'Leased'), ('submitted', 'Submitted'), ('skipped', 'Skipped'), ('released', 'Released'), ('expired', 'Expired')], default='leased', max_length=10)),
-                ('a_on_left', models.BooleanField()),
-                ('leased_at', models.DateTimeField(auto_now_add=True)),
-                ('expires_at', models.DateTimeField()),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('annotator', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='assignments', to=settings.AUTH_USER_MODEL)),
-                ('comparison', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='assignments', to='annotate.comparison')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("leased", "Leased"),
+                            ("submitted", "Submitted"),
+                            ("skipped", "Skipped"),
+                            ("released", "Released"),
+                            ("expired", "Expired"),
+                        ],
+                        default="leased",
+                        max_length=10,
+                    ),
+                ),
+                ("a_on_left", models.BooleanField()),
+                ("leased_at", models.DateTimeField(auto_now_add=True)),
+                ("expires_at", models.DateTimeField()),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "annotator",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="assignments",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "comparison",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="assignments",
+                        to="annotate.comparison",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Judgment',
+            name="Judgment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('choice', models.CharField(choices=[('left', 'Left better'), ('right', 'Right better'), ('tie', 'Tie'), ('both_bad', 'Both bad')], max_length=8)),
-                ('strength', models.CharField(blank=True, choices=[('slight', 'Slightly better'), ('clear', 'Clearly better'), ('strong', 'Much better')], max_length=8, null=True)),
-                ('rationale', models.TextField(blank=True)),
-                ('time_spent_ms', models.PositiveIntegerField(blank=True, null=True)),
-                ('source', models.CharField(choices=[('human', 'Human annotator'), ('simulated', 'Simulated annotator'), ('imported', 'Imported data')], default='human', max_length=10)),
-                ('submission_key', models.UUIDField(default=uuid.uuid4, unique=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('annotator', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='judgments', to=settings.AUTH_USER_MODEL)),
-                ('assignment', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='judgment', to='annotate.assignment')),
-                ('comparison', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='judgments', to='annotate.comparison')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "choice",
+                    models.CharField(
+                        choices=[
+                            ("left", "Left better"),
+                            ("right", "Right better"),
+                            ("tie", "Tie"),
+                            ("both_bad", "Both bad"),
+                        ],
+                        max_length=8,
+                    ),
+                ),
+                (
+                    "strength",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("slight", "Slightly better"),
+                            ("clear", "Clearly better"),
+                            ("strong", "Much better"),
+                        ],
+                        max_length=8,
+                        null=True,
+                    ),
+                ),
+                ("rationale", models.TextField(blank=True)),
+                ("time_spent_ms", models.PositiveIntegerField(blank=True, null=True)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("human", "Human annotator"),
+                            ("simulated", "Simulated annotator"),
+                            ("imported", "Imported data"),
+                        ],
+                        default="human",
+                        max_length=10,
+                    ),
+                ),
+                ("submission_key", models.UUIDField(default=uuid.uuid4, unique=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "annotator",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="judgments",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "assignment",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="judgment",
+                        to="annotate.assignment",
+                    ),
+                ),
+                (
+                    "comparison",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="judgments",
+                        to="annotate.comparison",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='Membership',
+            name="Membership",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('annotator', 'Annotator'), ('client', 'API client')], default='annotator', max_length=16)),
-                ('paused', models.BooleanField(default=False, help_text='A paused annotator is served no pairs.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[("annotator", "Annotator"), ("client", "API client")],
+                        default="annotator",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "paused",
+                    models.BooleanField(
+                        default=False, help_text="A paused annotator is served no pairs."
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Project',
+            name="Project",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('slug', models.SlugField(max_length=100, unique=True)),
-                ('description', models.TextField(blank=True)),
-                ('guidelines', models.TextField(blank=True, help_text='Shown to annotators; Markdown.')),
-                ('base_model', models.CharField(default='smollm2-135m-instruct', help_text='A packaged model name, a local folder, or a hub id.', max_length=500)),
-                ('reward_backbone', models.CharField(default='smollm2-135m-instruct', max_length=500)),
-                ('generation_settings', models.JSONField(default=annotate.models.default_generation_settings)),
-                ('required_annotations', models.PositiveSmallIntegerField(default=1, help_text='Judgments needed before a pair is complete (overlap).')),
-                ('gold_rate', models.FloatField(default=0.0, help_text='Share of served pairs that are gold.')),
-                ('round_quota', models.PositiveIntegerField(default=64, help_text='Complete comparisons after which a round closes by itself.')),
-                ('max_prompt_chars', models.PositiveIntegerField(default=8000)),
-                ('training_algorithm', models.CharField(choices=[('dpo', 'DPO (direct from human pairs)'), ('ppo', 'PPO (against the reward model)'), ('rloo', 'RLOO (against the reward model)')], default='dpo', max_length=8)),
-                ('training_settings', models.JSONField(blank=True, default=dict)),
-                ('gate_min_win_rate', models.FloatField(default=0.5)),
-                ('gate_max_kl', models.FloatField(default=10.0)),
-                ('gate_min_heldout_accuracy', models.FloatField(default=0.5)),
-                ('auto_promote', models.BooleanField(default=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('members', models.ManyToManyField(related_name='projects', through='annotate.Membership', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("slug", models.SlugField(max_length=100, unique=True)),
+                ("description", models.TextField(blank=True)),
+                (
+                    "guidelines",
+                    models.TextField(blank=True, help_text="Shown to annotators; Markdown."),
+                ),
+                (
+                    "base_model",
+                    models.CharField(
+                        default="smollm2-135m-instruct",
+                        help_text="A packaged model name, a local folder, or a hub id.",
+                        max_length=500,
+                    ),
+                ),
+                (
+                    "reward_backbone",
+                    models.CharField(default="smollm2-135m-instruct", max_length=500),
+                ),
+                (
+                    "generation_settings",
+                    models.JSONField(default=annotate.models.default_generation_settings),
+                ),
+                (
+                    "required_annotations",
+                    models.PositiveSmallIntegerField(
+                        default=1, help_text="Judgments needed before a pair is complete (overlap)."
+                    ),
+                ),
+                (
+                    "gold_rate",
+                    models.FloatField(
+                        default=0.0, help_text="Share of served pairs that are gold."
+                    ),
+                ),
+                (
+                    "round_quota",
+                    models.PositiveIntegerField(
+                        default=64,
+                        help_text="Complete comparisons after which a round closes by itself.",
+                    ),
+                ),
+                ("max_prompt_chars", models.PositiveIntegerField(default=8000)),
+                (
+                    "training_algorithm",
+                    models.CharField(
+                        choices=[
+                            ("dpo", "DPO (direct from human pairs)"),
+                            ("ppo", "PPO (against the reward model)"),
+                            ("rloo", "RLOO (against the reward model)"),
+                        ],
+                        default="dpo",
+                        max_length=8,
+                    ),
+                ),
+                ("training_settings", models.JSONField(blank=True, default=dict)),
+                ("gate_min_win_rate", models.FloatField(default=0.5)),
+                ("gate_max_kl", models.FloatField(default=10.0)),
+                ("gate_min_heldout_accuracy", models.FloatField(default=0.5)),
+                ("auto_promote", models.BooleanField(default=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "members",
+                    models.ManyToManyField(
+                        related_name="projects",
+                        through="annotate.Membership",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.AddField(
-            model_name='membership',
-            name='project',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='annotate.project'),
+            model_name="membership",
+            name="project",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="memberships",
+                to="annotate.project",
+            ),
         ),
         migrations.AddField(
-            model_name='comparison',
-            name='project',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='comparisons', to='annotate.project'),
+            model_name="comparison",
+            name="project",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="comparisons",
+                to="annotate.project",
+            ),
         ),
         migrations.CreateModel(
-            name='Prompt',
+            name="Prompt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('external_id', models.CharField(blank=True, max_length=200, null=True)),
-                ('text', models.TextField(blank=True)),
-                ('messages', models.JSONField(blank=True, help_text='Chat turns: [{"role": "user", "content": "..."}, ...]', null=True)),
-                ('source', models.CharField(default='api', max_length=100)),
-                ('metadata', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='prompts', to='annotate.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("external_id", models.CharField(blank=True, max_length=200, null=True)),
+                ("text", models.TextField(blank=True)),
+                (
+                    "messages",
+                    models.JSONField(
+                        blank=True,
+                        help_text='Chat turns: [{"role": "user", "content": "..."}, ...]',
+                        null=True,
+                    ),
+                ),
+                ("source", models.CharField(default="api", max_length=100)),
+                ("metadata", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="prompts",
+                        to="annotate.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.AddField(
-            model_name='comparison',
-            name='prompt',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='comparisons', to='annotate.prompt'),
+            model_name="comparison",
+            name="prompt",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="comparisons",
+                to="annotate.prompt",
+            ),
         ),
     ]

@@ -6,201 +6,372 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('annotate', '0001_initial'),
-        ('training', '0001_initial'),
+        ("annotate", "0001_initial"),
+        ("training", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='response',
-            name='model_version',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='responses', to='training.modelversion'),
+            model_name="response",
+            name="model_version",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="responses",
+                to="training.modelversion",
+            ),
         ),
         migrations.AddField(
-            model_name='response',
-            name='prompt',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='responses', to='annotate.prompt'),
+            model_name="response",
+            name="prompt",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="responses",
+                to="annotate.prompt",
+            ),
         ),
         migrations.AddField(
-            model_name='judgment',
-            name='left_response',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='annotate.response'),
+            model_name="judgment",
+            name="left_response",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to="annotate.response",
+            ),
         ),
         migrations.AddField(
-            model_name='judgment',
-            name='right_response',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='annotate.response'),
+            model_name="judgment",
+            name="right_response",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to="annotate.response",
+            ),
         ),
         migrations.AddField(
-            model_name='comparison',
-            name='response_a',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='annotate.response'),
+            model_name="comparison",
+            name="response_a",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="+",
+                to="annotate.response",
+            ),
         ),
         migrations.AddField(
-            model_name='comparison',
-            name='response_b',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='annotate.response'),
+            model_name="comparison",
+            name="response_b",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="+",
+                to="annotate.response",
+            ),
         ),
         migrations.AddField(
-            model_name='round',
-            name='closed_by',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL),
+            model_name="round",
+            name="closed_by",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddField(
-            model_name='round',
-            name='policy',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='rounds', to='training.modelversion'),
+            model_name="round",
+            name="policy",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="rounds",
+                to="training.modelversion",
+            ),
         ),
         migrations.AddField(
-            model_name='round',
-            name='project',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='rounds', to='annotate.project'),
+            model_name="round",
+            name="project",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="rounds",
+                to="annotate.project",
+            ),
         ),
         migrations.AddField(
-            model_name='response',
-            name='round',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='responses', to='annotate.round'),
+            model_name="response",
+            name="round",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="responses",
+                to="annotate.round",
+            ),
         ),
         migrations.AddField(
-            model_name='comparison',
-            name='round',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='comparisons', to='annotate.round'),
+            model_name="comparison",
+            name="round",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="comparisons",
+                to="annotate.round",
+            ),
         ),
         migrations.AddIndex(
-            model_name='assignment',
-            index=models.Index(fields=['status', 'expires_at'], name='annotate_as_status_4a8a14_idx'),
+            model_name="assignment",
+            index=models.Index(
+                fields=["status", "expires_at"], name="annotate_as_status_4a8a14_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='assignment',
-            constraint=models.UniqueConstraint(fields=('comparison', 'annotator'), name='assignment_unique_annotator'),
+            model_name="assignment",
+            constraint=models.UniqueConstraint(
+                fields=("comparison", "annotator"), name="assignment_unique_annotator"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='assignment',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['leased', 'submitted', 'skipped', 'released', 'expired'])), name='assignment_status_valid'),
+            model_name="assignment",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("status__in", ["leased", "submitted", "skipped", "released", "expired"])
+                ),
+                name="assignment_status_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='assignment',
-            constraint=models.CheckConstraint(condition=models.Q(('expires_at__gt', models.F('leased_at'))), name='assignment_expires_after_lease'),
+            model_name="assignment",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("expires_at__gt", models.F("leased_at"))),
+                name="assignment_expires_after_lease",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='project',
-            constraint=models.CheckConstraint(condition=models.Q(('required_annotations__gte', 1)), name='project_required_annotations_min_1'),
+            model_name="project",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("required_annotations__gte", 1)),
+                name="project_required_annotations_min_1",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='project',
-            constraint=models.CheckConstraint(condition=models.Q(('gold_rate__gte', 0), ('gold_rate__lte', 1)), name='project_gold_rate_0_1'),
+            model_name="project",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("gold_rate__gte", 0), ("gold_rate__lte", 1)),
+                name="project_gold_rate_0_1",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='project',
-            constraint=models.CheckConstraint(condition=models.Q(('gate_min_win_rate__gte', 0), ('gate_min_win_rate__lte', 1)), name='project_gate_win_rate_0_1'),
+            model_name="project",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("gate_min_win_rate__gte", 0), ("gate_min_win_rate__lte", 1)),
+                name="project_gate_win_rate_0_1",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='project',
-            constraint=models.CheckConstraint(condition=models.Q(('gate_min_heldout_accuracy__gte', 0), ('gate_min_heldout_accuracy__lte', 1)), name='project_gate_accuracy_0_1'),
+            model_name="project",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("gate_min_heldout_accuracy__gte", 0), ("gate_min_heldout_accuracy__lte", 1)
+                ),
+                name="project_gate_accuracy_0_1",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='project',
-            constraint=models.CheckConstraint(condition=models.Q(('gate_max_kl__gte', 0)), name='project_gate_kl_min_0'),
+            model_name="project",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("gate_max_kl__gte", 0)), name="project_gate_kl_min_0"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='project',
-            constraint=models.CheckConstraint(condition=models.Q(('training_algorithm__in', ['dpo', 'ppo', 'rloo'])), name='project_training_algorithm_valid'),
+            model_name="project",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("training_algorithm__in", ["dpo", "ppo", "rloo"])),
+                name="project_training_algorithm_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='project',
-            constraint=models.CheckConstraint(condition=models.Q(('max_prompt_chars__gte', 1)), name='project_max_prompt_chars_min_1'),
+            model_name="project",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("max_prompt_chars__gte", 1)),
+                name="project_max_prompt_chars_min_1",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='membership',
-            constraint=models.UniqueConstraint(fields=('project', 'user'), name='membership_unique_user'),
+            model_name="membership",
+            constraint=models.UniqueConstraint(
+                fields=("project", "user"), name="membership_unique_user"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='membership',
-            constraint=models.CheckConstraint(condition=models.Q(('role__in', ['annotator', 'client'])), name='membership_role_valid'),
+            model_name="membership",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("role__in", ["annotator", "client"])),
+                name="membership_role_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='prompt',
-            constraint=models.UniqueConstraint(condition=models.Q(('external_id__isnull', False)), fields=('project', 'external_id'), name='prompt_unique_external_id'),
+            model_name="prompt",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("external_id__isnull", False)),
+                fields=("project", "external_id"),
+                name="prompt_unique_external_id",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='prompt',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('messages__isnull', True), models.Q(('text', ''), _negated=True)), models.Q(('messages__isnull', False), ('text', '')), _connector='OR'), name='prompt_text_xor_messages'),
+            model_name="prompt",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("messages__isnull", True), models.Q(("text", ""), _negated=True)),
+                    models.Q(("messages__isnull", False), ("text", "")),
+                    _connector="OR",
+                ),
+                name="prompt_text_xor_messages",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='judgment',
-            constraint=models.UniqueConstraint(fields=('comparison', 'annotator'), name='judgment_one_per_annotator'),
+            model_name="judgment",
+            constraint=models.UniqueConstraint(
+                fields=("comparison", "annotator"), name="judgment_one_per_annotator"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='judgment',
-            constraint=models.CheckConstraint(condition=models.Q(('left_response', models.F('right_response')), _negated=True), name='judgment_distinct_sides'),
+            model_name="judgment",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("left_response", models.F("right_response")), _negated=True),
+                name="judgment_distinct_sides",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='judgment',
-            constraint=models.CheckConstraint(condition=models.Q(('choice__in', ['left', 'right', 'tie', 'both_bad'])), name='judgment_choice_valid'),
+            model_name="judgment",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("choice__in", ["left", "right", "tie", "both_bad"])),
+                name="judgment_choice_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='judgment',
-            constraint=models.CheckConstraint(condition=models.Q(('strength__isnull', True), ('strength__in', ['slight', 'clear', 'strong']), _connector='OR'), name='judgment_strength_valid'),
+            model_name="judgment",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("strength__isnull", True),
+                    ("strength__in", ["slight", "clear", "strong"]),
+                    _connector="OR",
+                ),
+                name="judgment_strength_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='judgment',
-            constraint=models.CheckConstraint(condition=models.Q(('strength__isnull', True), ('choice__in', ['left', 'right']), _connector='OR'), name='judgment_strength_only_with_winner'),
+            model_name="judgment",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("strength__isnull", True), ("choice__in", ["left", "right"]), _connector="OR"
+                ),
+                name="judgment_strength_only_with_winner",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='round',
-            constraint=models.UniqueConstraint(fields=('project', 'number'), name='round_unique_number'),
+            model_name="round",
+            constraint=models.UniqueConstraint(
+                fields=("project", "number"), name="round_unique_number"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='round',
-            constraint=models.UniqueConstraint(condition=models.Q(('status', 'open')), fields=('project',), name='round_one_open_per_project'),
+            model_name="round",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status", "open")),
+                fields=("project",),
+                name="round_one_open_per_project",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='round',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['open', 'closed', 'trained'])), name='round_status_valid'),
+            model_name="round",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status__in", ["open", "closed", "trained"])),
+                name="round_status_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='round',
-            constraint=models.CheckConstraint(condition=models.Q(('closed_at__isnull', True), models.Q(('status', 'open'), _negated=True), _connector='OR'), name='round_open_has_no_closed_at'),
+            model_name="round",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("closed_at__isnull", True),
+                    models.Q(("status", "open"), _negated=True),
+                    _connector="OR",
+                ),
+                name="round_open_has_no_closed_at",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='response',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('source', 'policy'), _negated=True), ('model_version__isnull', False), _connector='OR'), name='response_policy_has_version'),
+            model_name="response",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("source", "policy"), _negated=True),
+                    ("model_version__isnull", False),
+                    _connector="OR",
+                ),
+                name="response_policy_has_version",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='response',
-            constraint=models.CheckConstraint(condition=models.Q(('source__in', ['policy', 'external'])), name='response_source_valid'),
+            model_name="response",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("source__in", ["policy", "external"])),
+                name="response_source_valid",
+            ),
         ),
         migrations.AddIndex(
-            model_name='comparison',
-            index=models.Index(fields=['project', 'status', '-priority', 'id'], name='annotate_co_project_7e0719_idx'),
+            model_name="comparison",
+            index=models.Index(
+                fields=["project", "status", "-priority", "id"],
+                name="annotate_co_project_7e0719_idx",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='comparison',
-            constraint=models.CheckConstraint(condition=models.Q(('response_a', models.F('response_b')), _negated=True), name='comparison_distinct_responses'),
+            model_name="comparison",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("response_a", models.F("response_b")), _negated=True),
+                name="comparison_distinct_responses",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='comparison',
-            constraint=models.UniqueConstraint(fields=('prompt', 'response_a', 'response_b'), name='comparison_unique_pair'),
+            model_name="comparison",
+            constraint=models.UniqueConstraint(
+                fields=("prompt", "response_a", "response_b"), name="comparison_unique_pair"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='comparison',
-            constraint=models.CheckConstraint(condition=models.Q(('required_annotations__gte', 1)), name='comparison_required_min_1'),
+            model_name="comparison",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("required_annotations__gte", 1)),
+                name="comparison_required_min_1",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='comparison',
-            constraint=models.CheckConstraint(condition=models.Q(('judgment_count__lte', models.F('required_annotations'))), name='comparison_judgments_within_quota'),
+            model_name="comparison",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("judgment_count__lte", models.F("required_annotations"))),
+                name="comparison_judgments_within_quota",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='comparison',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['open', 'complete', 'cancelled'])), name='comparison_status_valid'),
+            model_name="comparison",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status__in", ["open", "complete", "cancelled"])),
+                name="comparison_status_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='comparison',
-            constraint=models.CheckConstraint(condition=models.Q(('gold_outcome__isnull', True), ('gold_outcome__in', ['a', 'b', 'tie', 'both_bad']), _connector='OR'), name='comparison_gold_outcome_valid'),
+            model_name="comparison",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("gold_outcome__isnull", True),
+                    ("gold_outcome__in", ["a", "b", "tie", "both_bad"]),
+                    _connector="OR",
+                ),
+                name="comparison_gold_outcome_valid",
+            ),
         ),
     ]

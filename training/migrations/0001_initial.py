@@ -6,136 +6,366 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('annotate', '0001_initial'),
+        ("annotate", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ModelVersion',
+            name="ModelVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('policy', 'Policy'), ('reward', 'Reward model')], max_length=8)),
-                ('number', models.PositiveIntegerField(help_text='0 is the base model, without an adapter.')),
-                ('base_model', models.CharField(max_length=500)),
-                ('artifact_path', models.CharField(blank=True, help_text='Adapter folder; empty for the base model itself.', max_length=1000)),
-                ('config', models.JSONField(blank=True, default=dict)),
-                ('metrics', models.JSONField(blank=True, default=dict)),
-                ('gate_results', models.JSONField(blank=True, default=dict)),
-                ('status', models.CharField(choices=[('candidate', 'Candidate'), ('active', 'Active'), ('retired', 'Retired')], default='candidate', max_length=10)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('promoted_at', models.DateTimeField(blank=True, null=True)),
-                ('parent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='children', to='training.modelversion')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='model_versions', to='annotate.project')),
-                ('promoted_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("policy", "Policy"), ("reward", "Reward model")], max_length=8
+                    ),
+                ),
+                (
+                    "number",
+                    models.PositiveIntegerField(
+                        help_text="0 is the base model, without an adapter."
+                    ),
+                ),
+                ("base_model", models.CharField(max_length=500)),
+                (
+                    "artifact_path",
+                    models.CharField(
+                        blank=True,
+                        help_text="Adapter folder; empty for the base model itself.",
+                        max_length=1000,
+                    ),
+                ),
+                ("config", models.JSONField(blank=True, default=dict)),
+                ("metrics", models.JSONField(blank=True, default=dict)),
+                ("gate_results", models.JSONField(blank=True, default=dict)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("candidate", "Candidate"),
+                            ("active", "Active"),
+                            ("retired", "Retired"),
+                        ],
+                        default="candidate",
+                        max_length=10,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("promoted_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "parent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="children",
+                        to="training.modelversion",
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="model_versions",
+                        to="annotate.project",
+                    ),
+                ),
+                (
+                    "promoted_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['project', 'kind', 'number'],
+                "ordering": ["project", "kind", "number"],
             },
         ),
         migrations.CreateModel(
-            name='PromotionEvent',
+            name="PromotionEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('action', models.CharField(choices=[('promote', 'Promote'), ('rollback', 'Roll back')], max_length=8)),
-                ('reason', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('replaced', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='training.modelversion')),
-                ('version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='promotions', to='training.modelversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[("promote", "Promote"), ("rollback", "Roll back")], max_length=8
+                    ),
+                ),
+                ("reason", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "replaced",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="training.modelversion",
+                    ),
+                ),
+                (
+                    "version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="promotions",
+                        to="training.modelversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='TrainingRun',
+            name="TrainingRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('generate', "Generate a round's responses"), ('reward', 'Train the reward model'), ('dpo', 'Train the policy with DPO'), ('ppo', 'Train the policy with PPO'), ('rloo', 'Train the policy with RLOO'), ('evaluate', 'Evaluate a candidate')], max_length=10)),
-                ('config', models.JSONField(blank=True, default=dict)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='queued', max_length=10)),
-                ('step', models.PositiveIntegerField(default=0)),
-                ('total_steps', models.PositiveIntegerField(blank=True, null=True)),
-                ('cancel_requested', models.BooleanField(default=False)),
-                ('attempt', models.PositiveSmallIntegerField(default=0)),
-                ('worker', models.CharField(blank=True, help_text='Host and pid of the claimer.', max_length=200)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('input_version', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='training.modelversion')),
-                ('output_version', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='produced_by', to='training.modelversion')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='training_runs', to='annotate.project')),
-                ('round', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='training_runs', to='annotate.round')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("generate", "Generate a round's responses"),
+                            ("reward", "Train the reward model"),
+                            ("dpo", "Train the policy with DPO"),
+                            ("ppo", "Train the policy with PPO"),
+                            ("rloo", "Train the policy with RLOO"),
+                            ("evaluate", "Evaluate a candidate"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                ("config", models.JSONField(blank=True, default=dict)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="queued",
+                        max_length=10,
+                    ),
+                ),
+                ("step", models.PositiveIntegerField(default=0)),
+                ("total_steps", models.PositiveIntegerField(blank=True, null=True)),
+                ("cancel_requested", models.BooleanField(default=False)),
+                ("attempt", models.PositiveSmallIntegerField(default=0)),
+                (
+                    "worker",
+                    models.CharField(
+                        blank=True, help_text="Host and pid of the claimer.", max_length=200
+                    ),
+                ),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "input_version",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="training.modelversion",
+                    ),
+                ),
+                (
+                    "output_version",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="produced_by",
+                        to="training.modelversion",
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="training_runs",
+                        to="annotate.project",
+                    ),
+                ),
+                (
+                    "round",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="training_runs",
+                        to="annotate.round",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='MetricPoint',
+            name="MetricPoint",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('step', models.PositiveIntegerField()),
-                ('split', models.CharField(default='train', max_length=10)),
-                ('name', models.CharField(max_length=100)),
-                ('value', models.FloatField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='metric_points', to='training.trainingrun')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("step", models.PositiveIntegerField()),
+                ("split", models.CharField(default="train", max_length=10)),
+                ("name", models.CharField(max_length=100)),
+                ("value", models.FloatField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="metric_points",
+                        to="training.trainingrun",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['run', 'step'],
+                "ordering": ["run", "step"],
             },
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.UniqueConstraint(fields=('project', 'kind', 'number'), name='modelversion_unique_number'),
+            model_name="modelversion",
+            constraint=models.UniqueConstraint(
+                fields=("project", "kind", "number"), name="modelversion_unique_number"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.UniqueConstraint(condition=models.Q(('status', 'active')), fields=('project', 'kind'), name='modelversion_one_active_per_kind'),
+            model_name="modelversion",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status", "active")),
+                fields=("project", "kind"),
+                name="modelversion_one_active_per_kind",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.CheckConstraint(condition=models.Q(('kind__in', ['policy', 'reward'])), name='modelversion_kind_valid'),
+            model_name="modelversion",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("kind__in", ["policy", "reward"])),
+                name="modelversion_kind_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['candidate', 'active', 'retired'])), name='modelversion_status_valid'),
+            model_name="modelversion",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status__in", ["candidate", "active", "retired"])),
+                name="modelversion_status_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.CheckConstraint(condition=models.Q(('parent', models.F('id')), _negated=True), name='modelversion_not_own_parent'),
+            model_name="modelversion",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("parent", models.F("id")), _negated=True),
+                name="modelversion_not_own_parent",
+            ),
         ),
         migrations.AddIndex(
-            model_name='trainingrun',
-            index=models.Index(fields=['status', 'heartbeat_at'], name='training_tr_status_70fae7_idx'),
+            model_name="trainingrun",
+            index=models.Index(
+                fields=["status", "heartbeat_at"], name="training_tr_status_70fae7_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='trainingrun',
-            constraint=models.CheckConstraint(condition=models.Q(('kind__in', ['generate', 'reward', 'dpo', 'ppo', 'rloo', 'evaluate'])), name='run_kind_valid'),
+            model_name="trainingrun",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("kind__in", ["generate", "reward", "dpo", "ppo", "rloo", "evaluate"])
+                ),
+                name="run_kind_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='trainingrun',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['queued', 'running', 'succeeded', 'failed', 'cancelled'])), name='run_status_valid'),
+            model_name="trainingrun",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("status__in", ["queued", "running", "succeeded", "failed", "cancelled"])
+                ),
+                name="run_status_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='trainingrun',
-            constraint=models.CheckConstraint(condition=models.Q(('total_steps__isnull', True), ('step__lte', models.F('total_steps')), _connector='OR'), name='run_step_within_total'),
+            model_name="trainingrun",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("total_steps__isnull", True),
+                    ("step__lte", models.F("total_steps")),
+                    _connector="OR",
+                ),
+                name="run_step_within_total",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='trainingrun',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('kind__in', ['reward', 'dpo', 'ppo', 'rloo']), ('status', 'succeeded'), _negated=True), ('output_version__isnull', False), _connector='OR'), name='run_succeeded_has_output'),
+            model_name="trainingrun",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(
+                        ("kind__in", ["reward", "dpo", "ppo", "rloo"]),
+                        ("status", "succeeded"),
+                        _negated=True,
+                    ),
+                    ("output_version__isnull", False),
+                    _connector="OR",
+                ),
+                name="run_succeeded_has_output",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='metricpoint',
-            constraint=models.UniqueConstraint(fields=('run', 'step', 'split', 'name'), name='metricpoint_unique'),
+            model_name="metricpoint",
+            constraint=models.UniqueConstraint(
+                fields=("run", "step", "split", "name"), name="metricpoint_unique"
+            ),
         ),
     ]

@@ -1,0 +1,29 @@
+"""`manage.py seed_demo`: the demo project, its shipped prompts and working logins."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+
+from annotate.management.commands.seed_demo import DEMO_ACCOUNTS
+from annotate.models import Membership, Project, Prompt
+from training.selectors import active_policy
+
+pytestmark = pytest.mark.django_db
+
+
+def test_seed_creates_project_prompts_and_accounts_and_is_idempotent(client, capsys):
+    call_command("seed_demo")
+    call_command("seed_demo")
+    project = Project.objects.get(slug="demo")
+    assert Prompt.objects.filter(project=project).count() >= 40
+    assert Prompt.objects.filter(project=project, messages__isnull=False).exists()
+    assert active_policy(project=project).number == 0
+    assert Membership.objects.filter(project=project).count() == 2
+    output = capsys.readouterr().out
+    for username, password, is_staff in DEMO_ACCOUNTS:
+        assert f"{username} / {password}" in output
+        assert client.login(username=username, password=password)
+        page = client.get("/admin/")
+        assert page.status_code == (200 if is_staff else 302)
+        client.logout()
