@@ -1,0 +1,421 @@
+"""Preference data: JSONL rows -> token ids -> length-bucketed, padded batches.
+
+A pair batch of B comparisons is stacked as 2B sequences: the B chosen ones, then the B rejected
+ones, each prompt + completion, right-padded to the longest in the batch.
+
+Masking convention: `loss_mask[i, t]` is True exactly where `input_ids[i, t]` is a completion
+token (the answer and its closing eos). It marks *targets* in input_ids, not logits, so a causal
+LM caller shifts with `losses.shift_for_next_token(logits, input_ids, loss_mask)` before
+`losses.sequence_logprobs`. The prompt is never empty, so the first completion token always has
+a logit that predicts it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+Messages = list[dict[str, str]]
+Prompt = str | Messages
+ROLES = ("system", "user", "assistant")
+
+
+class DataError(ValueError):
+    """Bad preference data; the message names the file and line (or row), the fault and the fix."""
+
+
+@dataclass(frozen=True)
+class PreferenceRow:
+    prompt: Prompt  # plain text, or chat messages [{"role": ..., "content": ...}]
+    chosen: str
+    rejected: str
+    weight: float = 1.0
+    margin: float = 0.0
+    target: float = 1.0  # probability that chosen is better; 0.5 is a tie
+    source_line: int | None = None
+
+
+@dataclass(frozen=True)
+class EncodedPair:
+    prompt_ids: list[int]
+    chosen_ids: list[int]  # ends with eos unless truncated
+    rejected_ids: list[int]
+    weight: float
+    margin: float
+    target: float
+    row: int  # index into the rows given to encode_pairs
+
+    @property
+    def length(self) -> int:
+        """Tokens of the longer of the two sequences: what the pair costs in a padded batch."""
+        return len(self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids))
+
+
+# --- reading JSONL -----------------------------------------------------------------------------
+
+
+def read_preference_jsonl(path: str | Path) -> list[PreferenceRow]:
+    """Read TRL-style preference JSONL, one comparison per line. Blank lines are skipped.
+
+    Formats (TRL's): {"prompt": str, "chosen": str, "rejected": str}; conversational with
+    "prompt" a list of messages and "chosen"/"rejected" each one assistant message; or an implicit
+    prompt: full "chosen" and "rejected" conversations that differ only in the last (assistant)
+    turn. Optional fields: "weight" (> 0), "margin", "tie" (true -> target 0.5), "target" (0..1).
+    Other fields are ignored.
+    """
+    path = Path(path)
+    rows: list[PreferenceRow] = []
+    # Binary, decoded per line: a bad byte is reported with its line instead of failing the file.
+    with path.open("rb") as file:
+        for line_number, raw in enumerate(file, start=1):
+            where = f"{path}, line {line_number}"
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DataError(
+                    f"{where}: not valid UTF-8 (byte {error.start}); save the file as UTF-8"
+                ) from None
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise DataError(
+                    f"{where}: invalid JSON ({error.msg} at column {error.colno}); "
+                    "each line must be one JSON object"
+                ) from None
+            rows.append(_parse_record(record, where, line_number))
+    if not rows:
+        raise DataError(f"{path}: no preference rows; add one JSON object per line")
+    return rows
+
+
+def _parse_record(record: Any, where: str, line_number: int) -> PreferenceRow:
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    for field in ("chosen", "rejected"):
+        if field not in record:
+            raise DataError(
+                f'{where}: missing field "{field}"; every row needs chosen and rejected'
+            )
+
+    if "prompt" in record:
+        prompt = _parse_prompt(record["prompt"], where)
+        chosen = _parse_completion(record["chosen"], "chosen", where)
+        rejected = _parse_completion(record["rejected"], "rejected", where)
+    else:
+        prompt, chosen, rejected = _split_implicit_prompt(record, where)
+
+    if chosen.strip() == rejected.strip():
+        raise DataError(
+            f"{where}: chosen and rejected are the same text; nothing to learn, drop it"
+        )
+    target = _parse_target(record, where)
+    weight = _number(record, "weight", 1.0, where)
+    if weight <= 0:
+        raise DataError(f'{where}: "weight" must be > 0, got {weight}; drop the row instead')
+    margin = _number(record, "margin", 0.0, where)
+    return PreferenceRow(prompt, chosen, rejected, weight, margin, target, line_number)
+
+
+def _parse_prompt(value: Any, where: str) -> Prompt:
+    if isinstance(value, str):
+        if not value.strip():
+            raise DataError(f'{where}: "prompt" is empty; every comparison needs a prompt')
+        return value
+    messages = _parse_messages(value, "prompt", where)
+    if not messages:
+        raise DataError(f'{where}: "prompt" has no messages; every comparison needs a prompt')
+    return messages
+
+
+def _parse_completion(value: Any, field: str, where: str) -> str:
+    """A completion is a string or a list holding exactly one assistant message."""
+    if isinstance(value, list):
+        messages = _parse_messages(value, field, where)
+        if len(messages) != 1 or messages[0]["role"] != "assistant":
+            raise DataError(
+                f'{where}: "{field}" must be one assistant message, got roles '
+                f"{[m['role'] for m in messages]}; multi-turn completions are not supported"
+            )
+        value = messages[0]["content"]
+    if not isinstance(value, str):
+        raise DataError(f'{where}: "{field}" must be a string or a list of messages')
+    if not value.strip():
+        raise DataError(f'{where}: "{field}" is empty; both answers need text')
+    return value
+
+
+def _split_implicit_prompt(record: dict[str, Any], where: str) -> tuple[Messages, str, str]:
+    """{"chosen": [conversation], "rejected": [conversation]} sharing every turn but the last."""
+    if not isinstance(record["chosen"], list) or not isinstance(record["rejected"], list):
+        raise DataError(
+            f'{where}: missing field "prompt"; plain-text rows need "prompt", "chosen" and '
+            '"rejected" (only conversations may leave the prompt implicit)'
+        )
+    chosen = _parse_messages(record["chosen"], "chosen", where)
+    rejected = _parse_messages(record["rejected"], "rejected", where)
+    if len(chosen) < 2 or chosen[:-1] != rejected[:-1]:
+        raise DataError(
+            f'{where}: without "prompt", chosen and rejected must be conversations with the same '
+            'turns before the last; add a "prompt" field or fix the shared turns'
+        )
+    completions = [
+        _parse_completion(messages[-1:], field, where)
+        for messages, field in ((chosen, "chosen"), (rejected, "rejected"))
+    ]
+    return chosen[:-1], completions[0], completions[1]
+
+
+def _parse_messages(value: Any, field: str, where: str) -> Messages:
+    if not isinstance(value, list):
+        raise DataError(f'{where}: "{field}" must be a string or a list of messages')
+    messages = []
+    for index, message in enumerate(value):
+        if (
+            not isinstance(message, dict)
+            or not isinstance(message.get("role"), str)
+            or not isinstance(message.get("content"), str)
+        ):
+            raise DataError(
+                f'{where}: "{field}" message {index} must be {{"role": str, "content": str}}'
+            )
+        if message["role"] not in ROLES:
+            raise DataError(
+                f'{where}: "{field}" message {index} has unknown role {message["role"]!r}; '
+                f"use one of {', '.join(ROLES)}"
+            )
+        messages.append({"role": message["role"], "content": message["content"]})
+    return messages
+
+
+def _parse_target(record: dict[str, Any], where: str) -> float:
+    tie = record.get("tie", False)
+    if not isinstance(tie, bool):
+        raise DataError(f'{where}: "tie" must be true or false, got {tie!r}')
+    if "target" not in record:
+        return 0.5 if tie else 1.0
+    target = _number(record, "target", 1.0, where)
+    if not 0.0 <= target <= 1.0:
+        raise DataError(f'{where}: "target" is P(chosen is better) and must be in [0, 1]')
+    if tie and target != 0.5:
+        raise DataError(f'{where}: "tie" is true but "target" is {target}; a tie is 0.5')
+    return target
+
+
+def _number(record: dict[str, Any], field: str, default: float, where: str) -> float:
+    value = record.get(field, default)
+    # bool is an int in Python; true as a weight is a mistake, not 1.0.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise DataError(f'{where}: "{field}" must be a finite number, got {value!r}')
+    return float(value)
+
+
+# --- tokenization ------------------------------------------------------------------------------
+
+
+def render_prompt(prompt: Prompt, tokenizer: PreTrainedTokenizerBase) -> str:
+    """The prompt as the text the model sees right before its answer."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if isinstance(prompt, str):
+        return prompt
+    # No template (a base LM, or a BERT reward backbone): a readable transcript that still shows
+    # who said what, ending the way add_generation_prompt would, on the assistant's turn.
+    return "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
+
+
+def encode_prompt(prompt: Prompt, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Untruncated prompt ids, exactly as training sees them; generation should use this too."""
+    prefix, suffix = _special_frame(tokenizer)
+    return prefix + _text_ids(render_prompt(prompt, tokenizer), tokenizer) + suffix
+
+
+def encode_pairs(
+    rows: Sequence[PreferenceRow],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    max_length: int,
+    max_prompt_length: int,
+    context_length: int | None = None,
+) -> list[EncodedPair]:
+    """Tokenize rows into prompt and completion ids.
+
+    Completions end with the eos token (the policy must learn to stop; BERT has no eos, so its
+    [SEP] closes the answer instead). The prompt is cut from the LEFT to max_prompt_length so the
+    latest turns survive, keeping its special tokens; then each completion is cut from the right
+    so prompt + completion <= max_length (a cut completion loses its eos: it did not end there).
+    A prompt longer than context_length, the model's maximum context, is a DataError.
+
+    Special tokens: a chat template writes everything the model needs (SmolLM2's has no BOS;
+    Llama 3's writes it into the text), so rendered text is encoded with add_special_tokens=False.
+    Without a template the prompt gets what the tokenizer adds to one text: [CLS] ... [SEP] for
+    BERT, giving [CLS] prompt [SEP] answer [SEP] as in BERT's sentence pairs; <s> for Llama.
+    """
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2, got {max_length}")
+    if not 1 <= max_prompt_length < max_length:
+        raise ValueError(
+            f"max_prompt_length must be in [1, max_length) to leave room for the answer, got "
+            f"{max_prompt_length} with max_length {max_length}"
+        )
+    if context_length is not None and max_length > context_length:
+        raise ValueError(
+            f"max_length {max_length} is longer than the model's context of {context_length}"
+        )
+    eos_id = completion_end_id(tokenizer)
+    prefix, suffix = _special_frame(tokenizer)
+    room = max_prompt_length - len(prefix) - len(suffix)  # prompt text tokens kept
+    if room < 1:
+        raise ValueError(
+            f"max_prompt_length {max_prompt_length} leaves no room next to the tokenizer's "
+            f"{len(prefix) + len(suffix)} special tokens"
+        )
+    pairs = []
+    for index, row in enumerate(rows):
+        body = _text_ids(render_prompt(row.prompt, tokenizer), tokenizer)  # cut from the left
+        prompt_length = len(prefix) + len(body) + len(suffix)
+        if context_length is not None and prompt_length > context_length:
+            where = f"row {index}" + (f" (line {row.source_line})" if row.source_line else "")
+            raise DataError(
+                f"{where}: prompt is {prompt_length} tokens, longer than the model's context of "
+                f"{context_length}; shorten the prompt or drop the row"
+            )
+        prompt_ids = prefix + body[-room:] + suffix
+        completion_room = max_length - len(prompt_ids)
+        chosen_ids, rejected_ids = (
+            [*_text_ids(text, tokenizer), eos_id][:completion_room]
+            for text in (row.chosen, row.rejected)
+        )
+        pairs.append(
+            EncodedPair(
+                prompt_ids, chosen_ids, rejected_ids, row.weight, row.margin, row.target, index
+            )
+        )
+    return pairs
+
+
+def completion_end_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The token that closes an answer: eos, or [SEP] for BERT-style tokenizers without one."""
+    for token_id in (tokenizer.eos_token_id, tokenizer.sep_token_id):
+        if token_id is not None:
+            return token_id
+    raise ValueError("the tokenizer has neither an eos nor a sep token; set tokenizer.eos_token")
+
+
+def _special_frame(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    """Special ids around a prompt: none with a chat template (the template writes them);
+    otherwise what the tokenizer wraps one text in: ([CLS], [SEP]) for BERT, ([<s>], []) for
+    Llama, ([], []) for GPT-2, found by encoding a probe with and without them."""
+    if tokenizer.chat_template:
+        return [], []
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    body = tokenizer("a", add_special_tokens=False)["input_ids"]
+    for start in range(len(full) - len(body) + 1):
+        if full[start : start + len(body)] == body:
+            return full[:start], full[start + len(body) :]
+    raise ValueError(
+        "cannot tell which special tokens this tokenizer adds; give it a chat template"
+    )
+
+
+def _text_ids(text: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+# --- batching ----------------------------------------------------------------------------------
+
+
+def length_bucketed_batches(
+    lengths: Sequence[int], batch_size: int, *, shuffle: bool, seed: int, bucket_factor: int = 50
+) -> list[list[int]]:
+    """Batches of indices into `lengths` in which sequences of similar length travel together.
+
+    Indices are shuffled, cut into megabatches of batch_size * bucket_factor, sorted by length
+    inside each megabatch and cut into batches; then the batch order is shuffled. Little padding,
+    yet each epoch differs by seed. Every index appears exactly once; only the last batch may be
+    short. Without shuffle the order is deterministic: index order, sorted within megabatches.
+    """
+    if batch_size < 1 or bucket_factor < 1:
+        raise ValueError(
+            f"batch_size and bucket_factor must be >= 1, got {batch_size} and {bucket_factor}"
+        )
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    if shuffle:
+        rng.shuffle(order)
+    megabatch = batch_size * bucket_factor
+    batches = []
+    for start in range(0, len(order), megabatch):
+        # Longest first; a multiple of batch_size, so only the final megabatch leaves a short batch.
+        chunk = sorted(order[start : start + megabatch], key=lambda i: lengths[i], reverse=True)
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+def collate_policy_pairs(pairs: Sequence[EncodedPair], pad_id: int) -> dict[str, Any]:
+    """A DPO batch: B pairs -> 2B sequences, chosen rows first, then rejected (see module doc).
+
+    input_ids, attention_mask (2B, T) long; loss_mask (2B, T) bool on completion tokens;
+    weight, margin, target (B,) float32; num_tokens int, the non-pad tokens.
+    """
+    input_ids, attention_mask, loss_mask = _stack_pairs(pairs, pad_id)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "loss_mask": loss_mask,
+        **_pair_fields(pairs),
+        "num_tokens": int(attention_mask.sum()),
+    }
+
+
+def collate_reward_pairs(pairs: Sequence[EncodedPair], pad_id: int) -> dict[str, Any]:
+    """A reward-model batch: like collate_policy_pairs without loss_mask. With right padding the
+    last real token of row i is at attention_mask[i].sum() - 1."""
+    input_ids, attention_mask, _ = _stack_pairs(pairs, pad_id)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        **_pair_fields(pairs),
+        "num_tokens": int(attention_mask.sum()),
+    }
+
+
+def _stack_pairs(pairs: Sequence[EncodedPair], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
+    """B pairs -> input_ids (2B, T), attention_mask (2B, T), loss_mask (2B, T), right-padded."""
+    if not pairs:
+        raise ValueError("cannot collate an empty batch")
+    sequences = [(p.prompt_ids, p.chosen_ids) for p in pairs]
+    sequences += [(p.prompt_ids, p.rejected_ids) for p in pairs]
+    width = max(len(prompt) + len(completion) for prompt, completion in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    loss_mask = torch.zeros((len(sequences), width), dtype=torch.bool)
+    for i, (prompt, completion) in enumerate(sequences):
+        end = len(prompt) + len(completion)
+        input_ids[i, :end] = torch.tensor(prompt + completion, dtype=torch.long)
+        attention_mask[i, :end] = 1
+        loss_mask[i, len(prompt) : end] = True
+    return input_ids, attention_mask, loss_mask
+
+
+def _pair_fields(pairs: Sequence[EncodedPair]) -> dict[str, Tensor]:
+    """weight, margin, target: (B,) float32 each."""
+    return {
+        field: torch.tensor([getattr(p, field) for p in pairs], dtype=torch.float32)
+        for field in ("weight", "margin", "target")
+    }

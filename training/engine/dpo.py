@@ -1,0 +1,329 @@
+"""Direct Preference Optimization with LoRA: the policy learns straight from human pairs.
+
+Reads top to bottom: load the policy (a fresh adapter, or the previous round's to continue),
+encode the pairs, compute the reference log-probs once (the base with the adapter switched off,
+or the starting adapter), then the loop: forward chosen and rejected together, DPO loss, step.
+Runs on CPU, one GPU or many through `accelerate launch`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from training.engine import runtime
+from training.engine.config import DPOConfig
+from training.engine.data import (
+    EncodedPair,
+    PreferenceRow,
+    collate_policy_pairs,
+    encode_pairs,
+    length_bucketed_batches,
+)
+from training.engine.losses import dpo_loss
+from training.engine.models import (
+    POLICY_ADAPTER,
+    PolicyLogprobs,
+    context_length,
+    load_policy,
+    save_artifact,
+)
+from training.engine.runtime import Callbacks, Metrics, TrainResult
+
+REFERENCE_FILE = "reference_logps.pt"
+
+
+def pair_length(pair: EncodedPair) -> int:
+    return len(pair.prompt_ids) + max(len(pair.chosen_ids), len(pair.rejected_ids))
+
+
+def decided_rows(rows: list[PreferenceRow]) -> list[PreferenceRow]:
+    """DPO needs a winner: ties carry no direction and are left out; a row whose target says
+    the "rejected" answer is the better one is turned around."""
+    decided = []
+    for row in rows:
+        if row.target > 0.5:
+            decided.append(row)
+        elif row.target < 0.5:
+            decided.append(replace(row, chosen=row.rejected, rejected=row.chosen, target=1.0))
+    return decided
+
+
+def policy_logps(
+    scorer: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    device: torch.device,
+    *,
+    per_token: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) chosen and (B,) rejected log-probs; the 2B sequences go through in one forward.
+
+    per_token averages over each answer's tokens instead of summing (what IPO is defined on).
+    """
+    loss_mask = batch["loss_mask"].to(device)
+    logps = scorer(
+        batch["input_ids"].to(device), batch["attention_mask"].to(device), loss_mask
+    )  # (2B,)
+    if per_token:
+        logps = logps / loss_mask[:, 1:].sum(dim=1).clamp(min=1)
+    half = logps.shape[0] // 2
+    return logps[:half], logps[half:]
+
+
+@torch.inference_mode()
+def reference_logps(
+    scorer: PolicyLogprobs,
+    pairs: list[EncodedPair],
+    *,
+    adapter_off: bool,
+    per_token: bool,
+    batch_size: int,
+    pad_id: int,
+    accelerator: Accelerator,
+) -> torch.Tensor:  # (N, 2): chosen, rejected
+    """The reference model's log-probs, computed once per data set instead of every step."""
+    out = torch.zeros(len(pairs), 2)
+    order = sorted(range(len(pairs)), key=lambda i: pair_length(pairs[i]))
+    model = scorer.model
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        batch = collate_policy_pairs([pairs[i] for i in index], pad_id)
+        with accelerator.autocast():
+            if adapter_off:
+                with model.disable_adapter():
+                    chosen, rejected = policy_logps(
+                        scorer, batch, accelerator.device, per_token=per_token
+                    )
+            else:
+                chosen, rejected = policy_logps(
+                    scorer, batch, accelerator.device, per_token=per_token
+                )
+        out[index, 0], out[index, 1] = chosen.float().cpu(), rejected.float().cpu()
+    model.train(was_training)
+    return out
+
+
+def load_or_compute_reference(output_dir: Path, compute, count: int) -> torch.Tensor:
+    """A resumed run reuses the reference it computed before it was stopped."""
+    path = Path(output_dir) / REFERENCE_FILE
+    if path.exists():
+        saved = torch.load(path)
+        if saved.shape == (count, 2):
+            return saved
+    reference = compute()
+    torch.save(reference, path)
+    return reference
+
+
+@torch.inference_mode()
+def evaluate(
+    scorer: PolicyLogprobs,
+    pairs: list[EncodedPair],
+    reference: torch.Tensor,
+    config: DPOConfig,
+    pad_id: int,
+    accelerator: Accelerator,
+) -> Metrics:
+    scorer.eval()
+    rows: list[Metrics] = []
+    for start in range(0, len(pairs), config.batch_size * 2):
+        chunk = list(range(start, min(start + config.batch_size * 2, len(pairs))))
+        batch = collate_policy_pairs([pairs[i] for i in chunk], pad_id)
+        with accelerator.autocast():
+            chosen, rejected = policy_logps(
+                scorer, batch, accelerator.device, per_token=config.loss_type == "ipo"
+            )
+        ref = reference[chunk].to(accelerator.device)
+        loss, stats = dpo_loss(
+            chosen.float(),
+            rejected.float(),
+            ref[:, 0],
+            ref[:, 1],
+            beta=config.beta,
+            loss_type=config.loss_type,
+            label_smoothing=config.label_smoothing,
+        )
+        rows.append({"loss": loss.item(), **stats})
+    scorer.train()
+    return runtime.mean_metrics(rows)
+
+
+def train_dpo(
+    rows: list[PreferenceRow],
+    config: DPOConfig,
+    output_dir: Path,
+    *,
+    callbacks: Callbacks | None = None,
+    cache_dir: Path | None = None,
+) -> TrainResult:
+    """Train a LoRA adapter with DPO; resumes from output_dir's checkpoint if there is one."""
+    config.validate()
+    callbacks = callbacks or Callbacks()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    runtime.configure_threads()
+    runtime.set_seed(config.seed)
+    accelerator = runtime.make_accelerator(config.precision, config.grad_accum_steps)
+    device = accelerator.device
+
+    # --- policy: continue the previous round's adapter, or start a fresh one ---------------------
+    model, tokenizer = load_policy(
+        config.base_model,
+        adapter=config.init_adapter,
+        lora=None if config.init_adapter else config.lora,
+        trainable=True,
+        cache_dir=cache_dir,
+        device=device,
+    )
+    scorer = PolicyLogprobs(model)
+    pad_id = tokenizer.pad_token_id
+
+    # --- data: token ids, a held-out slice ------------------------------------------------------
+    pairs = encode_pairs(
+        decided_rows(rows),
+        tokenizer,
+        max_length=config.max_length,
+        max_prompt_length=config.max_prompt_length,
+        context_length=context_length(model),
+    )
+    train_index, eval_index = runtime.split_train_eval(
+        len(pairs), config.eval_fraction, config.seed
+    )
+    train_pairs = [pairs[i] for i in train_index]
+    eval_pairs = [pairs[i] for i in eval_index]
+
+    # --- reference log-probs, once ----------------------------------------------------------------
+    reference = load_or_compute_reference(
+        output_dir,
+        lambda: reference_logps(
+            scorer,
+            pairs,
+            adapter_off=config.reference == "base",
+            per_token=config.loss_type == "ipo",
+            batch_size=config.batch_size * 2,
+            pad_id=pad_id,
+            accelerator=accelerator,
+        ),
+        len(pairs),
+    )
+    train_reference, eval_reference = reference[train_index], reference[eval_index]
+
+    # --- optimizer and schedule -----------------------------------------------------------------
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        trainable, lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    lengths = [pair_length(pair) for pair in train_pairs]
+    batches_per_epoch = -(-len(train_pairs) // config.batch_size)
+    total_steps = runtime.total_optimizer_steps(
+        batches_per_epoch, config.epochs, config.max_steps, config.grad_accum_steps
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: runtime.learning_rate_factor(
+            step, total_steps, config.warmup_ratio, config.schedule
+        ),
+    )
+    scorer, optimizer, scheduler = accelerator.prepare(scorer, optimizer, scheduler)
+    start_step, _ = runtime.load_checkpoint(
+        output_dir, model=scorer, optimizer=optimizer, scheduler=scheduler
+    )
+
+    def make_batches(epoch: int) -> list[list[int]]:
+        batches = length_bucketed_batches(
+            lengths, config.batch_size, shuffle=True, seed=config.seed + epoch
+        )
+        return batches[accelerator.process_index :: accelerator.num_processes]
+
+    # --- the loop ---------------------------------------------------------------------------------
+    scorer.train()
+    throughput = runtime.Throughput()
+    step_metrics: list[Metrics] = []
+    train_metrics: Metrics = {}
+    eval_metrics: Metrics = {}
+    step = start_step
+    accum = config.grad_accum_steps
+    for micro_step, batch_index in runtime.epoch_batches(
+        make_batches, start_step * accum, total_steps * accum
+    ):
+        if callbacks.should_stop():
+            runtime.save_checkpoint(
+                output_dir, model=scorer, optimizer=optimizer, scheduler=scheduler, step=step
+            )
+            raise runtime.RunCancelled(f"stopped at step {step} of {total_steps}")
+        batch = collate_policy_pairs([train_pairs[i] for i in batch_index], pad_id)
+        ref = train_reference[batch_index].to(device)
+        with accelerator.accumulate(scorer):
+            with accelerator.autocast():
+                chosen, rejected = policy_logps(
+                    scorer, batch, device, per_token=config.loss_type == "ipo"
+                )
+            loss, stats = dpo_loss(
+                chosen.float(),
+                rejected.float(),
+                ref[:, 0],
+                ref[:, 1],
+                beta=config.beta,
+                loss_type=config.loss_type,
+                label_smoothing=config.label_smoothing,
+                weight=batch["weight"].to(device),
+            )
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                grad_norm = accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        throughput.add(len(batch_index), int(batch["num_tokens"]))
+        step_metrics.append({"loss": loss.item(), **stats})
+        if (micro_step + 1) % accum:
+            continue
+
+        # One optimizer step done.
+        step += 1
+        train_metrics = {
+            **runtime.mean_metrics(step_metrics),
+            "grad_norm": float(grad_norm),
+            "learning_rate": scheduler.get_last_lr()[0],
+            **throughput.rates(),
+        }
+        step_metrics = []
+        callbacks.on_metrics(step, "train", train_metrics)
+        callbacks.on_progress(step, total_steps)
+        if eval_pairs and (step % config.eval_every == 0 or step == total_steps):
+            eval_metrics = evaluate(scorer, eval_pairs, eval_reference, config, pad_id, accelerator)
+            callbacks.on_metrics(step, "eval", eval_metrics)
+        if step % config.checkpoint_every == 0 and step < total_steps:
+            runtime.save_checkpoint(
+                output_dir, model=scorer, optimizer=optimizer, scheduler=scheduler, step=step
+            )
+
+    # --- the artifact: adapter, tokenizer, config; the marker file last --------------------------
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_artifact(
+            output_dir,
+            kind=POLICY_ADAPTER,
+            model=accelerator.unwrap_model(scorer).model,
+            tokenizer=tokenizer,
+            config=config,
+            base_model=config.base_model,
+            metrics=runtime.final_metrics(train_metrics, eval_metrics),
+            extra={"pairs": len(pairs), "train_pairs": len(train_pairs), "steps": total_steps},
+        )
+        runtime.remove_checkpoint(output_dir)
+        (output_dir / REFERENCE_FILE).unlink(missing_ok=True)
+    return TrainResult(
+        output_dir=output_dir,
+        steps=total_steps,
+        seconds=throughput.seconds,
+        samples_per_second=throughput.rates()["samples_per_s"],
+        train_metrics=train_metrics,
+        eval_metrics=eval_metrics,
+        resumed_from_step=start_step,
+    )

@@ -1,0 +1,343 @@
+"""Loading, wrapping and saving models: policies (causal LMs with LoRA) and reward models.
+
+A model is named by a packaged name (prepared by `manage.py prepare_models`), a local folder or
+a hub id. Artifacts are folders of safetensors plus `tandem_config.json` (the hyperparameters)
+and `tandem_artifact.json` (what it is, what it was trained from), the latter written last, so
+a folder without it is an interrupted run and is never loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.utils import logging as hf_logging
+
+from training.engine.config import ConfigError, LoraSettings, save_config
+from training.engine.packaged import resolve_model_path
+
+ARTIFACT_FILE = "tandem_artifact.json"
+POLICY_ADAPTER = "policy-adapter"
+REWARD_ADAPTER = "reward-adapter"
+REWARD_FULL = "reward-full"
+
+
+class ArtifactError(ValueError):
+    """A folder that is not a complete Tandem artifact of the expected kind."""
+
+
+def quiet_transformers() -> None:
+    """Loading reports and progress bars would flood worker logs and the CLI's own progress."""
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MODEL_CACHE_DIR", "var/models"))
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve(name_or_path: str, cache_dir: Path | None = None) -> str:
+    quiet_transformers()
+    return resolve_model_path(name_or_path, cache_dir or default_cache_dir())
+
+
+# --- tokenizers ----------------------------------------------------------------------------------
+
+
+def load_tokenizer(name_or_path: str, *, cache_dir: Path | None = None) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(resolve(name_or_path, cache_dir))
+    if tokenizer.pad_token_id is None:
+        # Padding is always masked out, so any id works; eos is one every model has.
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.sep_token
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def stop_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The token that ends an answer: eos for chat models, [SEP] for BERT-style encoders."""
+    token_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else None
+    token_id = token_id if token_id is not None else tokenizer.sep_token_id
+    if token_id is None:
+        raise ConfigError("The tokenizer has neither an eos nor a sep token to end answers with.")
+    return int(token_id)
+
+
+def context_length(model: PreTrainedModel) -> int | None:
+    return getattr(unwrap(model).config, "max_position_embeddings", None)
+
+
+# --- policies ------------------------------------------------------------------------------------
+
+
+def load_causal_lm(
+    name_or_path: str, *, cache_dir: Path | None = None, device: torch.device | None = None
+) -> PreTrainedModel:
+    # Weights stay fp32: autocast runs the matmuls in bf16 where that is fast, and the
+    # optimizer keeps exact fp32 master weights without a separate copy.
+    model = AutoModelForCausalLM.from_pretrained(
+        resolve(name_or_path, cache_dir), dtype=torch.float32
+    )
+    return model.to(device or pick_device())
+
+
+def lora_config(lora: LoraSettings, task_type: TaskType, modules_to_save: list[str] | None = None):
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        task_type=task_type,
+        modules_to_save=modules_to_save,
+    )
+
+
+def _check_targets(model: torch.nn.Module, lora: LoraSettings) -> None:
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [target for target in lora.target_modules if target not in names]
+    if missing:
+        linear = sorted(
+            {
+                n.rsplit(".", 1)[-1]
+                for n, m in model.named_modules()
+                if isinstance(m, torch.nn.Linear)
+            }
+        )
+        raise ConfigError(
+            f"lora.target_modules {missing} are not layers of this model; "
+            f"its linear layers are: {', '.join(linear)}."
+        )
+
+
+def add_lora(model: PreTrainedModel, lora: LoraSettings) -> PeftModel:
+    _check_targets(model, lora)
+    return get_peft_model(model, lora_config(lora, TaskType.CAUSAL_LM))
+
+
+def load_policy(
+    base_model: str,
+    *,
+    adapter: str | Path | None = None,
+    lora: LoraSettings | None = None,
+    trainable: bool = False,
+    cache_dir: Path | None = None,
+    device: torch.device | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The base model, with a saved adapter on top (to continue or to serve) or a fresh one."""
+    model = load_causal_lm(base_model, cache_dir=cache_dir, device=device)
+    tokenizer = load_tokenizer(base_model, cache_dir=cache_dir)
+    if adapter is not None:
+        read_artifact(adapter, expected=(POLICY_ADAPTER,))
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+    elif lora is not None:
+        model = add_lora(model, lora)
+    if not trainable:
+        model.eval()
+    return model, tokenizer
+
+
+def unwrap(model: torch.nn.Module) -> PreTrainedModel:
+    """The transformers model inside a PEFT (and accelerate) wrapper; LoRA layers stay in it."""
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
+def completion_logprobs(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,  # (N, T) right-padded prompt + completion
+    attention_mask: torch.Tensor,  # (N, T)
+    loss_mask: torch.Tensor,  # (N, T) true on completion tokens
+) -> torch.Tensor:  # (N,) summed log-probability of each completion
+    """Sum of log p(token) over completion tokens, projecting to the vocabulary only there.
+
+    The vocabulary projection is a fifth of a small model's compute and its fp32 log-softmax the
+    largest tensor in the step; prompt and padding positions never need it.
+    """
+    inner = unwrap(model)
+    backbone = getattr(inner, inner.base_model_prefix)
+    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    targets_mask = loss_mask[:, 1:].bool()  # hidden[t] predicts token t + 1
+    selected = hidden[:, :-1][targets_mask]  # (M, H)
+    targets = input_ids[:, 1:][targets_mask]  # (M,)
+    logits = inner.get_output_embeddings()(selected).float()  # (M, V)
+    token_logps = logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)  # (M,)
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None]
+    rows = rows.expand_as(targets_mask)[targets_mask]  # (M,) which sequence each token is in
+    return torch.zeros(input_ids.shape[0], device=input_ids.device).index_add(0, rows, token_logps)
+
+
+# --- reward models -------------------------------------------------------------------------------
+
+
+def _head_name(model: PreTrainedModel) -> str:
+    for name in ("score", "classifier"):
+        if hasattr(model, name):
+            return name
+    raise ConfigError(f"{type(model).__name__} has no score or classifier head.")
+
+
+def load_reward_backbone(
+    backbone: str,
+    *,
+    use_lora: bool,
+    lora: LoraSettings,
+    cache_dir: Path | None = None,
+    device: torch.device | None = None,
+) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    """A fresh reward model: the backbone with a one-output head, LoRA or fully trainable."""
+    tokenizer = load_tokenizer(backbone, cache_dir=cache_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        resolve(backbone, cache_dir), num_labels=1, dtype=torch.float32
+    )
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if use_lora:
+        _check_targets(model, lora)
+        model = get_peft_model(
+            model, lora_config(lora, TaskType.SEQ_CLS, modules_to_save=[_head_name(model)])
+        )
+    return model.to(device or pick_device()), tokenizer
+
+
+def reward_scores(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,  # (N, T) right-padded
+    attention_mask: torch.Tensor,  # (N, T)
+) -> torch.Tensor:  # (N,) float32 scalar rewards
+    inner = unwrap(model)
+    if not hasattr(inner, "score"):
+        # Encoders (BERT) pool the [CLS] token through their own classifier.
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
+    # Decoders: score the last real token ourselves. The library finds it by looking for the
+    # pad id, which misfires when pad == eos and the answer ends with eos (as ours do).
+    backbone = getattr(inner, inner.base_model_prefix)
+    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    last = attention_mask.sum(dim=1) - 1  # (N,)
+    pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (N, H)
+    return inner.score(pooled)[:, 0].float()
+
+
+def load_reward_model(
+    artifact: str | Path, *, cache_dir: Path | None = None, device: torch.device | None = None
+) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    """A trained reward model for scoring (eval mode)."""
+    info = read_artifact(artifact, expected=(REWARD_ADAPTER, REWARD_FULL))
+    tokenizer = load_tokenizer(str(artifact))
+    if info["kind"] == REWARD_FULL:
+        model = AutoModelForSequenceClassification.from_pretrained(str(artifact))
+    else:
+        base = AutoModelForSequenceClassification.from_pretrained(
+            resolve(info["base_model"], cache_dir), num_labels=1, dtype=torch.float32
+        )
+        base.config.pad_token_id = tokenizer.pad_token_id
+        model = PeftModel.from_pretrained(base, str(artifact))
+    return model.to(device or pick_device()).eval(), tokenizer
+
+
+# --- artifacts -----------------------------------------------------------------------------------
+
+
+def save_artifact(
+    folder: Path,
+    *,
+    kind: str,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    config: Any,
+    base_model: str,
+    metrics: dict[str, float] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Adapter (or full model) as safetensors, tokenizer, config; the marker file goes last."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ARTIFACT_FILE).unlink(missing_ok=True)
+    getattr(model, "module", model).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    save_config(config, folder)
+    import peft
+    import transformers
+
+    info = {
+        "kind": kind,
+        "base_model": base_model,
+        "metrics": metrics or {},
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
+        },
+        **(extra or {}),
+    }
+    (folder / ARTIFACT_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return folder
+
+
+def read_artifact(folder: str | Path, *, expected: tuple[str, ...]) -> dict[str, Any]:
+    path = Path(folder) / ARTIFACT_FILE
+    if not path.exists():
+        raise ArtifactError(
+            f"{folder} is not a complete Tandem artifact (no {ARTIFACT_FILE}); "
+            "it may be from an interrupted run."
+        )
+    info = json.loads(path.read_text())
+    if info.get("kind") not in expected:
+        raise ArtifactError(f"{folder} holds a {info.get('kind')}, not a {' or '.join(expected)}.")
+    return info
+
+
+def merge_adapter(adapter: str | Path, out: Path, *, cache_dir: Path | None = None) -> Path:
+    """Fold a policy adapter into its base weights: one plain model folder, for other servers."""
+    info = read_artifact(adapter, expected=(POLICY_ADAPTER,))
+    model, tokenizer = load_policy(
+        info["base_model"], adapter=adapter, cache_dir=cache_dir, device=torch.device("cpu")
+    )
+    merged = model.merge_and_unload()
+    out = Path(out)
+    merged.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+# --- modules the loops train through ---------------------------------------------------------
+# The loops call these wrappers, not the model's own forward: under DistributedDataParallel the
+# gradient sync is set up by the wrapped module's forward, so it must be the one called.
+
+
+class PolicyLogprobs(torch.nn.Module):
+    """forward(input_ids, attention_mask, loss_mask) -> (N,) completion log-probs."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor
+    ) -> torch.Tensor:
+        return completion_logprobs(self.model, input_ids, attention_mask, loss_mask)
+
+
+class RewardScorer(torch.nn.Module):
+    """forward(input_ids, attention_mask) -> (N,) rewards."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return reward_scores(self.model, input_ids, attention_mask)

@@ -1,0 +1,255 @@
+"""Bradley-Terry reward model: learns a scalar score whose differences predict human choices.
+
+Reads top to bottom: load the backbone with a one-output head (LoRA, or every weight for small
+encoders), encode the pairs with the backbone's own tokenizer, then the loop: score chosen and
+rejected in one forward, Bradley-Terry loss (annotator strength as a margin, ties as a half
+target), step. Runs on CPU, one GPU or many through `accelerate launch`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from training.engine import runtime
+from training.engine.config import RewardConfig
+from training.engine.data import (
+    EncodedPair,
+    PreferenceRow,
+    collate_reward_pairs,
+    encode_pairs,
+    length_bucketed_batches,
+)
+from training.engine.losses import bradley_terry_loss
+from training.engine.models import (
+    REWARD_ADAPTER,
+    REWARD_FULL,
+    RewardScorer,
+    context_length,
+    load_reward_backbone,
+    load_reward_model,
+    save_artifact,
+)
+from training.engine.runtime import Callbacks, Metrics, TrainResult
+
+
+def pair_length(pair: EncodedPair) -> int:
+    return len(pair.prompt_ids) + max(len(pair.chosen_ids), len(pair.rejected_ids))
+
+
+def pair_scores(
+    scorer: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) chosen and (B,) rejected rewards; the 2B sequences go through in one forward."""
+    scores = scorer(batch["input_ids"].to(device), batch["attention_mask"].to(device))  # (2B,)
+    half = scores.shape[0] // 2
+    return scores[:half], scores[half:]
+
+
+def pair_loss(
+    chosen: torch.Tensor, rejected: torch.Tensor, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, Metrics]:
+    return bradley_terry_loss(
+        chosen,
+        rejected,
+        target=batch["target"].to(chosen.device),
+        margin=batch["margin"].to(chosen.device),
+        weight=batch["weight"].to(chosen.device),
+    )
+
+
+@torch.inference_mode()
+def evaluate(
+    scorer: torch.nn.Module,
+    pairs: list[EncodedPair],
+    batch_size: int,
+    pad_id: int,
+    accelerator: Accelerator,
+) -> Metrics:
+    """Loss, pairwise accuracy and mean margin on held-out pairs (pooled, not batch-averaged)."""
+    scorer.eval()
+    chosen_all, rejected_all, targets = [], [], []
+    order = sorted(range(len(pairs)), key=lambda i: pair_length(pairs[i]))
+    for start in range(0, len(order), batch_size):
+        batch = collate_reward_pairs([pairs[i] for i in order[start : start + batch_size]], pad_id)
+        with accelerator.autocast():
+            chosen, rejected = pair_scores(scorer, batch, accelerator.device)
+        chosen_all.append(chosen.float().cpu())
+        rejected_all.append(rejected.float().cpu())
+        targets.append(batch["target"])
+    scorer.train()
+    chosen, rejected, target = torch.cat(chosen_all), torch.cat(rejected_all), torch.cat(targets)
+    loss, stats = bradley_terry_loss(chosen, rejected, target=target)
+    return runtime.mean_metrics([{"loss": loss.item(), **stats}])
+
+
+def train_reward(
+    rows: list[PreferenceRow],
+    config: RewardConfig,
+    output_dir: Path,
+    *,
+    callbacks: Callbacks | None = None,
+    cache_dir: Path | None = None,
+) -> TrainResult:
+    """Train a reward model; resumes from output_dir's checkpoint if there is one."""
+    config.validate()
+    callbacks = callbacks or Callbacks()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    runtime.configure_threads()
+    runtime.set_seed(config.seed)
+    accelerator = runtime.make_accelerator(config.precision, config.grad_accum_steps)
+    device = accelerator.device
+
+    # --- model: backbone + one-output head -----------------------------------------------------
+    model, tokenizer = load_reward_backbone(
+        config.base_model,
+        use_lora=config.use_lora,
+        lora=config.lora,
+        cache_dir=cache_dir,
+        device=device,
+    )
+    scorer = RewardScorer(model)
+    pad_id = tokenizer.pad_token_id
+
+    # --- data: the backbone's own tokens, a held-out slice --------------------------------------
+    pairs = encode_pairs(
+        rows,
+        tokenizer,
+        max_length=config.max_length,
+        max_prompt_length=config.max_prompt_length,
+        context_length=context_length(model),
+    )
+    train_index, eval_index = runtime.split_train_eval(
+        len(pairs), config.eval_fraction, config.seed
+    )
+    train_pairs = [pairs[i] for i in train_index]
+    eval_pairs = [pairs[i] for i in eval_index]
+
+    # --- optimizer and schedule -----------------------------------------------------------------
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        trainable, lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    lengths = [pair_length(pair) for pair in train_pairs]
+    batches_per_epoch = -(-len(train_pairs) // config.batch_size)
+    total_steps = runtime.total_optimizer_steps(
+        batches_per_epoch, config.epochs, config.max_steps, config.grad_accum_steps
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: runtime.learning_rate_factor(
+            step, total_steps, config.warmup_ratio, config.schedule
+        ),
+    )
+    scorer, optimizer, scheduler = accelerator.prepare(scorer, optimizer, scheduler)
+    start_step, _ = runtime.load_checkpoint(
+        output_dir, model=scorer, optimizer=optimizer, scheduler=scheduler
+    )
+
+    def make_batches(epoch: int) -> list[list[int]]:
+        batches = length_bucketed_batches(
+            lengths, config.batch_size, shuffle=True, seed=config.seed + epoch
+        )
+        return batches[accelerator.process_index :: accelerator.num_processes]
+
+    # --- the loop ---------------------------------------------------------------------------------
+    scorer.train()
+    throughput = runtime.Throughput()
+    step_metrics: list[Metrics] = []
+    train_metrics: Metrics = {}
+    eval_metrics: Metrics = {}
+    step = start_step
+    accum = config.grad_accum_steps
+    for micro_step, batch_index in runtime.epoch_batches(
+        make_batches, start_step * accum, total_steps * accum
+    ):
+        if callbacks.should_stop():
+            runtime.save_checkpoint(
+                output_dir, model=scorer, optimizer=optimizer, scheduler=scheduler, step=step
+            )
+            raise runtime.RunCancelled(f"stopped at step {step} of {total_steps}")
+        batch = collate_reward_pairs([train_pairs[i] for i in batch_index], pad_id)
+        with accelerator.accumulate(scorer):
+            with accelerator.autocast():
+                chosen, rejected = pair_scores(scorer, batch, device)
+            loss, stats = pair_loss(chosen.float(), rejected.float(), batch)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                grad_norm = accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        throughput.add(len(batch_index), int(batch["num_tokens"]))
+        step_metrics.append({"loss": loss.item(), **stats})
+        if (micro_step + 1) % accum:
+            continue
+
+        # One optimizer step done.
+        step += 1
+        train_metrics = {
+            **runtime.mean_metrics(step_metrics),
+            "grad_norm": float(grad_norm),
+            "learning_rate": scheduler.get_last_lr()[0],
+            **throughput.rates(),
+        }
+        step_metrics = []
+        callbacks.on_metrics(step, "train", train_metrics)
+        callbacks.on_progress(step, total_steps)
+        if eval_pairs and (step % config.eval_every == 0 or step == total_steps):
+            eval_metrics = evaluate(scorer, eval_pairs, config.batch_size * 2, pad_id, accelerator)
+            callbacks.on_metrics(step, "eval", eval_metrics)
+        if step % config.checkpoint_every == 0 and step < total_steps:
+            runtime.save_checkpoint(
+                output_dir, model=scorer, optimizer=optimizer, scheduler=scheduler, step=step
+            )
+
+    # --- the artifact: weights, tokenizer, config; the marker file last --------------------------
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_artifact(
+            output_dir,
+            kind=REWARD_ADAPTER if config.use_lora else REWARD_FULL,
+            model=accelerator.unwrap_model(scorer).model,
+            tokenizer=tokenizer,
+            config=config,
+            base_model=config.base_model,
+            metrics=runtime.final_metrics(train_metrics, eval_metrics),
+            extra={"pairs": len(pairs), "train_pairs": len(train_pairs), "steps": total_steps},
+        )
+        runtime.remove_checkpoint(output_dir)
+    return TrainResult(
+        output_dir=output_dir,
+        steps=total_steps,
+        seconds=throughput.seconds,
+        samples_per_second=throughput.rates()["samples_per_s"],
+        train_metrics=train_metrics,
+        eval_metrics=eval_metrics,
+        resumed_from_step=start_step,
+    )
+
+
+def evaluate_reward_model(
+    artifact: Path,
+    rows: list[PreferenceRow],
+    *,
+    batch_size: int = 16,
+    max_length: int = 512,
+    max_prompt_length: int = 256,
+    precision: str = "auto",
+    cache_dir: Path | None = None,
+) -> Metrics:
+    """Pairwise accuracy (and loss, margin) of a trained reward model on preference rows."""
+    accelerator = runtime.make_accelerator(precision, 1)
+    model, tokenizer = load_reward_model(artifact, cache_dir=cache_dir, device=accelerator.device)
+    pairs = encode_pairs(
+        rows,
+        tokenizer,
+        max_length=max_length,
+        max_prompt_length=max_prompt_length,
+        context_length=context_length(model),
+    )
+    metrics = evaluate(RewardScorer(model), pairs, batch_size, tokenizer.pad_token_id, accelerator)
+    return {**metrics, "pairs": float(len(pairs))}
