@@ -93,9 +93,7 @@ class TrainingSettings:
         )
         _check(self.weight_decay >= 0, "weight_decay must not be negative.")
         _check(self.max_grad_norm > 0, "max_grad_norm must be positive (1.0 is usual).")
-        _check(
-            self.max_length >= 8, f"max_length={self.max_length}: too short to hold an answer."
-        )
+        _check(self.max_length >= 8, f"max_length={self.max_length}: too short to hold an answer.")
         _check(
             1 <= self.max_prompt_length < self.max_length,
             f"max_prompt_length={self.max_prompt_length} must be at least 1 and below "
