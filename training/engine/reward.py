@@ -14,7 +14,7 @@ import torch
 from accelerate import Accelerator
 
 from training.engine import runtime
-from training.engine.config import RewardConfig
+from training.engine.config import RewardConfig, load_config
 from training.engine.data import (
     EncodedPair,
     PreferenceRow,
@@ -236,12 +236,18 @@ def evaluate_reward_model(
     rows: list[PreferenceRow],
     *,
     batch_size: int = 16,
-    max_length: int = 512,
-    max_prompt_length: int = 256,
+    max_length: int | None = None,
+    max_prompt_length: int | None = None,
     precision: str = "auto",
     cache_dir: Path | None = None,
 ) -> Metrics:
-    """Pairwise accuracy (and loss, margin) of a trained reward model on preference rows."""
+    """Pairwise accuracy (and loss, margin) of a trained reward model on preference rows.
+
+    Lengths default to the ones the model was trained with.
+    """
+    trained_with = load_config(artifact)
+    max_length = max_length or trained_with.max_length
+    max_prompt_length = max_prompt_length or trained_with.max_prompt_length
     accelerator = runtime.make_accelerator(precision, 1)
     model, tokenizer = load_reward_model(artifact, cache_dir=cache_dir, device=accelerator.device)
     pairs = encode_pairs(

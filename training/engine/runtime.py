@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 
 from training.engine.precision import autocast_dtype
 
@@ -55,6 +56,9 @@ def make_accelerator(precision: str, grad_accum_steps: int) -> Accelerator:
     """One process per device under `accelerate launch`; bf16 autocast where it is fast."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     bf16 = autocast_dtype(precision, device) is not None
+    # A worker process runs many jobs with different settings; accelerate keeps the first job's
+    # precision in a process-wide singleton unless told to forget it (the process group stays).
+    AcceleratorState._reset_state()
     return Accelerator(
         mixed_precision="bf16" if bf16 else "no",
         gradient_accumulation_steps=grad_accum_steps,
