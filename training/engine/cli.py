@@ -1,0 +1,282 @@
+"""`python -m training.engine reward|dpo|generate|evaluate ...`: the engine without Django.
+
+Reads JSONL, writes an output folder (or file), shows a progress bar, ends with one summary line.
+Bad input (data, settings, missing models) is a message on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from training.engine.config import (
+    ConfigError,
+    DPOConfig,
+    GenerationConfig,
+    RewardConfig,
+    config_from_dict,
+)
+from training.engine.data import DataError
+from training.engine.models import ArtifactError
+from training.engine.packaged import ModelPreparationError
+
+# ValueError covers inconsistent settings found while encoding (max_length beyond the context).
+USER_ERRORS = (
+    ConfigError,
+    DataError,
+    ArtifactError,
+    ModelPreparationError,
+    FileNotFoundError,
+    ValueError,
+)
+
+
+class ProgressBar:
+    """A tqdm bar fed by the loops' on_progress callback."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=self.description, unit="step", file=sys.stderr)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _training_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Config values from --config (JSON) and then the named flags, which win."""
+    values: dict[str, Any] = {}
+    if args.config:
+        values.update(json.loads(Path(args.config).read_text()))
+    named = {
+        "base_model": args.base,
+        "max_steps": args.max_steps,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.lr,
+        "max_length": args.max_length,
+        "max_prompt_length": args.max_prompt_length,
+        "precision": args.precision,
+        "seed": args.seed,
+        "eval_fraction": args.eval_fraction,
+    }
+    values.update({key: value for key, value in named.items() if value is not None})
+    return values
+
+
+def _add_training_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, type=Path, help="preference JSONL (TRL format)")
+    parser.add_argument("--base", help="packaged name, local folder or hub id")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--config", type=Path, help="JSON file with any config values")
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--epochs", type=float)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--max-length", type=int)
+    parser.add_argument("--max-prompt-length", type=int)
+    parser.add_argument("--eval-fraction", type=float)
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"])
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--cache-dir", type=Path, help="prepared packaged models")
+
+
+def _summary(kind: str, result: Any) -> str:
+    train, evaluation = result.train_metrics, result.eval_metrics
+    parts = [
+        f"{kind}: {result.steps} steps in {result.seconds:.1f} s "
+        f"({result.samples_per_second:.2f} pairs/s)",
+        f"train loss {train.get('loss', float('nan')):.4f}",
+    ]
+    if evaluation:
+        accuracy = evaluation.get("accuracy", evaluation.get("rewards/accuracy"))
+        parts.append(f"eval loss {evaluation['loss']:.4f}")
+        if accuracy is not None:
+            parts.append(f"eval accuracy {accuracy:.3f}")
+    if result.resumed_from_step:
+        parts.append(f"resumed from step {result.resumed_from_step}")
+    return ", ".join(parts) + f" -> {result.output_dir}"
+
+
+def run_dpo(args: argparse.Namespace) -> str:
+    from training.engine.data import read_preference_jsonl
+    from training.engine.dpo import train_dpo
+    from training.engine.runtime import Callbacks
+
+    values = _training_overrides(args)
+    named = {"beta": args.beta, "loss_type": args.loss_type, "init_adapter": args.init_adapter,
+             "reference": args.reference}  # fmt: skip
+    values.update({key: value for key, value in named.items() if value is not None})
+    config = config_from_dict(DPOConfig, values)
+    rows = read_preference_jsonl(args.data)
+    bar = ProgressBar("dpo")
+    try:
+        result = train_dpo(
+            rows, config, args.out, callbacks=Callbacks(on_progress=bar), cache_dir=args.cache_dir
+        )
+    finally:
+        bar.close()
+    return _summary("dpo", result)
+
+
+def run_reward(args: argparse.Namespace) -> str:
+    from training.engine.data import read_preference_jsonl
+    from training.engine.reward import train_reward
+    from training.engine.runtime import Callbacks
+
+    values = _training_overrides(args)
+    if args.full_finetune:
+        values["use_lora"] = False
+    config = config_from_dict(RewardConfig, values)
+    rows = read_preference_jsonl(args.data)
+    bar = ProgressBar("reward")
+    try:
+        result = train_reward(
+            rows, config, args.out, callbacks=Callbacks(on_progress=bar), cache_dir=args.cache_dir
+        )
+    finally:
+        bar.close()
+    return _summary("reward", result)
+
+
+def run_evaluate(args: argparse.Namespace) -> str:
+    from training.engine.data import read_preference_jsonl
+    from training.engine.reward import evaluate_reward_model
+
+    rows = read_preference_jsonl(args.data)
+    metrics = evaluate_reward_model(
+        args.reward_model, rows, batch_size=args.batch_size, cache_dir=args.cache_dir
+    )
+    return (
+        f"evaluate: {int(metrics['pairs'])} pairs, accuracy {metrics['accuracy']:.3f}, "
+        f"mean margin {metrics['margin']:.3f}, loss {metrics['loss']:.4f}"
+    )
+
+
+def read_prompts(path: Path) -> list[str | list[dict[str, str]]]:
+    """JSONL with one prompt a line: {"prompt": text or messages}, {"text": ...} or
+    {"messages": [...]}."""
+    prompts: list[str | list[dict[str, str]]] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
+        prompt = next(
+            (record[key] for key in ("prompt", "messages", "text") if key in record), None
+        ) if isinstance(record, dict) else None  # fmt: skip
+        if not prompt:
+            raise DataError(f"{path}, line {number}: needs a non-empty prompt, messages or text")
+        prompts.append(prompt)
+    if not prompts:
+        raise DataError(f"{path}: no prompts")
+    return prompts
+
+
+def run_generate(args: argparse.Namespace) -> str:
+    from training.engine.generate import generate
+    from training.engine.models import load_policy
+
+    values: dict[str, Any] = {}
+    named = {
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "samples_per_prompt": args.n,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "precision": args.precision,
+    }
+    values.update({key: value for key, value in named.items() if value is not None})
+    config = config_from_dict(GenerationConfig, values)
+    prompts = read_prompts(args.prompts)
+    model, tokenizer = load_policy(args.base, adapter=args.adapter, cache_dir=args.cache_dir)
+    bar = ProgressBar("generate")
+    try:
+        result = generate(model, tokenizer, prompts, config, on_batch=bar)
+    finally:
+        bar.close()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", encoding="utf-8") as handle:
+        for prompt, samples in zip(prompts, result.samples, strict=True):
+            record = {
+                "prompt": prompt,
+                "samples": [
+                    {"text": s.text, "token_count": s.token_count, "finished": s.finished}
+                    for s in samples
+                ],
+            }
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return (
+        f"generate: {len(prompts)} prompts x {config.samples_per_prompt} samples, "
+        f"{result.new_tokens} new tokens in {result.seconds:.1f} s "
+        f"({result.tokens_per_second:.1f} tokens/s) -> {args.out}"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.engine", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    dpo = commands.add_parser("dpo", help="train a LoRA policy adapter with DPO")
+    _add_training_flags(dpo)
+    dpo.add_argument("--beta", type=float)
+    dpo.add_argument("--loss-type", choices=["sigmoid", "ipo", "robust", "hinge"])
+    dpo.add_argument("--init-adapter", help="continue from this adapter (an iterative round)")
+    dpo.add_argument("--reference", choices=["base", "init"])
+    dpo.set_defaults(run=run_dpo)
+
+    reward = commands.add_parser("reward", help="train a Bradley-Terry reward model")
+    _add_training_flags(reward)
+    reward.add_argument("--full-finetune", action="store_true", help="train every weight")
+    reward.set_defaults(run=run_reward)
+
+    evaluate = commands.add_parser("evaluate", help="a reward model's pairwise accuracy")
+    evaluate.add_argument("--reward-model", required=True, type=Path)
+    evaluate.add_argument("--data", required=True, type=Path)
+    evaluate.add_argument("--batch-size", type=int, default=16)
+    evaluate.add_argument("--cache-dir", type=Path)
+    evaluate.set_defaults(run=run_evaluate)
+
+    gen = commands.add_parser("generate", help="sample answers from a policy")
+    gen.add_argument("--prompts", required=True, type=Path, help="JSONL of prompts")
+    gen.add_argument("--base", default="smollm2-135m-instruct")
+    gen.add_argument("--adapter", type=Path, help="a policy adapter folder")
+    gen.add_argument("--out", required=True, type=Path, help="output JSONL")
+    gen.add_argument("--n", type=int, help="samples per prompt")
+    gen.add_argument("--max-new-tokens", type=int)
+    gen.add_argument("--temperature", type=float)
+    gen.add_argument("--top-p", type=float)
+    gen.add_argument("--batch-size", type=int)
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--precision", choices=["auto", "bf16", "fp32"])
+    gen.add_argument("--cache-dir", type=Path)
+    gen.set_defaults(run=run_generate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        summary = args.run(args)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except json.JSONDecodeError as error:
+        print(f"error: --config is not valid JSON: {error}", file=sys.stderr)
+        return 2
+    print(summary)
+    return 0
