@@ -50,7 +50,9 @@ def test_loss_falls_and_only_lora_weights_change(base, tmp_path):
     callbacks = Callbacks(
         on_metrics=lambda step, split, m: losses.append(m["loss"]) if split == "train" else None
     )
-    result = train_dpo(separable_rows(48), small_config(base), tmp_path / "out", callbacks=callbacks)
+    result = train_dpo(
+        separable_rows(48), small_config(base), tmp_path / "out", callbacks=callbacks
+    )
 
     assert len(losses) == 12
     assert sum(losses[-3:]) / 3 < losses[0] - 0.02
@@ -85,9 +87,7 @@ def test_folder_without_marker_is_refused(base, tmp_path):
         load_policy(str(base), adapter=tmp_path / "out")
 
 
-def test_killed_run_resumes_from_its_checkpoint_and_ends_where_an_unbroken_run_ends(
-    base, tmp_path
-):
+def test_killed_run_resumes_from_its_checkpoint_and_ends_where_an_unbroken_run_ends(base, tmp_path):
     rows, config = separable_rows(40), small_config(base, max_steps=8)
     train_dpo(rows, config, tmp_path / "unbroken")
 
@@ -96,7 +96,9 @@ def test_killed_run_resumes_from_its_checkpoint_and_ends_where_an_unbroken_run_e
             raise Crash
 
     with pytest.raises(Crash):
-        train_dpo(rows, config, tmp_path / "broken", callbacks=Callbacks(on_progress=crash_at_step_5))
+        train_dpo(
+            rows, config, tmp_path / "broken", callbacks=Callbacks(on_progress=crash_at_step_5)
+        )
     assert not (tmp_path / "broken" / ARTIFACT_FILE).exists()
     resumed = train_dpo(rows, config, tmp_path / "broken")
 

@@ -28,9 +28,11 @@ from training.engine.models import (
     POLICY_ADAPTER,
     PolicyLogprobs,
     context_length,
+    freeze_in_low_precision,
     load_policy,
     save_artifact,
 )
+from training.engine.precision import autocast_dtype
 from training.engine.runtime import Callbacks, Metrics, TrainResult
 
 REFERENCE_FILE = "reference_logps.pt"
@@ -180,6 +182,7 @@ def train_dpo(
         cache_dir=cache_dir,
         device=device,
     )
+    freeze_in_low_precision(model, autocast_dtype(config.precision, device))
     scorer = PolicyLogprobs(model)
     pad_id = tokenizer.pad_token_id
 

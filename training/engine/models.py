@@ -169,16 +169,44 @@ def completion_logprobs(
     largest tensor in the step; prompt and padding positions never need it.
     """
     inner = unwrap(model)
-    backbone = getattr(inner, inner.base_model_prefix)
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    hidden = backbone_hidden_states(inner, input_ids, attention_mask)  # (N, T, H)
     targets_mask = loss_mask[:, 1:].bool()  # hidden[t] predicts token t + 1
     selected = hidden[:, :-1][targets_mask]  # (M, H)
     targets = input_ids[:, 1:][targets_mask]  # (M,)
     logits = inner.get_output_embeddings()(selected).float()  # (M, V)
-    token_logps = logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)  # (M,)
+    # cross_entropy fuses log-softmax and its backward: one pass over (M, V), not three.
+    token_logps = -torch.nn.functional.cross_entropy(logits, targets, reduction="none")  # (M,)
     rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None]
     rows = rows.expand_as(targets_mask)[targets_mask]  # (M,) which sequence each token is in
     return torch.zeros(input_ids.shape[0], device=input_ids.device).index_add(0, rows, token_logps)
+
+
+def backbone_hidden_states(
+    inner: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:  # (N, T, H)
+    """Last hidden states of a decoder on right-padded rows.
+
+    With right padding a real token never attends to a pad (pads come after it, and attention
+    is causal), so the mask can be left out: that takes the plain causal attention kernel,
+    which is much faster than a masked one, and positions 0..T-1 are already right.
+    """
+    backbone = getattr(inner, inner.base_model_prefix)
+    right_padded = bool((attention_mask[:, :1] == 1).all())
+    mask = None if right_padded else attention_mask
+    return backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
+
+
+def freeze_in_low_precision(model: torch.nn.Module, dtype: torch.dtype | None) -> None:
+    """Store frozen weights in the autocast dtype; trained ones stay fp32.
+
+    Autocast would otherwise re-cast every frozen fp32 weight on every forward. The frozen base
+    is never updated, so nothing is lost by keeping it in bf16 once.
+    """
+    if dtype is None:
+        return
+    for param in model.parameters():
+        if not param.requires_grad and param.dtype == torch.float32:
+            param.data = param.data.to(dtype)
 
 
 # --- reward models -------------------------------------------------------------------------------
@@ -224,8 +252,7 @@ def reward_scores(
         return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
     # Decoders: score the last real token ourselves. The library finds it by looking for the
     # pad id, which misfires when pad == eos and the answer ends with eos (as ours do).
-    backbone = getattr(inner, inner.base_model_prefix)
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    hidden = backbone_hidden_states(inner, input_ids, attention_mask)
     last = attention_mask.sum(dim=1) - 1  # (N,)
     pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (N, H)
     return inner.score(pooled)[:, 0].float()

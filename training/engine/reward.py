@@ -28,10 +28,12 @@ from training.engine.models import (
     REWARD_FULL,
     RewardScorer,
     context_length,
+    freeze_in_low_precision,
     load_reward_backbone,
     load_reward_model,
     save_artifact,
 )
+from training.engine.precision import autocast_dtype
 from training.engine.runtime import Callbacks, Metrics, TrainResult
 
 
@@ -111,6 +113,7 @@ def train_reward(
         cache_dir=cache_dir,
         device=device,
     )
+    freeze_in_low_precision(model, autocast_dtype(config.precision, device))
     scorer = RewardScorer(model)
     pad_id = tokenizer.pad_token_id
 
