@@ -12,6 +12,9 @@ from rest_framework.views import APIView
 
 from annotate import selectors, services
 from annotate.serializers import (
+    JudgmentOutputSerializer,
+    JudgmentSubmitInputSerializer,
+    LeasedPairSerializer,
     ProjectCreateInputSerializer,
     ProjectOutputSerializer,
     PromptBatchInputSerializer,
@@ -90,3 +93,66 @@ class PromptListApi(APIView):
             "prompt_ids": [p.pk for p in result.created + result.unchanged],
         }
         return Response(body, status=status.HTTP_201_CREATED if result.created else 200)
+
+
+class NextPairApi(APIView):
+    """Lease the next pair to judge; 204 when there is nothing left for this annotator."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={200: LeasedPairSerializer, 204: None})
+    def post(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
+        assignment = services.assignment_lease_next(project=project, annotator=request.user)
+        if assignment is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        view = selectors.assignment_for_annotator_view(assignment)
+        return Response(LeasedPairSerializer(view).data)
+
+
+class SubmitJudgmentApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        request=JudgmentSubmitInputSerializer,
+        responses={201: JudgmentOutputSerializer, 200: JudgmentOutputSerializer},
+    )
+    def post(self, request: Request, assignment_id: int) -> Response:
+        data = JudgmentSubmitInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = services.judgment_submit(
+            assignment_id=assignment_id, annotator=request.user, **data.validated_data
+        )
+        code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+        return Response(JudgmentOutputSerializer(result.judgment).data, status=code)
+
+
+class SkipPairApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request: Request, assignment_id: int) -> Response:
+        services.assignment_skip(assignment_id=assignment_id, annotator=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ReleasePairApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request: Request, assignment_id: int) -> Response:
+        services.assignment_release(assignment_id=assignment_id, annotator=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class JudgmentListApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=JudgmentOutputSerializer(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(
+            selectors.judgments_visible_to(user=request.user, project=project), request, view=self
+        )
+        return paginator.get_paginated_response(JudgmentOutputSerializer(page, many=True).data)

@@ -13,6 +13,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+from django.utils import timezone
 
 
 class TrainingAlgorithm(models.TextChoices):
@@ -329,7 +330,7 @@ class Assignment(models.Model):
     )
     # Random per assignment so position bias averages out; recorded to measure left-side bias.
     a_on_left = models.BooleanField()
-    leased_at = models.DateTimeField(auto_now_add=True)
+    leased_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
-from annotate.models import MemberRole, Membership, Project, Prompt
+from annotate.models import Assignment, Judgment, MemberRole, Membership, Project, Prompt
 from config.errors import NotFoundError
 
 User = AbstractBaseUser | AnonymousUser
@@ -37,3 +37,34 @@ def user_can_manage_prompts(*, user: User, project: Project) -> bool:
 
 def prompts_of_project(*, project: Project) -> QuerySet[Prompt]:
     return Prompt.objects.filter(project=project).order_by("id")
+
+
+def assignment_for_annotator_view(assignment: Assignment) -> dict:
+    """What an annotator sees of a leased pair: the prompt and two answers by side.
+
+    Never which model version wrote an answer, nor whether the pair is gold: blind judging.
+    """
+    comparison = assignment.comparison
+    left, right = (
+        (comparison.response_a, comparison.response_b)
+        if assignment.a_on_left
+        else (comparison.response_b, comparison.response_a)
+    )
+    prompt = comparison.prompt
+    return {
+        "assignment_id": assignment.pk,
+        "project_id": comparison.project_id,
+        "prompt": {"text": prompt.text or None, "messages": prompt.messages},
+        "left": {"text": left.text},
+        "right": {"text": right.text},
+        "leased_at": assignment.leased_at,
+        "expires_at": assignment.expires_at,
+    }
+
+
+def judgments_visible_to(*, user: User, project: Project) -> QuerySet[Judgment]:
+    """Admins and the project's API clients see every judgment; annotators only their own."""
+    judgments = Judgment.objects.filter(comparison__project=project).order_by("id")
+    if user.is_staff or user_can_manage_prompts(user=user, project=project):
+        return judgments
+    return judgments.filter(annotator=user)

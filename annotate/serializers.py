@@ -2,7 +2,7 @@
 
 from rest_framework import serializers
 
-from annotate.models import Project, Prompt, TrainingAlgorithm
+from annotate.models import Choice, Judgment, Project, Prompt, Strength, TrainingAlgorithm
 
 
 class ProjectOutputSerializer(serializers.ModelSerializer):
@@ -61,3 +61,53 @@ class PromptBatchOutputSerializer(serializers.Serializer):
     created = serializers.IntegerField()
     unchanged = serializers.IntegerField()
     prompt_ids = serializers.ListField(child=serializers.IntegerField())
+
+
+class TextSerializer(serializers.Serializer):
+    text = serializers.CharField()
+
+
+class PromptViewSerializer(serializers.Serializer):
+    text = serializers.CharField(allow_null=True)
+    messages = serializers.JSONField(allow_null=True)
+
+
+class LeasedPairSerializer(serializers.Serializer):
+    """A leased pair as the annotator sees it; no model identity, no gold flag."""
+
+    assignment_id = serializers.IntegerField()
+    project_id = serializers.IntegerField()
+    prompt = PromptViewSerializer()
+    left = TextSerializer()
+    right = TextSerializer()
+    leased_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+
+
+class JudgmentSubmitInputSerializer(serializers.Serializer):
+    choice = serializers.ChoiceField(choices=Choice.choices)
+    strength = serializers.ChoiceField(choices=Strength.choices, required=False, allow_null=True)
+    rationale = serializers.CharField(
+        required=False, allow_blank=True, max_length=10_000, default=""
+    )
+    time_spent_ms = serializers.IntegerField(required=False, min_value=0, max_value=86_400_000)
+    submission_key = serializers.UUIDField(required=False)
+
+
+class JudgmentOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Judgment
+        fields = [
+            "id",
+            "comparison",
+            "annotator",
+            "choice",
+            "strength",
+            "rationale",
+            "time_spent_ms",
+            "left_response",
+            "right_response",
+            "source",
+            "submission_key",
+            "created_at",
+        ]

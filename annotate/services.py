@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+import secrets
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import Count, F, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from annotate.models import (
     Assignment,
     AssignmentStatus,
+    Choice,
+    Comparison,
+    ComparisonStatus,
+    Judgment,
+    JudgmentSource,
     MemberRole,
     Membership,
     Project,
     Prompt,
+    Response,
+    Round,
+    RoundStatus,
+    Strength,
     TrainingAlgorithm,
 )
-from config.errors import ApplicationError, ConflictError
+from config.errors import ApplicationError, ConflictError, NotFoundError
 
 CHAT_ROLES = ("system", "user", "assistant")
 
@@ -227,3 +241,286 @@ def leases_expire(*, now=None) -> int:
     return Assignment.objects.filter(status=AssignmentStatus.LEASED, expires_at__lte=now).update(
         status=AssignmentStatus.EXPIRED, finished_at=now
     )
+
+
+# --- Responses and pairing ------------------------------------------------------------------
+
+
+@transaction.atomic
+def comparisons_create_for_round(
+    *, round: Round, required_annotations: int | None = None, priority: float = 0.0
+) -> list[Comparison]:
+    """Pair each prompt's two newest answers by the round's policy into one comparison.
+
+    Idempotent: a pair that already exists is not created again.
+    """
+    required = required_annotations or round.project.required_annotations
+    responses = (
+        Response.objects.filter(round=round, model_version=round.policy)
+        .order_by("prompt_id", "-id")
+        .only("id", "prompt_id")
+    )
+    by_prompt: dict[int, list[Response]] = {}
+    for response in responses:
+        by_prompt.setdefault(response.prompt_id, []).append(response)
+    created = []
+    for prompt_id, answers in by_prompt.items():
+        if len(answers) < 2:
+            continue
+        first, second = sorted(answers[:2], key=lambda r: r.pk)
+        comparison, was_created = Comparison.objects.get_or_create(
+            prompt_id=prompt_id,
+            response_a=first,
+            response_b=second,
+            defaults={
+                "project": round.project,
+                "round": round,
+                "required_annotations": required,
+                "priority": priority,
+            },
+        )
+        if was_created:
+            created.append(comparison)
+    return created
+
+
+# --- Assignment: leasing pairs to annotators ------------------------------------------------
+
+CANDIDATES_PER_LEASE = 20
+
+
+def _active_leases(comparison_id: int, now) -> int:
+    return Assignment.objects.filter(
+        comparison_id=comparison_id, status=AssignmentStatus.LEASED, expires_at__gt=now
+    ).count()
+
+
+def _membership_for_judging(project: Project, annotator: AbstractBaseUser) -> Membership:
+    membership = Membership.objects.filter(project=project, user=annotator).first()
+    if membership is None:
+        raise ApplicationError(
+            "You are not a member of this project.", code="forbidden", http_status=403
+        )
+    if membership.paused:
+        raise ApplicationError(
+            "Your judging in this project is paused; ask an admin.", code="paused", http_status=403
+        )
+    return membership
+
+
+def _candidate_ids(
+    project: Project, annotator: AbstractBaseUser, now, *, gold: bool | None, skip: set[int]
+) -> list[int]:
+    """Open pairs this annotator has never had, with a free slot, most urgent first."""
+    live_leases = (
+        Assignment.objects.filter(
+            comparison=OuterRef("pk"), status=AssignmentStatus.LEASED, expires_at__gt=now
+        )
+        .values("comparison")
+        .annotate(count=Count("id"))
+        .values("count")
+    )
+    candidates = (
+        Comparison.objects.filter(project=project, status=ComparisonStatus.OPEN)
+        .filter(Q(round__isnull=True) | Q(round__status=RoundStatus.OPEN))
+        .exclude(assignments__annotator=annotator)
+        .exclude(pk__in=skip)
+        .annotate(live=Coalesce(Subquery(live_leases), 0))
+        .filter(judgment_count__lt=F("required_annotations") - F("live"))
+    )
+    if gold is not None:
+        candidates = candidates.filter(gold_outcome__isnull=not gold)
+    ordered = candidates.order_by("-priority", "id").values_list("id", flat=True)
+    return list(ordered[:CANDIDATES_PER_LEASE])
+
+
+def _try_lease(comparison_id: int, annotator: AbstractBaseUser, now, lease_seconds: int):
+    # Lock the comparison row, skipping rows another annotator is leasing right now: the lock
+    # makes "count the leases, then add one" atomic per comparison, so a pair is never leased
+    # beyond its overlap, and skip_locked keeps concurrent annotators from queueing on one row.
+    comparison = (
+        Comparison.objects.select_for_update(skip_locked=True)
+        .filter(pk=comparison_id, status=ComparisonStatus.OPEN)
+        .first()
+    )
+    if comparison is None:
+        return None
+    if comparison.judgment_count + _active_leases(comparison.pk, now) >= (
+        comparison.required_annotations
+    ):
+        return None
+    try:
+        with transaction.atomic():  # a savepoint: the same annotator asking twice at once
+            return Assignment.objects.create(
+                comparison=comparison,
+                annotator=annotator,
+                a_on_left=secrets.randbelow(2) == 1,
+                leased_at=now,
+                expires_at=now + timedelta(seconds=lease_seconds),
+            )
+    except IntegrityError:
+        return None
+
+
+@transaction.atomic
+def assignment_lease_next(
+    *, project: Project, annotator: AbstractBaseUser, now=None, lease_seconds: int | None = None
+) -> Assignment | None:
+    """The annotator's next pair, leased; None when nothing is left for them.
+
+    Asking again while a lease is live returns that same lease (a reloaded page loses nothing).
+    Gold pairs are mixed in at the project's gold rate.
+    """
+    from django.conf import settings
+
+    now = now or timezone.now()
+    lease_seconds = lease_seconds or settings.LEASE_SECONDS
+    _membership_for_judging(project, annotator)
+    live = (
+        Assignment.objects.filter(
+            annotator=annotator,
+            comparison__project=project,
+            status=AssignmentStatus.LEASED,
+            expires_at__gt=now,
+        )
+        .order_by("leased_at")
+        .first()
+    )
+    if live is not None:
+        return live
+    prefer_gold = project.gold_rate > 0 and secrets.randbelow(10_000) < project.gold_rate * 10_000
+    for gold in [True, None] if prefer_gold else [False, None]:
+        tried: set[int] = set()
+        # Rows locked by concurrent leases are skipped; look a little further before giving up.
+        for _ in range(3):
+            candidates = _candidate_ids(project, annotator, now, gold=gold, skip=tried)
+            if not candidates:
+                break
+            for comparison_id in candidates:
+                assignment = _try_lease(comparison_id, annotator, now, lease_seconds)
+                if assignment is not None:
+                    return assignment
+            tried.update(candidates)
+    return None
+
+
+def _own_assignment(assignment_id: int, annotator: AbstractBaseUser) -> Assignment:
+    assignment = (
+        Assignment.objects.select_for_update()
+        .select_related("comparison")
+        .filter(pk=assignment_id, annotator=annotator)
+        .first()
+    )
+    if assignment is None:
+        raise NotFoundError(f"Assignment {assignment_id} does not exist or is not yours.")
+    return assignment
+
+
+@transaction.atomic
+def assignment_skip(*, assignment_id: int, annotator: AbstractBaseUser) -> Assignment:
+    """Pass on a pair for good: it goes back to the pool and never returns to this annotator."""
+    return _finish_lease(assignment_id, annotator, AssignmentStatus.SKIPPED)
+
+
+@transaction.atomic
+def assignment_release(*, assignment_id: int, annotator: AbstractBaseUser) -> Assignment:
+    """Give a pair back unjudged (closing the page); others may take it."""
+    return _finish_lease(assignment_id, annotator, AssignmentStatus.RELEASED)
+
+
+def _finish_lease(assignment_id: int, annotator: AbstractBaseUser, status: str) -> Assignment:
+    assignment = _own_assignment(assignment_id, annotator)
+    if assignment.status == status:
+        return assignment  # a retried request
+    if assignment.status == AssignmentStatus.SUBMITTED:
+        raise ConflictError("This pair is already judged.")
+    assignment.status = status
+    assignment.finished_at = timezone.now()
+    assignment.save(update_fields=["status", "finished_at"])
+    return assignment
+
+
+# --- Judgments ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    judgment: Judgment
+    created: bool
+
+
+def _validate_choice(choice: str, strength: str | None) -> None:
+    if choice not in Choice.values:
+        raise ApplicationError(f"choice must be one of {', '.join(Choice.values)}.")
+    if strength is not None and strength not in Strength.values:
+        raise ApplicationError(f"strength must be one of {', '.join(Strength.values)}.")
+    if strength is not None and choice not in (Choice.LEFT, Choice.RIGHT):
+        raise ApplicationError("strength applies only when one side wins (left or right).")
+
+
+@transaction.atomic
+def judgment_submit(
+    *,
+    assignment_id: int,
+    annotator: AbstractBaseUser,
+    choice: str,
+    strength: str | None = None,
+    rationale: str = "",
+    time_spent_ms: int | None = None,
+    submission_key: uuid.UUID | None = None,
+    source: str = JudgmentSource.HUMAN,
+) -> SubmitResult:
+    """Record a judgment exactly once. A retried submit returns the stored judgment."""
+    _validate_choice(choice, strength)
+    assignment = _own_assignment(assignment_id, annotator)
+    stored = Judgment.objects.filter(
+        comparison_id=assignment.comparison_id, annotator=annotator
+    ).first()
+    if stored is not None:
+        return SubmitResult(stored, created=False)
+    if (
+        submission_key is not None
+        and Judgment.objects.filter(submission_key=submission_key).exists()
+    ):
+        raise ConflictError("This submission key was already used for another pair.")
+    if assignment.status in (AssignmentStatus.SKIPPED, AssignmentStatus.RELEASED):
+        raise ConflictError("This pair was skipped or released; ask for the next one.")
+    # Count the judgment with a conditional UPDATE: it succeeds only while the pair still has
+    # room, so a late submit on an expired lease can never push a pair past its overlap.
+    comparison = assignment.comparison
+    counted = Comparison.objects.filter(
+        pk=comparison.pk,
+        status=ComparisonStatus.OPEN,
+        judgment_count__lt=F("required_annotations"),
+    ).update(judgment_count=F("judgment_count") + 1)
+    if not counted:
+        raise ConflictError(
+            "Your lease expired and this pair already has all the judgments it needs.",
+            extra={"lease_expired": True},
+        )
+    left, right = (
+        (comparison.response_a_id, comparison.response_b_id)
+        if assignment.a_on_left
+        else (comparison.response_b_id, comparison.response_a_id)
+    )
+    judgment = Judgment.objects.create(
+        comparison_id=comparison.pk,
+        annotator=annotator,
+        assignment=assignment,
+        choice=choice,
+        strength=strength,
+        rationale=rationale,
+        time_spent_ms=time_spent_ms,
+        left_response_id=left,
+        right_response_id=right,
+        source=source,
+        submission_key=submission_key or uuid.uuid4(),
+    )
+    now = timezone.now()
+    Comparison.objects.filter(pk=comparison.pk, judgment_count=F("required_annotations")).update(
+        status=ComparisonStatus.COMPLETE, completed_at=now
+    )
+    assignment.status = AssignmentStatus.SUBMITTED
+    assignment.finished_at = now
+    assignment.save(update_fields=["status", "finished_at"])
+    return SubmitResult(judgment, created=True)

@@ -17,6 +17,31 @@ api_patterns = [
         annotate_api.PromptListApi.as_view(),
         name="prompt-list",
     ),
+    path(
+        "projects/<int:project_id>/comparisons/next/",
+        annotate_api.NextPairApi.as_view(),
+        name="comparison-next",
+    ),
+    path(
+        "projects/<int:project_id>/judgments/",
+        annotate_api.JudgmentListApi.as_view(),
+        name="judgment-list",
+    ),
+    path(
+        "assignments/<int:assignment_id>/submit/",
+        annotate_api.SubmitJudgmentApi.as_view(),
+        name="assignment-submit",
+    ),
+    path(
+        "assignments/<int:assignment_id>/skip/",
+        annotate_api.SkipPairApi.as_view(),
+        name="assignment-skip",
+    ),
+    path(
+        "assignments/<int:assignment_id>/release/",
+        annotate_api.ReleasePairApi.as_view(),
+        name="assignment-release",
+    ),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]
