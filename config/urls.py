@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from annotate import api as annotate_api
+from annotate.urls_data import data_patterns
 from config.health import health
 
 api_patterns = [
@@ -42,6 +43,7 @@ api_patterns = [
         annotate_api.ReleasePairApi.as_view(),
         name="assignment-release",
     ),
+    *data_patterns,
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

@@ -1,0 +1,3 @@
+"""API routes for bulk data: import and export."""
+
+data_patterns: list = []
