@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import IsAuthenticated
@@ -15,8 +15,10 @@ from annotate.serializers import (
     JudgmentOutputSerializer,
     JudgmentSubmitInputSerializer,
     LeasedPairSerializer,
+    PauseInputSerializer,
     ProjectCreateInputSerializer,
     ProjectOutputSerializer,
+    ProjectStatisticsSerializer,
     PromptBatchInputSerializer,
     PromptBatchOutputSerializer,
     PromptOutputSerializer,
@@ -156,3 +158,49 @@ class JudgmentListApi(APIView):
             selectors.judgments_visible_to(user=request.user, project=project), request, view=self
         )
         return paginator.get_paginated_response(JudgmentOutputSerializer(page, many=True).data)
+
+
+def _require_manager(request: Request, project) -> None:
+    if not selectors.user_can_manage_prompts(user=request.user, project=project):
+        raise ApplicationError(
+            "Only admins and the project's API clients see this.", code="forbidden", http_status=403
+        )
+
+
+class StatisticsApi(APIView):
+    """Agreement (percent, Krippendorff's alpha) and the per-annotator quality table."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("round", int, required=False)],
+        responses=ProjectStatisticsSerializer,
+    )
+    def get(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
+        _require_manager(request, project)
+        round_number = request.query_params.get("round")
+        if round_number is not None and not round_number.isdigit():
+            raise ApplicationError("round must be a round number.")
+        stats = selectors.project_statistics(
+            project=project, round_number=int(round_number) if round_number else None
+        )
+        return Response(ProjectStatisticsSerializer(stats).data)
+
+
+class AnnotatorPauseApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=PauseInputSerializer, responses={200: PauseInputSerializer})
+    def post(self, request: Request, project_id: int, user_id: int) -> Response:
+        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
+        if not request.user.is_staff:
+            raise ApplicationError(
+                "Only admins pause annotators.", code="forbidden", http_status=403
+            )
+        data = PauseInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        membership = services.annotator_set_paused(
+            project=project, user_id=user_id, paused=data.validated_data["paused"]
+        )
+        return Response({"paused": membership.paused})

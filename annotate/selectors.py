@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import asdict
+
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
+from annotate import quality
 from annotate.models import Assignment, Judgment, MemberRole, Membership, Project, Prompt
 from config.errors import NotFoundError
 
@@ -68,3 +72,65 @@ def judgments_visible_to(*, user: User, project: Project) -> QuerySet[Judgment]:
     if user.is_staff or user_can_manage_prompts(user=user, project=project):
         return judgments
     return judgments.filter(annotator=user)
+
+
+def judgment_outcome_rows(*, project: Project, round_number: int | None = None) -> list[dict]:
+    """Every judgment of a project (or one round) with its outcome in a/b/tie/both_bad terms."""
+    judgments = Judgment.objects.filter(comparison__project=project)
+    if round_number is not None:
+        judgments = judgments.filter(comparison__round__number=round_number)
+    rows = []
+    for row in judgments.values(
+        "comparison_id",
+        "annotator_id",
+        "annotator__username",
+        "choice",
+        "left_response_id",
+        "right_response_id",
+        "time_spent_ms",
+        "comparison__response_a_id",
+        "comparison__gold_outcome",
+    ).iterator(chunk_size=2000):
+        if row["choice"] in ("tie", "both_bad"):
+            outcome = row["choice"]
+        else:
+            chosen = (
+                row["left_response_id"] if row["choice"] == "left" else row["right_response_id"]
+            )
+            outcome = "a" if chosen == row["comparison__response_a_id"] else "b"
+        rows.append({**row, "outcome": outcome, "gold": row["comparison__gold_outcome"]})
+    return rows
+
+
+def project_statistics(*, project: Project, round_number: int | None = None) -> dict:
+    """Agreement for the project (or a round) and the per-annotator quality table."""
+    rows = judgment_outcome_rows(project=project, round_number=round_number)
+    by_comparison: dict[int, list[dict]] = {}
+    for row in rows:
+        by_comparison.setdefault(row["comparison_id"], []).append(row)
+    units = [[row["outcome"] for row in unit] for unit in by_comparison.values()]
+    resolutions = Counter(quality.resolve(unit).label for unit in units)
+    by_annotator: dict[int, list[dict]] = {}
+    for unit in by_comparison.values():
+        for row in unit:
+            others = [other["outcome"] for other in unit if other is not row]
+            by_annotator.setdefault(row["annotator_id"], []).append({**row, "others": others})
+    paused = set(
+        Membership.objects.filter(project=project, paused=True).values_list("user_id", flat=True)
+    )
+    annotators = [
+        {
+            **asdict(quality.annotator_stats(user_id, own[0]["annotator__username"], own)),
+            "paused": user_id in paused,
+        }
+        for user_id, own in sorted(by_annotator.items())
+    ]
+    return {
+        "round": round_number,
+        "judgments": len(rows),
+        "comparisons_judged": len(by_comparison),
+        "percent_agreement": quality.percent_agreement(units),
+        "krippendorff_alpha": quality.krippendorff_alpha_nominal(units),
+        "resolutions": dict(resolutions),
+        "annotators": annotators,
+    }

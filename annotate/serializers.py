@@ -111,3 +111,29 @@ class JudgmentOutputSerializer(serializers.ModelSerializer):
             "submission_key",
             "created_at",
         ]
+
+
+class AnnotatorStatsSerializer(serializers.Serializer):
+    annotator_id = serializers.IntegerField()
+    username = serializers.CharField()
+    judgments = serializers.IntegerField()
+    gold_judged = serializers.IntegerField()
+    gold_accuracy = serializers.FloatField(allow_null=True)
+    agreement_with_others = serializers.FloatField(allow_null=True)
+    left_bias = serializers.FloatField(allow_null=True)
+    median_seconds = serializers.FloatField(allow_null=True)
+    paused = serializers.BooleanField()
+
+
+class ProjectStatisticsSerializer(serializers.Serializer):
+    round = serializers.IntegerField(allow_null=True)
+    judgments = serializers.IntegerField()
+    comparisons_judged = serializers.IntegerField()
+    percent_agreement = serializers.FloatField(allow_null=True)
+    krippendorff_alpha = serializers.FloatField(allow_null=True)
+    resolutions = serializers.DictField(child=serializers.IntegerField())
+    annotators = AnnotatorStatsSerializer(many=True)
+
+
+class PauseInputSerializer(serializers.Serializer):
+    paused = serializers.BooleanField()

@@ -524,3 +524,42 @@ def judgment_submit(
     assignment.finished_at = now
     assignment.save(update_fields=["status", "finished_at"])
     return SubmitResult(judgment, created=True)
+
+
+# --- Quality control ------------------------------------------------------------------------
+
+
+@transaction.atomic
+def annotator_set_paused(*, project: Project, user_id: int, paused: bool) -> Membership:
+    membership = Membership.objects.select_for_update().filter(project=project, user_id=user_id)
+    membership = membership.first()
+    if membership is None:
+        raise NotFoundError(f"User {user_id} is not a member of this project.")
+    membership.paused = paused
+    membership.save(update_fields=["paused"])
+    if paused:
+        # Their live leases go back to the pool at once instead of waiting to expire.
+        Assignment.objects.filter(
+            annotator_id=user_id, comparison__project=project, status=AssignmentStatus.LEASED
+        ).update(status=AssignmentStatus.RELEASED, finished_at=timezone.now())
+    return membership
+
+
+def annotators_pause_below_gold(
+    *, project: Project, min_accuracy: float, min_gold_judged: int = 5
+) -> list[int]:
+    """Pause every annotator whose gold accuracy is below the threshold (with enough gold)."""
+    from annotate.selectors import project_statistics
+
+    stats = project_statistics(project=project)["annotators"]
+    to_pause = [
+        row["annotator_id"]
+        for row in stats
+        if row["gold_judged"] >= min_gold_judged
+        and row["gold_accuracy"] is not None
+        and row["gold_accuracy"] < min_accuracy
+        and not row["paused"]
+    ]
+    for user_id in to_pause:
+        annotator_set_paused(project=project, user_id=user_id, paused=True)
+    return to_pause

@@ -43,6 +43,16 @@ api_patterns = [
         annotate_api.ReleasePairApi.as_view(),
         name="assignment-release",
     ),
+    path(
+        "projects/<int:project_id>/statistics/",
+        annotate_api.StatisticsApi.as_view(),
+        name="project-statistics",
+    ),
+    path(
+        "projects/<int:project_id>/annotators/<int:user_id>/pause/",
+        annotate_api.AnnotatorPauseApi.as_view(),
+        name="annotator-pause",
+    ),
     *data_patterns,
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
