@@ -1,0 +1,210 @@
+"""Many annotators judging at once over HTTP: throughput, latency, and proof nothing was lost.
+
+    .venv/bin/python bench/annotation_load.py [--annotators 8,32] [--pairs 600] [--overlap 1]
+        [--database postgres://postgres@127.0.0.1:5432/tandem_bench] [--sqlite]
+
+Each simulated annotator loops `next` then `submit` over HTTP keep-alive against gunicorn on
+loopback, until the queue is empty. Afterwards the database is checked: duplicate judgments
+(same annotator, same pair), pairs judged beyond their overlap, and submits the server
+acknowledged but did not store must all be 0. Label Studio's figures measured on this kind of
+machine (DESIGN.md) are printed beside ours for reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PORT = 8765
+LABEL_STUDIO = {  # DESIGN.md: Label Studio 1.23, pairwise task, next + submit, this machine kind
+    8: {"judgments_per_s": 7.1, "p50_ms": 574, "p99_ms": 5500},
+    32: {"judgments_per_s": 4.3, "p50_ms": 3300, "p99_ms": 38000},
+}
+
+
+def django_env(database_url: str) -> dict[str, str]:
+    return dict(
+        os.environ,
+        DATABASE_URL=database_url,
+        SECRET_KEY="bench-only-secret",
+        DEBUG="0",
+        LOG_LEVEL="WARNING",
+        VAR_DIR=str(ROOT / "var" / "bench"),
+    )
+
+
+def run_django(args: list[str], env: dict[str, str]) -> dict:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "load_fixture.py"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise SystemExit(result.stderr[-3000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def start_server(env: dict[str, str], workers: int) -> subprocess.Popen:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{PORT}",
+         "--workers", str(workers), "--worker-class", "gthread", "--threads", "4",
+         "--log-level", "warning"],
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", PORT, timeout=2)
+            connection.request("GET", "/healthz")
+            if connection.getresponse().status == 200:
+                return server
+        except OSError:
+            time.sleep(0.3)
+    server.kill()
+    raise SystemExit("gunicorn did not start")
+
+
+def annotator_loop(project: int, token: str, latencies: list, acknowledged: list, errors: list):
+    connection = http.client.HTTPConnection("127.0.0.1", PORT, timeout=60)
+    headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
+
+    def call(method: str, path: str, body: dict | None = None):
+        started = time.perf_counter()
+        connection.request(method, path, body=json.dumps(body) if body else None, headers=headers)
+        response = connection.getresponse()
+        payload = response.read()
+        latencies.append(time.perf_counter() - started)
+        return response.status, payload
+
+    try:
+        while True:
+            status, payload = call("POST", f"/api/projects/{project}/comparisons/next/")
+            if status == 204:
+                return
+            if status != 200:
+                errors.append((status, payload[:200]))
+                return
+            lease = json.loads(payload)
+            status, payload = call(
+                "POST",
+                f"/api/assignments/{lease['assignment_id']}/submit/",
+                {"choice": "left", "strength": "clear", "time_spent_ms": 1200},
+            )
+            if status in (200, 201):
+                acknowledged.append(json.loads(payload)["id"])
+            else:
+                errors.append((status, payload[:200]))
+    except Exception as error:  # reported, not hidden
+        errors.append(("exception", repr(error)))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run_once(database_url: str, annotators: int, pairs: int, overlap: int, workers: int) -> dict:
+    env = django_env(database_url)
+    tag = f"{annotators}-{int(time.time())}"
+    setup = run_django(["setup", str(annotators), str(pairs), str(overlap), tag], env)
+    server = start_server(env, workers)
+    latencies: list[float] = []
+    acknowledged: list[int] = []
+    errors: list = []
+    try:
+        threads = [
+            threading.Thread(
+                target=annotator_loop,
+                args=(setup["project"], token, latencies, acknowledged, errors),
+            )
+            for token in setup["tokens"]
+        ]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        seconds = time.perf_counter() - started
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    verify = run_django(["verify", str(setup["project"])], env)
+    lost = len(set(acknowledged) - set(verify["ids"]))
+    stored = len(verify["ids"])
+    return {
+        "annotators": annotators,
+        "judgments": stored,
+        "expected": pairs * overlap,
+        "seconds": seconds,
+        "judgments_per_s": stored / seconds,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "duplicates": verify["duplicates"],
+        "over_quota": verify["over_quota"] + verify["count_mismatch"],
+        "lost": lost,
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--annotators", default="8,32")
+    parser.add_argument("--pairs", type=int, default=600)
+    parser.add_argument("--overlap", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
+    parser.add_argument(
+        "--database", default="postgres://postgres@127.0.0.1:5432/tandem_bench",
+        help="PostgreSQL URL (the database is created if missing)",
+    )  # fmt: skip
+    parser.add_argument("--sqlite", action="store_true", help="also run on the embedded SQLite")
+    args = parser.parse_args()
+    counts = [int(n) for n in args.annotators.split(",")]
+    targets = [("postgresql", args.database)]
+    if args.sqlite:
+        targets.append(("sqlite", f"sqlite:///{ROOT / 'var' / 'bench' / 'load.sqlite3'}"))
+    if args.database.startswith("postgres"):
+        name = args.database.rsplit("/", 1)[1]
+        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", name],
+                       capture_output=True)  # fmt: skip
+    rows = []
+    for backend, url in targets:
+        for count in counts:
+            result = run_once(url, count, args.pairs, args.overlap, args.workers)
+            rows.append((backend, result))
+            print(f"  {backend} {count} annotators: {result['judgments_per_s']:.1f} judgments/s",
+                  flush=True)  # fmt: skip
+    print(f"\nAnnotation load, {args.pairs} pairs x overlap {args.overlap}, gunicorn "
+          f"{args.workers} workers x 4 threads, loopback, {os.cpu_count()} cores")  # fmt: skip
+    header = ["system", "db", "annotators", "judgments", "judg/s", "p50 ms", "p99 ms",
+              "dupes", "over-quota", "lost", "errors"]  # fmt: skip
+    table = []
+    for backend, r in rows:
+        table.append(["tandem", backend, r["annotators"], f"{r['judgments']}/{r['expected']}",
+                      f"{r['judgments_per_s']:.1f}", f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}",
+                      r["duplicates"], r["over_quota"], r["lost"], r["errors"]])  # fmt: skip
+    for count, ls in LABEL_STUDIO.items():
+        table.append(["label-studio*", "sqlite", count, "", f"{ls['judgments_per_s']:.1f}",
+                      ls["p50_ms"], ls["p99_ms"], "", "", "", ""])  # fmt: skip
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *table, strict=True)]
+    for row in [header, ["-" * w for w in widths], *table]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+    print("* Label Studio 1.23 as measured on this kind of machine (DESIGN.md), not in this run.")
+    for backend, r in rows:
+        if r["first_error"]:
+            print(f"first error ({backend}, {r['annotators']}): {r['first_error']}")
+
+
+if __name__ == "__main__":
+    main()
