@@ -104,7 +104,7 @@ class _PromptRow:
     metadata: dict[str, Any]
 
 
-def _clean_messages(raw: Any, *, limit: int) -> list[dict[str, str]]:
+def chat_messages_clean(raw: Any, *, limit: int) -> list[dict[str, str]]:
     if not isinstance(raw, list) or not raw:
         raise ValueError("messages must be a non-empty list of {role, content} objects")
     cleaned = []
@@ -142,7 +142,9 @@ def _clean_prompt_row(raw: Any, *, limit: int) -> _PromptRow:
     if not isinstance(metadata, Mapping):
         raise ValueError("metadata must be an object")
     if messages is not None:
-        return _PromptRow(external_id, "", _clean_messages(messages, limit=limit), dict(metadata))
+        return _PromptRow(
+            external_id, "", chat_messages_clean(messages, limit=limit), dict(metadata)
+        )
     if not isinstance(text, str) or not text.strip():
         raise ValueError("text must be non-empty")
     if len(text) > limit:

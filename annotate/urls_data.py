@@ -1,3 +1,28 @@
-"""API routes for bulk data: import and export."""
+"""API routes for bulk data: import and export (included under /api/ by config/urls.py)."""
 
-data_patterns: list = []
+from django.urls import path
+
+from annotate import api_data
+
+data_patterns: list = [
+    path(
+        "projects/<int:project_id>/import/",
+        api_data.ProjectImportApi.as_view(),
+        name="data-import",
+    ),
+    path(
+        "projects/<int:project_id>/export/trl/",
+        api_data.ExportTrlApi.as_view(),
+        name="export-trl",
+    ),
+    path(
+        "projects/<int:project_id>/export/judgments.jsonl",
+        api_data.ExportJudgmentsJsonlApi.as_view(),
+        name="export-judgments-jsonl",
+    ),
+    path(
+        "projects/<int:project_id>/export/judgments.csv",
+        api_data.ExportJudgmentsCsvApi.as_view(),
+        name="export-judgments-csv",
+    ),
+]

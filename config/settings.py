@@ -133,6 +133,7 @@ SPECTACULAR_SETTINGS = {
 # Limits on what users may send (also enforced per project where a project has its own).
 MAX_PROMPT_CHARS = env_int("MAX_PROMPT_CHARS", 32_000, minimum=1)
 MAX_PROMPTS_PER_REQUEST = env_int("MAX_PROMPTS_PER_REQUEST", 5_000, minimum=1)
+MAX_IMPORT_BYTES = env_int("MAX_IMPORT_BYTES", 32 * 1024 * 1024, minimum=1024)
 LEASE_SECONDS = env_int("LEASE_SECONDS", 600, minimum=10)
 
 # --- Celery -------------------------------------------------------------------------------

@@ -1,0 +1,165 @@
+"""Bulk data API: import outside preference files, download exports as streamed files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.parsers import MultiPartParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotate import exporters, importers, selectors
+from annotate.models import Project
+from config.errors import ApplicationError
+
+NDJSON = "application/x-ndjson"
+CSV = "text/csv; charset=utf-8"
+# Slack for the multipart envelope around the file when judging Content-Length up front.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+def _require_manager(user, project: Project, action: str) -> None:
+    if not selectors.user_can_manage_prompts(user=user, project=project):
+        raise ApplicationError(
+            f"Only admins and the project's API clients {action}.",
+            code="forbidden",
+            http_status=403,
+        )
+
+
+class ImportInputSerializer(serializers.Serializer):
+    file = serializers.FileField()
+    format = serializers.ChoiceField(choices=importers.IMPORT_FORMATS)
+    all_or_nothing = serializers.BooleanField(default=True)
+
+
+class ImportResultSerializer(serializers.Serializer):
+    format = serializers.CharField()
+    rows_read = serializers.IntegerField()
+    prompts_created = serializers.IntegerField()
+    responses_created = serializers.IntegerField()
+    comparisons_created = serializers.IntegerField()
+    judgments_created = serializers.IntegerField()
+    skipped_duplicates = serializers.IntegerField()
+    skipped_identical = serializers.IntegerField()
+    rows_failed = serializers.IntegerField()
+    errors = serializers.ListField(child=serializers.DictField())
+
+
+class ExportTrlQuerySerializer(serializers.Serializer):
+    include_ties = serializers.BooleanField(default=False)
+
+
+class ProjectImportApi(APIView):
+    """Upload a preference JSONL file; 201 when anything was stored, 200 for a repeat."""
+
+    permission_classes = [IsAuthenticated]
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(
+        operation_id="projects_import",
+        request={"multipart/form-data": ImportInputSerializer},
+        responses={201: ImportResultSerializer, 200: ImportResultSerializer},
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
+        _require_manager(request.user, project, "import data")
+        # Refuse an obviously oversized upload before Django spools it to disk.
+        limit = importers.max_import_bytes()
+        declared = request.META.get("CONTENT_LENGTH") or "0"
+        if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD_BYTES:
+            raise ApplicationError(
+                f"The file is larger than the import limit of {limit} bytes; split it into parts.",
+                code="too_large",
+                http_status=413,
+            )
+        data = ImportInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = importers.preferences_import(
+            project=project,
+            file=data.validated_data["file"],
+            format=data.validated_data["format"],
+            all_or_nothing=data.validated_data["all_or_nothing"],
+        )
+        code = status.HTTP_201_CREATED if result.created_anything else status.HTTP_200_OK
+        return Response(ImportResultSerializer(asdict(result)).data, status=code)
+
+
+class _AnyAccept(DefaultContentNegotiation):
+    """Downloads are not rendered by DRF, so `Accept: text/csv` must not be answered with 406.
+
+    Errors raised before streaming starts are still rendered as JSON by the first renderer.
+    """
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+def _download(lines: Iterator[str], *, filename: str, content_type: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(lines, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+class _DownloadApi(APIView):
+    permission_classes = [IsAuthenticated]
+    content_negotiation_class = _AnyAccept
+
+
+class ExportTrlApi(_DownloadApi):
+    @extend_schema(
+        operation_id="projects_export_trl",
+        parameters=[
+            OpenApiParameter(
+                "include_ties",
+                bool,
+                description='Also emit ties, marked "tie": true (for reward-model training).',
+            )
+        ],
+        responses={(200, NDJSON): OpenApiTypes.STR},
+        description="Resolved pairs as TRL conversational preference JSONL; admins and clients.",
+    )
+    def get(self, request: Request, project_id: int) -> StreamingHttpResponse:
+        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
+        _require_manager(request.user, project, "export training data")
+        query = ExportTrlQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        lines = exporters.trl_jsonl_lines(
+            project=project, include_ties=query.validated_data["include_ties"]
+        )
+        return _download(lines, filename=f"{project.slug}-trl.jsonl", content_type=NDJSON)
+
+
+class ExportJudgmentsJsonlApi(_DownloadApi):
+    @extend_schema(
+        operation_id="projects_export_judgments_jsonl",
+        responses={(200, NDJSON): OpenApiTypes.STR},
+        description="Raw judgments; annotators get only their own.",
+    )
+    def get(self, request: Request, project_id: int) -> StreamingHttpResponse:
+        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
+        judgments = selectors.judgments_visible_to(user=request.user, project=project)
+        lines = exporters.judgments_jsonl_lines(judgments=judgments)
+        return _download(lines, filename=f"{project.slug}-judgments.jsonl", content_type=NDJSON)
+
+
+class ExportJudgmentsCsvApi(_DownloadApi):
+    @extend_schema(
+        operation_id="projects_export_judgments_csv",
+        responses={(200, "text/csv"): OpenApiTypes.STR},
+        description="Raw judgments as CSV, formula cells neutralized; annotators get their own.",
+    )
+    def get(self, request: Request, project_id: int) -> StreamingHttpResponse:
+        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
+        judgments = selectors.judgments_visible_to(user=request.user, project=project)
+        lines = exporters.judgments_csv_lines(judgments=judgments)
+        return _download(lines, filename=f"{project.slug}-judgments.csv", content_type=CSV)

@@ -1,0 +1,175 @@
+"""Export collected preferences, streamed: lines are yielded as the database hands rows over.
+
+Memory stays constant however large the project: every query runs with
+`.iterator(chunk_size=EXPORT_CHUNK_SIZE)` and nothing collects the whole file.
+
+- TRL preference JSONL (conversational): one row per *complete* comparison whose judgments
+  resolve (annotate.quality.resolve) to a or b. A pair still collecting judgments may yet change
+  its label, so it waits. Ties, "both bad" and disagreements (no strict majority) are left out:
+  TRL's trainers have no notion of a tie. `include_ties` adds ties with "tie": true, which
+  Tandem's own engine trains as P(chosen better) = 0.5. "weight" is the agreement (the share of
+  judgments that voted for the label), so a 2-of-3 pair counts less than a unanimous one.
+  Pairs whose two answers are the same text after trimming are left out too: nothing to learn,
+  and the engine refuses such rows.
+- Raw judgments as JSONL and CSV, one row per judgment, for analysis. CSV cells are untrusted
+  (annotators write rationales; usernames may start with "@"): a text cell starting with =, +,
+  -, @, tab or carriage return gets a leading single quote so a spreadsheet shows it as text
+  instead of running it as a formula (OWASP "CSV injection"). JSONL is left verbatim.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from django.db.models import Prefetch, QuerySet
+
+from annotate import quality
+from annotate.models import Comparison, ComparisonStatus, Judgment, Outcome, Project, Prompt
+
+EXPORT_CHUNK_SIZE = 500
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+JUDGMENT_COLUMNS = (
+    "judgment_id",
+    "comparison_id",
+    "prompt_id",
+    "annotator",
+    "choice",
+    "outcome",
+    "strength",
+    "rationale",
+    "time_spent_ms",
+    "left_response_id",
+    "right_response_id",
+    "source",
+    "created_at",
+)
+
+
+def _jsonl(row: dict[str, Any]) -> str:
+    return json.dumps(row, ensure_ascii=False) + "\n"
+
+
+# --- TRL preference pairs -------------------------------------------------------------------
+
+
+def prompt_messages(prompt: Prompt) -> list[dict[str, str]]:
+    """A prompt as chat messages, the shape TRL's conversational format expects."""
+    if prompt.messages:
+        return [{"role": turn["role"], "content": turn["content"]} for turn in prompt.messages]
+    return [{"role": "user", "content": prompt.text}]
+
+
+def _resolved_comparisons(project: Project) -> QuerySet[Comparison]:
+    judgments = Judgment.objects.only(
+        "id", "comparison", "choice", "left_response", "right_response"
+    )
+    return (
+        Comparison.objects.filter(project=project, status=ComparisonStatus.COMPLETE)
+        .select_related("prompt", "response_a", "response_b")
+        # Prefetched per chunk of the iterator: two queries per chunk, not one per pair. The
+        # prefetch also caches each judgment's comparison, which Judgment.outcome reads.
+        .prefetch_related(Prefetch("judgments", queryset=judgments))
+        .order_by("id")
+    )
+
+
+def trl_rows(*, project: Project, include_ties: bool = False) -> Iterator[dict[str, Any]]:
+    wanted = {Outcome.A, Outcome.B} | ({Outcome.TIE} if include_ties else set())
+    for comparison in _resolved_comparisons(project).iterator(chunk_size=EXPORT_CHUNK_SIZE):
+        resolution = quality.resolve([j.outcome for j in comparison.judgments.all()])
+        if resolution.label not in wanted:
+            continue
+        a, b = comparison.response_a.text, comparison.response_b.text
+        if a.strip() == b.strip():
+            continue
+        chosen, rejected = (b, a) if resolution.label == Outcome.B else (a, b)
+        row = {
+            "prompt": prompt_messages(comparison.prompt),
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}],
+            "agreement": resolution.agreement,
+            "weight": resolution.agreement,
+            "judgments": resolution.judgments,
+            "comparison_id": comparison.pk,
+        }
+        if include_ties:
+            row["tie"] = resolution.label == Outcome.TIE
+        yield row
+
+
+def trl_jsonl_lines(*, project: Project, include_ties: bool = False) -> Iterator[str]:
+    for row in trl_rows(project=project, include_ties=include_ties):
+        yield _jsonl(row)
+
+
+# --- Raw judgments --------------------------------------------------------------------------
+
+
+def judgment_rows(*, judgments: QuerySet[Judgment]) -> Iterator[dict[str, Any]]:
+    """One flat dict per judgment; `judgments` comes from selectors.judgments_visible_to."""
+    rows = (
+        judgments.select_related("comparison", "annotator")
+        .only(
+            "id",
+            "choice",
+            "strength",
+            "rationale",
+            "time_spent_ms",
+            "left_response",
+            "right_response",
+            "source",
+            "created_at",
+            "comparison__id",
+            "comparison__prompt",
+            "comparison__response_a",
+            "annotator__username",
+        )
+        .order_by("id")
+    )
+    for judgment in rows.iterator(chunk_size=EXPORT_CHUNK_SIZE):
+        yield {
+            "judgment_id": judgment.pk,
+            "comparison_id": judgment.comparison_id,
+            "prompt_id": judgment.comparison.prompt_id,
+            "annotator": judgment.annotator.username,
+            "choice": judgment.choice,
+            "outcome": judgment.outcome,
+            "strength": judgment.strength,
+            "rationale": judgment.rationale,
+            "time_spent_ms": judgment.time_spent_ms,
+            "left_response_id": judgment.left_response_id,
+            "right_response_id": judgment.right_response_id,
+            "source": judgment.source,
+            "created_at": judgment.created_at.isoformat(),
+        }
+
+
+def judgments_jsonl_lines(*, judgments: QuerySet[Judgment]) -> Iterator[str]:
+    for row in judgment_rows(judgments=judgments):
+        yield _jsonl(row)
+
+
+def csv_safe(value: Any) -> Any:
+    """A cell a spreadsheet will not execute: see the module docstring."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+class _Echo:
+    """A file-like whose write returns the line, so csv.writer can feed a generator."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def judgments_csv_lines(*, judgments: QuerySet[Judgment]) -> Iterator[str]:
+    writer = csv.writer(_Echo())  # QUOTE_MINIMAL: commas, quotes and newlines are quoted
+    yield writer.writerow(JUDGMENT_COLUMNS)
+    for row in judgment_rows(judgments=judgments):
+        yield writer.writerow([csv_safe(row[column]) for column in JUDGMENT_COLUMNS])
