@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib.auth import get_user_model
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.pagination import LimitOffsetPagination
@@ -11,10 +12,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate import selectors, services
+from annotate.models import Comparison
 from annotate.serializers import (
+    ComparisonOutputSerializer,
+    ExternalComparisonInputSerializer,
     JudgmentOutputSerializer,
     JudgmentSubmitInputSerializer,
     LeasedPairSerializer,
+    MembershipInputSerializer,
+    MembershipOutputSerializer,
     PauseInputSerializer,
     ProjectCreateInputSerializer,
     ProjectOutputSerializer,
@@ -22,8 +28,9 @@ from annotate.serializers import (
     PromptBatchInputSerializer,
     PromptBatchOutputSerializer,
     PromptOutputSerializer,
+    RoundOutputSerializer,
 )
-from config.errors import ApplicationError
+from config.errors import ApplicationError, NotFoundError
 
 
 class ProjectListApi(APIView):
@@ -204,3 +211,100 @@ class AnnotatorPauseApi(APIView):
             project=project, user_id=user_id, paused=data.validated_data["paused"]
         )
         return Response({"paused": membership.paused})
+
+
+class ComparisonListApi(APIView):
+    """List a project's comparisons (managers), or add a pair of outside answers to judge."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=ComparisonOutputSerializer(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
+        _require_manager(request, project)
+        comparisons = Comparison.objects.filter(project=project).order_by("id")
+        status_filter = request.query_params.get("status")
+        if status_filter:
+            comparisons = comparisons.filter(status=status_filter)
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(comparisons, request, view=self)
+        return paginator.get_paginated_response(ComparisonOutputSerializer(page, many=True).data)
+
+    @extend_schema(
+        request=ExternalComparisonInputSerializer, responses={201: ComparisonOutputSerializer}
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
+        _require_manager(request, project)
+        data = ExternalComparisonInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        comparison = services.comparison_create_external(
+            project=project,
+            prompt_id=values["prompt_id"],
+            text_a=values["answer_a"],
+            text_b=values["answer_b"],
+            model_a=values["model_a"],
+            model_b=values["model_b"],
+            priority=values["priority"],
+            gold_outcome=values.get("gold_outcome"),
+        )
+        return Response(ComparisonOutputSerializer(comparison).data, status=201)
+
+
+class RoundListApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=RoundOutputSerializer(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
+        rounds = project.rounds.order_by("number")
+        return Response(RoundOutputSerializer(rounds, many=True).data)
+
+    @extend_schema(request=None, responses={201: RoundOutputSerializer})
+    def post(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
+        if not request.user.is_staff:
+            raise ApplicationError("Only admins open rounds.", code="forbidden", http_status=403)
+        return Response(RoundOutputSerializer(services.round_open(project=project)).data, 201)
+
+
+class RoundCloseApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={200: RoundOutputSerializer})
+    def post(self, request: Request, project_id: int, number: int) -> Response:
+        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
+        if not request.user.is_staff:
+            raise ApplicationError("Only admins close rounds.", code="forbidden", http_status=403)
+        round_ = project.rounds.filter(number=number).first()
+        if round_ is None:
+            raise NotFoundError(f"Round {number} does not exist.")
+        closed = services.round_close(round=round_, closed_by=request.user)
+        return Response(RoundOutputSerializer(closed).data)
+
+
+class MemberListApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=MembershipOutputSerializer(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
+        _require_manager(request, project)
+        members = project.memberships.select_related("user").order_by("user__username")
+        return Response(MembershipOutputSerializer(members, many=True).data)
+
+    @extend_schema(request=MembershipInputSerializer, responses={201: MembershipOutputSerializer})
+    def post(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
+        if not request.user.is_staff:
+            raise ApplicationError("Only admins add members.", code="forbidden", http_status=403)
+        data = MembershipInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = get_user_model().objects.filter(username=data.validated_data["username"]).first()
+        if user is None:
+            raise NotFoundError(f"No user named {data.validated_data['username']!r}.")
+        membership = services.membership_set(
+            project=project, user=user, role=data.validated_data["role"]
+        )
+        return Response(MembershipOutputSerializer(membership).data, status=201)

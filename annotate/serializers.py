@@ -2,7 +2,18 @@
 
 from rest_framework import serializers
 
-from annotate.models import Choice, Judgment, Project, Prompt, Strength, TrainingAlgorithm
+from annotate.models import (
+    Choice,
+    Comparison,
+    Judgment,
+    MemberRole,
+    Outcome,
+    Project,
+    Prompt,
+    Round,
+    Strength,
+    TrainingAlgorithm,
+)
 
 
 class ProjectOutputSerializer(serializers.ModelSerializer):
@@ -136,4 +147,51 @@ class ProjectStatisticsSerializer(serializers.Serializer):
 
 
 class PauseInputSerializer(serializers.Serializer):
+    paused = serializers.BooleanField()
+
+
+class ExternalComparisonInputSerializer(serializers.Serializer):
+    prompt_id = serializers.IntegerField()
+    answer_a = serializers.CharField(trim_whitespace=False, max_length=200_000)
+    answer_b = serializers.CharField(trim_whitespace=False, max_length=200_000)
+    model_a = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+    model_b = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+    priority = serializers.FloatField(required=False, default=0.0)
+    gold_outcome = serializers.ChoiceField(choices=Outcome.choices, required=False, allow_null=True)
+
+
+class ComparisonOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Comparison
+        fields = [
+            "id",
+            "prompt",
+            "round",
+            "response_a",
+            "response_b",
+            "required_annotations",
+            "judgment_count",
+            "status",
+            "priority",
+            "gold_outcome",
+            "created_at",
+            "completed_at",
+        ]
+
+
+class RoundOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Round
+        fields = ["id", "number", "policy", "status", "quota", "opened_at", "closed_at"]
+
+
+class MembershipInputSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    role = serializers.ChoiceField(choices=MemberRole.choices, default=MemberRole.ANNOTATOR)
+
+
+class MembershipOutputSerializer(serializers.Serializer):
+    user_id = serializers.IntegerField()
+    username = serializers.CharField(source="user.username")
+    role = serializers.CharField()
     paused = serializers.BooleanField()

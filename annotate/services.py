@@ -25,9 +25,11 @@ from annotate.models import (
     JudgmentSource,
     MemberRole,
     Membership,
+    Outcome,
     Project,
     Prompt,
     Response,
+    ResponseSource,
     Round,
     RoundStatus,
     Strength,
@@ -284,6 +286,74 @@ def comparisons_create_for_round(
         if was_created:
             created.append(comparison)
     return created
+
+
+@transaction.atomic
+def comparison_create_external(
+    *,
+    project: Project,
+    prompt_id: int,
+    text_a: str,
+    text_b: str,
+    model_a: str = "",
+    model_b: str = "",
+    priority: float = 0.0,
+    gold_outcome: str | None = None,
+    required_annotations: int | None = None,
+) -> Comparison:
+    """A pair of answers a program brings itself (another system's outputs, a red-team set)."""
+    prompt = Prompt.objects.filter(project=project, pk=prompt_id).first()
+    if prompt is None:
+        raise NotFoundError(f"Prompt {prompt_id} does not exist in this project.")
+    if not text_a.strip() or not text_b.strip():
+        raise ApplicationError("Both answers must be non-empty.")
+    if text_a == text_b:
+        raise ApplicationError("The two answers are identical; there is nothing to compare.")
+    if gold_outcome is not None and gold_outcome not in Outcome.values:
+        raise ApplicationError(f"gold_outcome must be one of {', '.join(Outcome.values)}.")
+    answers = [
+        Response.objects.create(
+            prompt=prompt, source=ResponseSource.EXTERNAL, external_model=model, text=text
+        )
+        for text, model in ((text_a, model_a), (text_b, model_b))
+    ]
+    return Comparison.objects.create(
+        project=project,
+        prompt=prompt,
+        response_a=answers[0],
+        response_b=answers[1],
+        required_annotations=required_annotations or project.required_annotations,
+        priority=priority,
+        gold_outcome=gold_outcome,
+    )
+
+
+@transaction.atomic
+def round_open(*, project: Project) -> Round:
+    """Start collecting comparisons of the active policy's answers."""
+    from training.selectors import active_policy
+
+    if Round.objects.filter(project=project, status=RoundStatus.OPEN).exists():
+        raise ConflictError("This project already has an open round; close it first.")
+    last = Round.objects.filter(project=project).order_by("-number").first()
+    return Round.objects.create(
+        project=project,
+        number=(last.number + 1) if last else 1,
+        policy=active_policy(project=project),
+        quota=project.round_quota,
+    )
+
+
+@transaction.atomic
+def round_close(*, round: Round, closed_by: AbstractBaseUser | None = None) -> Round:
+    # Conditional update: two closers (an admin and the quota trigger) close it exactly once.
+    closed = Round.objects.filter(pk=round.pk, status=RoundStatus.OPEN).update(
+        status=RoundStatus.CLOSED, closed_at=timezone.now(), closed_by=closed_by
+    )
+    if not closed:
+        raise ConflictError(f"Round {round.number} is not open.")
+    round.refresh_from_db()
+    return round
 
 
 # --- Assignment: leasing pairs to annotators ------------------------------------------------

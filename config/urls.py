@@ -19,6 +19,20 @@ api_patterns = [
         name="prompt-list",
     ),
     path(
+        "projects/<int:project_id>/comparisons/",
+        annotate_api.ComparisonListApi.as_view(),
+        name="comparison-list",
+    ),
+    path(
+        "projects/<int:project_id>/members/", annotate_api.MemberListApi.as_view(), name="members"
+    ),
+    path("projects/<int:project_id>/rounds/", annotate_api.RoundListApi.as_view(), name="rounds"),
+    path(
+        "projects/<int:project_id>/rounds/<int:number>/close/",
+        annotate_api.RoundCloseApi.as_view(),
+        name="round-close",
+    ),
+    path(
         "projects/<int:project_id>/comparisons/next/",
         annotate_api.NextPairApi.as_view(),
         name="comparison-next",
