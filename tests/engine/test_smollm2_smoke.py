@@ -44,3 +44,37 @@ def test_prepared_minilm_embeds_similar_sentences_closer():
     embeddings = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
     similar, different = embeddings[0] @ embeddings[1], embeddings[0] @ embeddings[2]
     assert similar > different + 0.3
+
+
+def test_dpo_on_smollm2_trains_an_adapter_that_changes_what_it_writes(tmp_path):
+    """The real path end to end: a few DPO steps on SmolLM2, then greedy answers differ."""
+    from training.engine.config import DPOConfig, GenerationConfig, LoraSettings
+    from training.engine.data import PreferenceRow
+    from training.engine.dpo import train_dpo
+    from training.engine.generate import generate
+    from training.engine.models import load_policy
+
+    questions = ["Name a colour.", "Name a fruit.", "Name an animal.", "Name a country."]
+    rows = [
+        PreferenceRow(prompt=q, chosen="Banana banana banana!", rejected="Sure. " + q.lower())
+        for q in questions
+    ]
+    config = DPOConfig(
+        base_model="smollm2-135m-instruct",
+        max_steps=3,
+        batch_size=4,
+        learning_rate=3e-3,
+        warmup_ratio=0.0,
+        max_length=64,
+        max_prompt_length=32,
+        eval_fraction=0.0,
+        lora=LoraSettings(r=8, alpha=16),
+    )
+    train_dpo(rows, config, tmp_path / "adapter", cache_dir=CACHE)
+
+    greedy = GenerationConfig(max_new_tokens=8, temperature=0.0, samples_per_prompt=1)
+    base, tokenizer = load_policy("smollm2-135m-instruct", cache_dir=CACHE)
+    before = generate(base, tokenizer, ["Name a fruit."], greedy).samples[0][0].text
+    tuned, _ = load_policy("smollm2-135m-instruct", adapter=tmp_path / "adapter", cache_dir=CACHE)
+    after = generate(tuned, tokenizer, ["Name a fruit."], greedy).samples[0][0].text
+    assert before != after
