@@ -28,6 +28,7 @@ from annotate.serializers import (
     PromptBatchInputSerializer,
     PromptBatchOutputSerializer,
     PromptOutputSerializer,
+    PromptUploadInputSerializer,
     RoundOutputSerializer,
 )
 from config.errors import ApplicationError, NotFoundError
@@ -83,25 +84,60 @@ class PromptListApi(APIView):
     )
     def post(self, request: Request, project_id: int) -> Response:
         project = selectors.project_get_for_user(user=request.user, project_id=project_id)
-        if not selectors.user_can_manage_prompts(user=request.user, project=project):
-            raise ApplicationError(
-                "Only admins and the project's API clients add prompts.",
-                code="forbidden",
-                http_status=403,
-            )
+        _require_prompt_manager(request, project)
         data = PromptBatchInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         result = services.prompts_create(
             project=project,
             rows=data.validated_data["prompts"],
             source=data.validated_data["source"],
+            all_or_nothing=data.validated_data["all_or_nothing"],
         )
-        body = {
-            "created": len(result.created),
-            "unchanged": len(result.unchanged),
-            "prompt_ids": [p.pk for p in result.created + result.unchanged],
-        }
-        return Response(body, status=status.HTTP_201_CREATED if result.created else 200)
+        return intake_response(result)
+
+
+def _require_prompt_manager(request: Request, project) -> None:
+    if not selectors.user_can_manage_prompts(user=request.user, project=project):
+        raise ApplicationError(
+            "Only admins and the project's API clients add prompts.",
+            code="forbidden",
+            http_status=403,
+        )
+
+
+def intake_response(result: services.PromptIntakeResult) -> Response:
+    body = {
+        "created": len(result.created),
+        "unchanged": len(result.unchanged),
+        "prompt_ids": [p.pk for p in result.created + result.unchanged],
+        "errors": result.errors,
+    }
+    return Response(body, status=status.HTTP_201_CREATED if result.created else 200)
+
+
+class PromptUploadApi(APIView):
+    """Prompts from an uploaded JSONL or CSV file, with the same rules as the JSON intake."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        request={"multipart/form-data": PromptUploadInputSerializer},
+        responses={201: PromptBatchOutputSerializer, 200: PromptBatchOutputSerializer},
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
+        _require_prompt_manager(request, project)
+        data = PromptUploadInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        upload = data.validated_data["file"]
+        rows = services.prompt_rows_from_file(content=upload.read(), filename=upload.name)
+        result = services.prompts_create(
+            project=project,
+            rows=rows,
+            source=data.validated_data["source"],
+            all_or_nothing=data.validated_data["all_or_nothing"],
+        )
+        return intake_response(result)
 
 
 class NextPairApi(APIView):

@@ -66,12 +66,25 @@ class PromptBatchInputSerializer(serializers.Serializer):
     # Rows are checked one by one by the service so each bad row gets its own message.
     prompts = serializers.ListField(child=serializers.JSONField(), allow_empty=False)
     source = serializers.CharField(max_length=100, default="api")
+    all_or_nothing = serializers.BooleanField(default=True)
+
+
+class PromptUploadInputSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="JSONL (one prompt object a line) or CSV with 'text'")
+    source = serializers.CharField(max_length=100, default="upload")
+    all_or_nothing = serializers.BooleanField(default=True)
+
+
+class RowErrorSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    error = serializers.CharField()
 
 
 class PromptBatchOutputSerializer(serializers.Serializer):
     created = serializers.IntegerField()
     unchanged = serializers.IntegerField()
     prompt_ids = serializers.ListField(child=serializers.IntegerField())
+    errors = RowErrorSerializer(many=True)
 
 
 class TextSerializer(serializers.Serializer):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import secrets
 import uuid
 from collections.abc import Iterable, Mapping
@@ -96,6 +99,8 @@ def membership_set(
 class PromptIntakeResult:
     created: list[Prompt] = field(default_factory=list)
     unchanged: list[Prompt] = field(default_factory=list)
+    # Rows left out ({"index", "error"}); only ever non-empty when all_or_nothing is off.
+    errors: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -160,12 +165,13 @@ def _same_content(prompt: Prompt, row: _PromptRow) -> bool:
 
 @transaction.atomic
 def prompts_create(
-    *, project: Project, rows: Iterable[Any], source: str = "api"
+    *, project: Project, rows: Iterable[Any], source: str = "api", all_or_nothing: bool = True
 ) -> PromptIntakeResult:
-    """Store prompts all-or-nothing; a row whose external id is already stored is left as it is.
+    """Store prompts; a row whose external id is already stored is left as it is.
 
-    Sending the same batch twice changes nothing. Any bad row (including an external id already
-    used for a different prompt) rejects the whole batch with one error per bad row.
+    Sending the same batch twice changes nothing. A bad row (including an external id already
+    used for a different prompt) gets one error naming its index: with all_or_nothing the whole
+    batch is then rejected, otherwise the good rows are stored and the errors returned.
     """
     from django.conf import settings
 
@@ -220,16 +226,63 @@ def prompts_create(
                 source=source,
             )
         )
-    if errors:
-        errors.sort(key=lambda item: item["index"])
+    errors.sort(key=lambda item: item["index"])
+    if errors and all_or_nothing:
         raise ApplicationError(
             f"{len(errors)} of {len(rows)} prompts are invalid; nothing was stored.",
             extra={"rows": errors},
         )
+    result.errors.extend(errors)
     for prompt in to_create:
         prompt.save()  # one by one so ids come back on every database
     result.created.extend(to_create)
     return result
+
+
+def prompt_rows_from_file(*, content: bytes, filename: str) -> list[dict[str, Any]]:
+    """Rows from an uploaded JSONL (one prompt object a line) or CSV (columns external_id,
+    text, and any others as metadata) file, in the shape prompts_create takes."""
+    from django.conf import settings
+
+    if len(content) > settings.MAX_IMPORT_BYTES:
+        raise ApplicationError(
+            f"The file is larger than the limit of {settings.MAX_IMPORT_BYTES} bytes.",
+            code="too_large",
+            http_status=413,
+        )
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = content[: error.start].count(b"\n") + 1
+        raise ApplicationError(f"The file is not UTF-8 (line {line}).") from None
+    if filename.lower().endswith(".csv"):
+        return _prompt_rows_from_csv(text)
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise ApplicationError(f"Line {number} is not valid JSON: {error.msg}.") from None
+    return rows
+
+
+def _prompt_rows_from_csv(text: str) -> list[dict[str, Any]]:
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or "text" not in reader.fieldnames:
+        raise ApplicationError("A prompt CSV needs a header row with a 'text' column.")
+    rows = []
+    for record in reader:
+        row: dict[str, Any] = {"text": record.pop("text") or ""}
+        external_id = record.pop("external_id", None)
+        if external_id:
+            row["external_id"] = external_id
+        metadata = {key: value for key, value in record.items() if key and value}
+        if metadata:
+            row["metadata"] = metadata
+        rows.append(row)
+    return rows
 
 
 # --- Leases ---------------------------------------------------------------------------------

@@ -179,6 +179,7 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "reclaim-expired-leases": {"task": "annotate.tasks.reclaim_expired_leases", "schedule": 60.0},
+    "reap-stale-runs": {"task": "training.tasks.reap_stale_runs", "schedule": 120.0},
 }
 
 LOG_LEVEL = (env_str("LOG_LEVEL", "INFO") or "").upper()

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from annotate import api as annotate_api
 from annotate.urls_data import data_patterns
 from config.health import health
+from training import api as training_api
 
 api_patterns = [
     path("projects/", annotate_api.ProjectListApi.as_view(), name="project-list"),
@@ -17,6 +18,11 @@ api_patterns = [
         "projects/<int:project_id>/prompts/",
         annotate_api.PromptListApi.as_view(),
         name="prompt-list",
+    ),
+    path(
+        "projects/<int:project_id>/prompts/upload/",
+        annotate_api.PromptUploadApi.as_view(),
+        name="prompt-upload",
     ),
     path(
         "projects/<int:project_id>/comparisons/",
@@ -68,6 +74,13 @@ api_patterns = [
         name="annotator-pause",
     ),
     *data_patterns,
+    path("projects/<int:project_id>/runs/", training_api.TrainingRunListApi.as_view()),
+    path("runs/<int:run_id>/", training_api.TrainingRunDetailApi.as_view()),
+    path("runs/<int:run_id>/metrics/", training_api.TrainingRunMetricsApi.as_view()),
+    path("runs/<int:run_id>/cancel/", training_api.TrainingRunCancelApi.as_view()),
+    path("runs/<int:run_id>/retry/", training_api.TrainingRunRetryApi.as_view()),
+    path("projects/<int:project_id>/versions/", training_api.ModelVersionListApi.as_view()),
+    path("versions/<int:version_id>/promote/", training_api.ModelVersionPromoteApi.as_view()),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

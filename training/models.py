@@ -37,6 +37,8 @@ class ModelVersion(models.Model):
     config = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
     gate_results = models.JSONField(default=dict, blank=True)
+    # What trained it: the comparison ids (and counts) it saw, so any version can be audited.
+    training_data = models.JSONField(default=dict, blank=True)
     status = models.CharField(
         max_length=10, choices=VersionStatus.choices, default=VersionStatus.CANDIDATE
     )

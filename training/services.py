@@ -1,18 +1,27 @@
-"""Writes for the model lifecycle: the registry and promotion."""
+"""Writes for the model lifecycle: the registry, promotion and training runs."""
 
 from __future__ import annotations
 
+import math
+from datetime import timedelta
+from typing import Any
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
-from annotate.models import Project
-from config.errors import ApplicationError
+from annotate.models import Project, Round
+from config.errors import ApplicationError, ConflictError
 from training.models import (
+    MetricPoint,
     ModelKind,
     ModelVersion,
     PromotionAction,
     PromotionEvent,
+    RunKind,
+    RunStatus,
+    TrainingRun,
     VersionStatus,
 )
 
@@ -67,3 +76,144 @@ def version_promote(
         reason=reason,
     )
     return version
+
+
+# --- Training runs: the database row is the source of truth ---------------------------------
+
+
+@transaction.atomic
+def training_run_create(
+    *,
+    project: Project,
+    kind: str,
+    config: dict[str, Any] | None = None,
+    round: Round | None = None,
+    created_by: AbstractBaseUser | None = None,
+) -> TrainingRun:
+    """Queue a run; the worker is asked for it only once this transaction has committed."""
+    if kind not in RunKind.values:
+        raise ApplicationError(f"kind must be one of {', '.join(RunKind.values)}.")
+    if kind == RunKind.GENERATE and round is None:
+        raise ApplicationError("A generate run needs the round whose answers it writes.")
+    run = TrainingRun.objects.create(
+        project=project, kind=kind, config=config or {}, round=round, created_by=created_by
+    )
+    transaction.on_commit(lambda: enqueue_run(run.pk))
+    return run
+
+
+def enqueue_run(run_id: int) -> None:
+    from training.tasks import run_training
+
+    run_training.delay(run_id)
+
+
+def training_run_claim(*, run_id: int, worker: str) -> TrainingRun | None:
+    """Take a queued run for this worker, or None if another worker has it (or it is not queued).
+
+    A conditional UPDATE: the database checks status=queued at write time, so of two workers
+    racing for one run exactly one changes the row and goes on.
+    """
+    now = timezone.now()
+    claimed = TrainingRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
+        status=RunStatus.RUNNING,
+        worker=worker[:200],
+        started_at=now,
+        heartbeat_at=now,
+        attempt=F("attempt") + 1,
+        error="",
+    )
+    return TrainingRun.objects.get(pk=run_id) if claimed else None
+
+
+def training_run_heartbeat(*, run_id: int, step: int, total_steps: int | None) -> bool:
+    """Record progress and liveness; returns True when cancellation was asked for."""
+    TrainingRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(
+        step=step if total_steps is None else min(step, total_steps),
+        total_steps=total_steps,
+        heartbeat_at=timezone.now(),
+    )
+    return TrainingRun.objects.filter(pk=run_id, cancel_requested=True).exists()
+
+
+def training_run_record_metrics(
+    *, run_id: int, step: int, split: str, metrics: dict[str, float]
+) -> None:
+    points = [
+        MetricPoint(run_id=run_id, step=step, split=split, name=name[:100], value=float(value))
+        for name, value in metrics.items()
+        if isinstance(value, int | float) and math.isfinite(value)
+    ]
+    # A resumed run logs some steps again: the newer value replaces the older one.
+    MetricPoint.objects.bulk_create(
+        points,
+        update_conflicts=True,
+        unique_fields=["run", "step", "split", "name"],
+        update_fields=["value"],
+    )
+
+
+def training_run_finish(
+    *,
+    run_id: int,
+    status: str,
+    error: str = "",
+    output_version: ModelVersion | None = None,
+) -> None:
+    TrainingRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(
+        status=status,
+        error=error[:10_000],
+        output_version=output_version,
+        finished_at=timezone.now(),
+    )
+
+
+@transaction.atomic
+def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
+    """A queued run is cancelled at once; a running one stops within a step."""
+    if TrainingRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+        status=RunStatus.CANCELLED, cancel_requested=True, finished_at=timezone.now()
+    ):
+        return TrainingRun.objects.get(pk=run.pk)
+    if not TrainingRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+        cancel_requested=True
+    ):
+        raise ConflictError(f"Run {run.pk} has already finished ({run.status}).")
+    return TrainingRun.objects.get(pk=run.pk)
+
+
+@transaction.atomic
+def training_run_retry(*, run: TrainingRun) -> TrainingRun:
+    """Queue a failed or cancelled run again; it resumes from its last checkpoint."""
+    retried = TrainingRun.objects.filter(
+        pk=run.pk, status__in=[RunStatus.FAILED, RunStatus.CANCELLED]
+    ).update(status=RunStatus.QUEUED, cancel_requested=False, finished_at=None)
+    if not retried:
+        raise ConflictError(
+            f"Only failed or cancelled runs can be retried; this one is {run.status}."
+        )
+    transaction.on_commit(lambda: enqueue_run(run.pk))
+    return TrainingRun.objects.get(pk=run.pk)
+
+
+def training_runs_reap(*, stale_after_seconds: int) -> list[int]:
+    """Mark running runs whose worker stopped sending heartbeats as failed (retry resumes them)."""
+    cutoff = timezone.now() - timedelta(seconds=stale_after_seconds)
+    stale = list(
+        TrainingRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).values_list(
+            "pk", flat=True
+        )
+    )
+    for run_id in stale:
+        training_run_finish(
+            run_id=run_id,
+            status=RunStatus.FAILED,
+            error=f"The worker stopped sending heartbeats for {stale_after_seconds} s "
+            "(killed or lost); retry to resume from the last checkpoint.",
+        )
+    return stale
+
+
+def version_next_number(*, project: Project, kind: str) -> int:
+    last = ModelVersion.objects.filter(project=project, kind=kind).order_by("-number").first()
+    return (last.number + 1) if last else 1

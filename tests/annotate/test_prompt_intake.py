@@ -108,3 +108,56 @@ def test_annotators_cannot_add_prompts(project, annotator_api):
     response = annotator_api.post(_url(project), {"prompts": [{"text": "x"}]}, format="json")
     assert response.status_code == 403
     assert not Prompt.objects.exists()
+
+
+def test_partial_mode_stores_good_rows_and_reports_bad_ones(project, token_api):
+    rows = [{"text": "good one"}, {"text": ""}, {"text": "good two"}]
+    response = token_api.post(
+        _url(project), {"prompts": rows, "all_or_nothing": False}, format="json"
+    )
+    assert response.status_code == 201
+    assert response.json()["created"] == 2
+    assert response.json()["errors"] == [{"index": 1, "error": "text must be non-empty"}]
+    assert Prompt.objects.filter(project=project).count() == 2
+
+
+def test_upload_jsonl_and_csv(project, token_api):
+    import io
+
+    jsonl = io.BytesIO(b'{"external_id": "j1", "text": "From JSONL"}\n\n{"text": "Second"}\n')
+    jsonl.name = "prompts.jsonl"
+    response = token_api.post(f"{_url(project)}upload/", {"file": jsonl}, format="multipart")
+    assert response.status_code == 201 and response.json()["created"] == 2
+
+    csv_file = io.BytesIO(
+        b'external_id,text,topic\nc1,"Hello, world?",greeting\nc2,"Line one\nline two",\n'
+    )
+    csv_file.name = "prompts.csv"
+    response = token_api.post(f"{_url(project)}upload/", {"file": csv_file}, format="multipart")
+    assert response.status_code == 201, response.content
+    stored = Prompt.objects.get(external_id="c1")
+    assert (stored.text, stored.metadata, stored.source) == (
+        "Hello, world?",
+        {"topic": "greeting"},
+        "upload",
+    )
+    assert Prompt.objects.get(external_id="c2").text == "Line one\nline two"
+
+
+def test_upload_errors_name_the_line(project, token_api):
+    import io
+
+    broken = io.BytesIO(b'{"text": "ok"}\n{"text": \n')
+    broken.name = "prompts.jsonl"
+    response = token_api.post(f"{_url(project)}upload/", {"file": broken}, format="multipart")
+    assert response.status_code == 400
+    assert "Line 2 is not valid JSON" in response.json()["detail"]
+    latin = io.BytesIO('{"text": "caf\xe9"}\n'.encode("latin-1"))
+    latin.name = "prompts.jsonl"
+    response = token_api.post(f"{_url(project)}upload/", {"file": latin}, format="multipart")
+    assert response.status_code == 400 and "not UTF-8 (line 1)" in response.json()["detail"]
+    no_text = io.BytesIO(b"prompt\nhello\n")
+    no_text.name = "prompts.csv"
+    response = token_api.post(f"{_url(project)}upload/", {"file": no_text}, format="multipart")
+    assert "'text' column" in response.json()["detail"]
+    assert not Prompt.objects.exists()

@@ -150,3 +150,17 @@ def test_ties_are_dropped_and_reversed_targets_turned_around():
     ]
     decided = decided_rows(rows)
     assert [(row.chosen, row.rejected) for row in decided] == [("a", "b"), ("b", "a")]
+
+
+def test_gradient_accumulation_counts_optimizer_steps(base, tmp_path):
+    progress: list[int] = []
+    rates: list[float] = []
+    callbacks = Callbacks(
+        on_progress=lambda step, total: progress.append(step),
+        on_metrics=lambda step, split, m: rates.append(m["learning_rate"]),
+    )
+    config = small_config(base, max_steps=3, grad_accum_steps=2, warmup_ratio=0.0)
+    result = train_dpo(separable_rows(40), config, tmp_path / "out", callbacks=callbacks)
+    assert progress == [1, 2, 3] and result.steps == 3
+    # Cosine over 3 optimizer steps: the rate falls once per optimizer step, not per micro-batch.
+    assert rates[0] > rates[1] > rates[2] == 0.0

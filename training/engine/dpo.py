@@ -222,7 +222,8 @@ def train_dpo(
         trainable, lr=config.learning_rate, weight_decay=config.weight_decay
     )
     lengths = [pair_length(pair) for pair in train_pairs]
-    batches_per_epoch = -(-len(train_pairs) // config.batch_size)
+    # Each process takes every num_processes-th batch, so an epoch is that much shorter.
+    batches_per_epoch = -(-len(train_pairs) // (config.batch_size * accelerator.num_processes))
     total_steps = runtime.total_optimizer_steps(
         batches_per_epoch, config.epochs, config.max_steps, config.grad_accum_steps
     )
@@ -232,7 +233,9 @@ def train_dpo(
             step, total_steps, config.warmup_ratio, config.schedule
         ),
     )
-    scorer, optimizer, scheduler = accelerator.prepare(scorer, optimizer, scheduler)
+    # The scheduler stays ours: stepped once per optimizer step (accelerate's wrapper would step
+    # it once per process).
+    scorer, optimizer = accelerator.prepare(scorer, optimizer)
     start_step, _ = runtime.load_checkpoint(
         output_dir, model=scorer, optimizer=optimizer, scheduler=scheduler
     )
@@ -279,9 +282,10 @@ def train_dpo(
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 grad_norm = accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
+            optimizer.step()  # a no-op between accumulation steps
             optimizer.zero_grad(set_to_none=True)
+            if accelerator.sync_gradients:
+                scheduler.step()
         throughput.add(len(batch_index), int(batch["num_tokens"]))
         step_metrics.append({"loss": loss.item(), **stats})
         if (micro_step + 1) % accum:

@@ -1,0 +1,266 @@
+"""Carry out one training run: the bridge between the database and the engine.
+
+A run's work folder (ARTIFACTS_DIR/<project>/runs/<run id>) holds the engine's checkpoints, so
+a retried run resumes where the killed one stopped. When training succeeds the finished
+artifact is renamed into the registry's folder (ARTIFACTS_DIR/<project>/<kind>/v<n>) in one
+step and only then does a ModelVersion point at it: a half-trained model is never registered.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from annotate.exporters import trl_rows
+from annotate.models import Prompt, Response, ResponseSource, RoundStatus
+from annotate.services import comparisons_create_for_round
+from training.models import ModelKind, ModelVersion, RunKind, RunStatus, TrainingRun
+from training.selectors import active_policy
+from training.services import (
+    training_run_claim,
+    training_run_finish,
+    training_run_heartbeat,
+    training_run_record_metrics,
+    version_next_number,
+)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_work_dir(run: TrainingRun) -> Path:
+    return Path(settings.ARTIFACTS_DIR) / run.project.slug / "runs" / str(run.pk)
+
+
+def publish_artifact(work: Path, run: TrainingRun, kind: str, number: int) -> Path:
+    """Move a finished artifact into the registry in one rename (same filesystem)."""
+    final = Path(settings.ARTIFACTS_DIR) / run.project.slug / kind / f"v{number}"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(work, final)
+    return final
+
+
+class DatabaseCallbacks:
+    """Engine callbacks that write progress, heartbeats and metric points to the run's row."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        self.cancel = False
+
+    def on_progress(self, step: int, total: int) -> None:
+        self.cancel = training_run_heartbeat(run_id=self.run_id, step=step, total_steps=total)
+
+    def on_metrics(self, step: int, split: str, metrics: dict[str, float]) -> None:
+        training_run_record_metrics(run_id=self.run_id, step=step, split=split, metrics=metrics)
+
+    def should_stop(self) -> bool:
+        return self.cancel
+
+    def engine(self):
+        from training.engine.runtime import Callbacks
+
+        return Callbacks(
+            on_metrics=self.on_metrics, on_progress=self.on_progress, should_stop=self.should_stop
+        )
+
+
+def preference_rows(project) -> tuple[list, list[int]]:
+    """Every resolved comparison of the project as engine rows, and their ids (the snapshot)."""
+    from training.engine.data import PreferenceRow
+
+    rows, ids = [], []
+    for row in trl_rows(project=project, include_ties=True):
+        rows.append(
+            PreferenceRow(
+                prompt=row["prompt"],
+                chosen=row["chosen"][0]["content"],
+                rejected=row["rejected"][0]["content"],
+                weight=row["weight"],
+                target=0.5 if row.get("tie") else 1.0,
+            )
+        )
+        ids.append(row["comparison_id"])
+    return rows, ids
+
+
+def _train_version(
+    run: TrainingRun,
+    *,
+    kind: str,
+    train: Callable[..., Any],
+    config: Any,
+    parent: ModelVersion | None,
+    rows: list,
+    comparison_ids: list[int],
+    callbacks: DatabaseCallbacks,
+) -> ModelVersion:
+    from training.engine.config import config_to_dict
+
+    if not rows:
+        raise ValueError("There are no resolved comparisons to train on yet.")
+    work = run_work_dir(run)
+    result = train(
+        rows, config, work, callbacks=callbacks.engine(), cache_dir=settings.MODEL_CACHE_DIR
+    )
+    with transaction.atomic():
+        number = version_next_number(project=run.project, kind=kind)
+        final = publish_artifact(work, run, kind, number)
+        return ModelVersion.objects.create(
+            project=run.project,
+            kind=kind,
+            number=number,
+            parent=parent,
+            base_model=config.base_model,
+            artifact_path=str(final),
+            config=config_to_dict(config),
+            metrics={
+                **{f"train_{k}": v for k, v in result.train_metrics.items()},
+                **{f"eval_{k}": v for k, v in result.eval_metrics.items()},
+                "seconds": result.seconds,
+            },
+            training_data={"comparisons": comparison_ids, "pairs": len(rows), "run": run.pk},
+        )
+
+
+def run_reward(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersion:
+    from training.engine.config import RewardConfig, config_from_dict
+    from training.engine.reward import train_reward
+
+    project = run.project
+    settings_ = {
+        "base_model": project.reward_backbone,
+        **project.training_settings.get("reward", {}),
+        **run.config,
+    }
+    config = config_from_dict(RewardConfig, settings_)
+    rows, ids = preference_rows(project)
+    parent = ModelVersion.objects.filter(project=project, kind=ModelKind.REWARD).last()
+    return _train_version(
+        run,
+        kind=ModelKind.REWARD,
+        train=train_reward,
+        config=config,
+        parent=parent,
+        rows=rows,
+        comparison_ids=ids,
+        callbacks=callbacks,
+    )
+
+
+def run_dpo(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersion:
+    from training.engine.config import DPOConfig, config_from_dict
+    from training.engine.dpo import train_dpo
+
+    project = run.project
+    parent = active_policy(project=project)
+    settings_ = {
+        "base_model": project.base_model,
+        # An iterative round continues from the serving version's adapter.
+        "init_adapter": parent.artifact_path or None,
+        **project.training_settings.get("dpo", {}),
+        **run.config,
+    }
+    config = config_from_dict(DPOConfig, settings_)
+    rows, ids = preference_rows(project)
+    return _train_version(
+        run,
+        kind=ModelKind.POLICY,
+        train=train_dpo,
+        config=config,
+        parent=parent,
+        rows=rows,
+        comparison_ids=ids,
+        callbacks=callbacks,
+    )
+
+
+def run_generate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
+    """The round's policy writes answers to every prompt that has none yet in this round."""
+    from training.engine.config import GenerationConfig, config_from_dict
+    from training.engine.generate import generate
+    from training.engine.models import load_policy
+
+    round_ = run.round
+    if round_.status != RoundStatus.OPEN:
+        raise ValueError(f"Round {round_.number} is not open.")
+    policy = round_.policy
+    answered = Response.objects.filter(round=round_).values("prompt_id")
+    prompts = list(Prompt.objects.filter(project=run.project).exclude(pk__in=answered))
+    limit = run.config.get("max_prompts")
+    prompts = prompts[:limit] if limit else prompts
+    if not prompts:
+        return
+    settings_ = {**run.project.generation_settings, **run.config.get("generation", {})}
+    config = config_from_dict(GenerationConfig, settings_)
+    model, tokenizer = load_policy(
+        policy.base_model, adapter=policy.artifact_path or None, cache_dir=settings.MODEL_CACHE_DIR
+    )
+    result = generate(
+        model,
+        tokenizer,
+        [prompt.messages or prompt.text for prompt in prompts],
+        config,
+        on_batch=callbacks.on_progress,
+        should_stop=callbacks.should_stop,
+    )
+    generation = {k: v for k, v in settings_.items() if k != "samples_per_prompt"}
+    responses = [
+        Response(
+            prompt=prompt,
+            round=round_,
+            model_version=policy,
+            source=ResponseSource.POLICY,
+            text=sample.text,
+            token_count=sample.token_count,
+            finished=sample.finished,
+            generation_settings=generation,
+        )
+        for prompt, samples in zip(prompts, result.samples, strict=True)
+        for sample in samples
+    ]
+    with transaction.atomic():
+        Response.objects.bulk_create(responses)
+        comparisons_create_for_round(round=round_)
+    if result.cancelled:
+        from training.engine.runtime import RunCancelled
+
+        raise RunCancelled("stopped between batches")
+
+
+RUNNERS: dict[str, Callable[[TrainingRun, DatabaseCallbacks], ModelVersion | None]] = {
+    RunKind.GENERATE: run_generate,
+    RunKind.REWARD: run_reward,
+    RunKind.DPO: run_dpo,
+}
+
+
+def training_run_execute(*, run_id: int, worker: str | None = None) -> str | None:
+    """Claim the run and carry it out; returns its final status, or None if not claimed."""
+    from training.engine.runtime import RunCancelled
+
+    run = training_run_claim(run_id=run_id, worker=worker or worker_name())
+    if run is None:
+        return None  # another worker has it, or it was cancelled while queued
+    runner = RUNNERS.get(run.kind)
+    callbacks = DatabaseCallbacks(run.pk)
+    try:
+        if runner is None:
+            raise NotImplementedError(f"{run.kind} runs are not available yet.")
+        version = runner(run, callbacks)
+    except RunCancelled:
+        training_run_finish(run_id=run.pk, status=RunStatus.CANCELLED, error="Cancelled.")
+        return RunStatus.CANCELLED
+    except Exception as error:  # the row must say what went wrong, whatever it was
+        detail = "".join(traceback.format_exception_only(type(error), error)).strip()
+        training_run_finish(run_id=run.pk, status=RunStatus.FAILED, error=detail)
+        return RunStatus.FAILED
+    training_run_finish(run_id=run.pk, status=RunStatus.SUCCEEDED, output_version=version)
+    return RunStatus.SUCCEEDED

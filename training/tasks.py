@@ -1,0 +1,27 @@
+"""Celery tasks for the model lifecycle: thin, they take ids and call one service."""
+
+from celery import shared_task
+from django.conf import settings
+
+from training.runner import training_run_execute
+from training.services import training_runs_reap
+
+# A run sends a heartbeat every step; this long without one means its worker is gone.
+STALE_RUN_SECONDS = 600
+
+
+@shared_task(
+    name="training.tasks.run_training",
+    acks_late=True,
+    soft_time_limit=settings.GPU_TASK_TIME_LIMIT - 60,
+    time_limit=settings.GPU_TASK_TIME_LIMIT,
+)
+def run_training(run_id: int) -> str | None:
+    return training_run_execute(run_id=run_id)
+
+
+@shared_task(
+    name="training.tasks.reap_stale_runs", acks_late=True, soft_time_limit=50, time_limit=60
+)
+def reap_stale_runs() -> list[int]:
+    return training_runs_reap(stale_after_seconds=STALE_RUN_SECONDS)
