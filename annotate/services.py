@@ -464,7 +464,8 @@ def _try_lease(comparison_id: int, annotator: AbstractBaseUser, now, lease_secon
     # makes "count the leases, then add one" atomic per comparison, so a pair is never leased
     # beyond its overlap, and skip_locked keeps concurrent annotators from queueing on one row.
     comparison = (
-        Comparison.objects.select_for_update(skip_locked=True)
+        Comparison.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("prompt", "response_a", "response_b")
         .filter(pk=comparison_id, status=ComparisonStatus.OPEN)
         .first()
     )
@@ -508,6 +509,7 @@ def assignment_lease_next(
             status=AssignmentStatus.LEASED,
             expires_at__gt=now,
         )
+        .select_related("comparison__prompt", "comparison__response_a", "comparison__response_b")
         .order_by("leased_at")
         .first()
     )

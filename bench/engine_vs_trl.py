@@ -198,7 +198,6 @@ def trl_reward(rows, steps, lr, out: Path, heldout) -> dict:
     )  # fmt: skip
     peft = LoraConfig(r=LORA.r, lora_alpha=LORA.alpha, target_modules=LORA.target_modules,
                       lora_dropout=0.0, task_type="SEQ_CLS", modules_to_save=["score"])  # fmt: skip
-    # TRL drops rows over max_length: give it enough rows that it still gets `steps` batches.
     trainer = RewardTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(as_conversations(rows)),
         eval_dataset=Dataset.from_list(as_conversations(heldout)),
@@ -294,18 +293,28 @@ def run_dpo(args, train, heldout, work: Path) -> None:
     )
 
 
+def fits(row: PreferenceRow, tokenizer) -> bool:
+    """Whether prompt + the longer answer fit in MAX_LENGTH tokens as TRL renders them."""
+    longest = max(row.chosen, row.rejected, key=len)
+    messages = [{"role": "user", "content": row.prompt}, {"role": "assistant", "content": longest}]
+    return len(tokenizer.apply_chat_template(messages, tokenize=True)) <= MAX_LENGTH
+
+
 def run_reward(args, pool, heldout, work: Path) -> None:
+    # TRL's RewardTrainer drops rows longer than max_length (Tandem truncates them). So that both
+    # train on the very same rows, both get only rows that fit; the held-out rows stay as they
+    # are (TRL scores the ones that fit, Tandem all of them).
+    tokenizer = load_tokenizer(BASE)
+    rows = [row for row in pool if fits(row, tokenizer)][: args.steps * BATCH]
+    print(f"reward: {len(rows)} training rows that fit in {MAX_LENGTH} tokens, same for both")
     results: dict[str, list[dict]] = {"trl": [], "tandem": []}
     for round_number in range(args.rounds):
         for name in ("trl", "tandem"):
             out = work / f"rm-{name}-{round_number}"
             if name == "trl":
-                # TRL drops long rows, so hand it more and let it fill its steps with the rest.
-                result = trl_reward(pool[: args.steps * BATCH * 2], args.steps, args.reward_lr,
-                                    out, heldout)  # fmt: skip
+                result = trl_reward(rows, args.steps, args.reward_lr, out, heldout)
             else:
-                result = tandem_reward(pool[: args.steps * BATCH], args.steps, args.reward_lr,
-                                       out, heldout)  # fmt: skip
+                result = tandem_reward(rows, args.steps, args.reward_lr, out, heldout)
             results[name].append(result)
             print(f"  reward {name} round {round_number + 1}: {result['seconds']:.1f} s, "
                   f"held-out accuracy {result['accuracy']:.3f}", flush=True)  # fmt: skip
