@@ -157,7 +157,9 @@ def test_gradient_accumulation_counts_optimizer_steps(base, tmp_path):
     rates: list[float] = []
     callbacks = Callbacks(
         on_progress=lambda step, total: progress.append(step),
-        on_metrics=lambda step, split, m: rates.append(m["learning_rate"]),
+        on_metrics=lambda step, split, m: (
+            rates.append(m["learning_rate"]) if split == "train" else None
+        ),
     )
     config = small_config(base, max_steps=3, grad_accum_steps=2, warmup_ratio=0.0)
     result = train_dpo(separable_rows(40), config, tmp_path / "out", callbacks=callbacks)
