@@ -20,6 +20,9 @@ def test_seed_creates_project_prompts_and_accounts_and_is_idempotent(client, cap
     assert Prompt.objects.filter(project=project, messages__isnull=False).exists()
     assert active_policy(project=project).number == 0
     assert Membership.objects.filter(project=project).count() == 2
+    # One round, one generation run for it: seeding again queues nothing more.
+    assert project.rounds.count() == 1
+    assert list(project.training_runs.values_list("kind", "status")) == [("generate", "queued")]
     output = capsys.readouterr().out
     for username, password, is_staff in DEMO_ACCOUNTS:
         assert f"{username} / {password}" in output
