@@ -141,12 +141,14 @@ LEASE_SECONDS = env_int("LEASE_SECONDS", 600, minimum=10)
 CELERY_BROKER_URL = broker_url_checked(env_str("CELERY_BROKER_URL", "filesystem://") or "")
 BROKER_DIR = env_path("BROKER_DIR", VAR_DIR / "broker")
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (BROKER_DIR / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
         "processed_folder": str(BROKER_DIR / "processed"),
+        # Broadcast messages (purge, inspect) would otherwise land in ./control.
+        "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
 else:
