@@ -84,7 +84,7 @@ class PromptListApi(APIView):
     )
     def post(self, request: Request, project_id: int) -> Response:
         project = selectors.project_get_for_user(user=request.user, project_id=project_id)
-        _require_prompt_manager(request, project)
+        _require_manager(request, project, doing="add prompts")
         data = PromptBatchInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         result = services.prompts_create(
@@ -94,15 +94,6 @@ class PromptListApi(APIView):
             all_or_nothing=data.validated_data["all_or_nothing"],
         )
         return intake_response(result)
-
-
-def _require_prompt_manager(request: Request, project) -> None:
-    if not selectors.user_can_manage_prompts(user=request.user, project=project):
-        raise ApplicationError(
-            "Only admins and the project's API clients add prompts.",
-            code="forbidden",
-            http_status=403,
-        )
 
 
 def intake_response(result: services.PromptIntakeResult) -> Response:
@@ -126,7 +117,7 @@ class PromptUploadApi(APIView):
     )
     def post(self, request: Request, project_id: int) -> Response:
         project = selectors.project_get_for_user(user=request.user, project_id=project_id)
-        _require_prompt_manager(request, project)
+        _require_manager(request, project, doing="add prompts")
         data = PromptUploadInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         upload = data.validated_data["file"]
@@ -203,10 +194,10 @@ class JudgmentListApi(APIView):
         return paginator.get_paginated_response(JudgmentOutputSerializer(page, many=True).data)
 
 
-def _require_manager(request: Request, project) -> None:
+def _require_manager(request: Request, project, *, doing: str = "see this") -> None:
     if not selectors.user_can_manage_prompts(user=request.user, project=project):
         raise ApplicationError(
-            "Only admins and the project's API clients see this.", code="forbidden", http_status=403
+            f"Only admins and the project's API clients {doing}.", code="forbidden", http_status=403
         )
 
 
