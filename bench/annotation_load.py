@@ -55,10 +55,10 @@ def run_django(args: list[str], env: dict[str, str]) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def start_server(env: dict[str, str], workers: int) -> subprocess.Popen:
+def start_server(env: dict[str, str], workers: int, threads: int) -> subprocess.Popen:
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{PORT}",
-         "--workers", str(workers), "--worker-class", "gthread", "--threads", "4",
+         "--workers", str(workers), "--worker-class", "gthread", "--threads", str(threads),
          "--log-level", "warning"],
         cwd=ROOT, env=env,
     )  # fmt: skip
@@ -114,16 +114,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run_once(database_url: str, annotators: int, pairs: int, overlap: int, workers: int) -> dict:
+def run_once(
+    database_url: str, annotators: int, pairs: int, overlap: int, workers: int, threads: int
+) -> dict:
     env = django_env(database_url)
     tag = f"{annotators}-{int(time.time())}"
     setup = run_django(["setup", str(annotators), str(pairs), str(overlap), tag], env)
-    server = start_server(env, workers)
+    server = start_server(env, workers, threads)
     latencies: list[float] = []
     acknowledged: list[int] = []
     errors: list = []
     try:
-        threads = [
+        annotator_threads = [
             threading.Thread(
                 target=annotator_loop,
                 args=(setup["project"], token, latencies, acknowledged, errors),
@@ -131,9 +133,9 @@ def run_once(database_url: str, annotators: int, pairs: int, overlap: int, worke
             for token in setup["tokens"]
         ]
         started = time.perf_counter()
-        for thread in threads:
+        for thread in annotator_threads:
             thread.start()
-        for thread in threads:
+        for thread in annotator_threads:
             thread.join()
         seconds = time.perf_counter() - started
     finally:
@@ -164,6 +166,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=600)
     parser.add_argument("--overlap", type=int, default=1)
     parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
     parser.add_argument(
         "--database", default="postgres://postgres@127.0.0.1:5432/tandem_bench",
         help="PostgreSQL URL (the database is created if missing)",
@@ -181,12 +184,14 @@ def main() -> None:
     rows = []
     for backend, url in targets:
         for count in counts:
-            result = run_once(url, count, args.pairs, args.overlap, args.workers)
+            result = run_once(url, count, args.pairs, args.overlap, args.workers, args.threads)
             rows.append((backend, result))
             print(f"  {backend} {count} annotators: {result['judgments_per_s']:.1f} judgments/s",
                   flush=True)  # fmt: skip
-    print(f"\nAnnotation load, {args.pairs} pairs x overlap {args.overlap}, gunicorn "
-          f"{args.workers} workers x 4 threads, loopback, {os.cpu_count()} cores")  # fmt: skip
+    print(
+        f"\nAnnotation load, {args.pairs} pairs x overlap {args.overlap}, gunicorn "
+        f"{args.workers} workers x {args.threads} threads, loopback, {os.cpu_count()} cores"
+    )
     header = ["system", "db", "annotators", "judgments", "judg/s", "p50 ms", "p99 ms",
               "dupes", "over-quota", "lost", "errors"]  # fmt: skip
     table = []
