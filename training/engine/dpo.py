@@ -2,7 +2,8 @@
 
 Reads top to bottom: load the policy (a fresh adapter, or the previous round's to continue),
 encode the pairs, compute the reference log-probs once (the base with the adapter switched off,
-or the starting adapter), then the loop: forward chosen and rejected together, DPO loss, step.
+or the starting adapter), then each step: forward chosen and rejected together, DPO loss. The
+optimizer, schedule, checkpoints and cancellation are runtime.optimize, shared with reward.py.
 Runs on CPU, one GPU or many through `accelerate launch`.
 """
 
@@ -21,7 +22,6 @@ from training.engine.data import (
     PreferenceRow,
     collate_policy_pairs,
     encode_pairs,
-    length_bucketed_batches,
 )
 from training.engine.losses import dpo_loss
 from training.engine.models import (
@@ -36,10 +36,6 @@ from training.engine.precision import autocast_dtype
 from training.engine.runtime import Callbacks, Metrics, TrainResult
 
 REFERENCE_FILE = "reference_logps.pt"
-
-
-def pair_length(pair: EncodedPair) -> int:
-    return len(pair.prompt_ids) + max(len(pair.chosen_ids), len(pair.rejected_ids))
 
 
 def decided_rows(rows: list[PreferenceRow]) -> list[PreferenceRow]:
@@ -88,7 +84,7 @@ def reference_logps(
 ) -> torch.Tensor:  # (N, 2): chosen, rejected
     """The reference model's log-probs, computed once per data set instead of every step."""
     out = torch.zeros(len(pairs), 2)
-    order = sorted(range(len(pairs)), key=lambda i: pair_length(pairs[i]))
+    order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
     model = scorer.model
     was_training = model.training
     model.eval()
@@ -216,102 +212,41 @@ def train_dpo(
     )
     train_reference, eval_reference = reference[train_index], reference[eval_index]
 
-    # --- optimizer and schedule -----------------------------------------------------------------
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        trainable, lr=config.learning_rate, weight_decay=config.weight_decay
-    )
-    lengths = [pair_length(pair) for pair in train_pairs]
-    # Each process takes every num_processes-th batch, so an epoch is that much shorter.
-    batches_per_epoch = -(-len(train_pairs) // (config.batch_size * accelerator.num_processes))
-    total_steps = runtime.total_optimizer_steps(
-        batches_per_epoch, config.epochs, config.max_steps, config.grad_accum_steps
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: runtime.learning_rate_factor(
-            step, total_steps, config.warmup_ratio, config.schedule
-        ),
-    )
-    # The scheduler stays ours: stepped once per optimizer step (accelerate's wrapper would step
-    # it once per process).
-    scorer, optimizer = accelerator.prepare(scorer, optimizer)
-    start_step, _ = runtime.load_checkpoint(
-        output_dir, model=scorer, optimizer=optimizer, scheduler=scheduler
-    )
+    # --- the loop: one forward for chosen and rejected, DPO loss -------------------------------
+    per_token = config.loss_type == "ipo"
 
-    def make_batches(epoch: int) -> list[list[int]]:
-        batches = length_bucketed_batches(
-            lengths, config.batch_size, shuffle=True, seed=config.seed + epoch
-        )
-        return batches[accelerator.process_index :: accelerator.num_processes]
-
-    # --- the loop ---------------------------------------------------------------------------------
-    scorer.train()
-    throughput = runtime.Throughput()
-    step_metrics: list[Metrics] = []
-    train_metrics: Metrics = {}
-    eval_metrics: Metrics = {}
-    step = start_step
-    accum = config.grad_accum_steps
-    for micro_step, batch_index in runtime.epoch_batches(
-        make_batches, start_step * accum, total_steps * accum
-    ):
-        if callbacks.should_stop():
-            runtime.save_checkpoint(
-                output_dir, model=scorer, optimizer=optimizer, scheduler=scheduler, step=step
-            )
-            raise runtime.RunCancelled(f"stopped at step {step} of {total_steps}")
+    def batch_loss(scorer: torch.nn.Module, batch_index: list[int]):
         batch = collate_policy_pairs([train_pairs[i] for i in batch_index], pad_id)
         ref = train_reference[batch_index].to(device)
-        with accelerator.accumulate(scorer):
-            with accelerator.autocast():
-                chosen, rejected = policy_logps(
-                    scorer, batch, device, per_token=config.loss_type == "ipo"
-                )
-            loss, stats = dpo_loss(
-                chosen.float(),
-                rejected.float(),
-                ref[:, 0],
-                ref[:, 1],
-                beta=config.beta,
-                loss_type=config.loss_type,
-                label_smoothing=config.label_smoothing,
-                weight=batch["weight"].to(device),
-            )
-            accelerator.backward(loss)
-            if accelerator.sync_gradients:
-                grad_norm = accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
-            optimizer.step()  # a no-op between accumulation steps
-            optimizer.zero_grad(set_to_none=True)
-            if accelerator.sync_gradients:
-                scheduler.step()
-        throughput.add(len(batch_index), int(batch["num_tokens"]))
-        step_metrics.append({"loss": loss.item(), **stats})
-        if (micro_step + 1) % accum:
-            continue
+        with accelerator.autocast():
+            chosen, rejected = policy_logps(scorer, batch, device, per_token=per_token)
+        loss, stats = dpo_loss(
+            chosen.float(),
+            rejected.float(),
+            ref[:, 0],
+            ref[:, 1],
+            beta=config.beta,
+            loss_type=config.loss_type,
+            label_smoothing=config.label_smoothing,
+            weight=batch["weight"].to(device),
+        )
+        return loss, stats, int(batch["num_tokens"])
 
-        # One optimizer step done.
-        step += 1
-        train_metrics = {
-            **runtime.mean_metrics(step_metrics),
-            "grad_norm": float(grad_norm),
-            "learning_rate": scheduler.get_last_lr()[0],
-            **throughput.rates(),
-        }
-        step_metrics = []
-        callbacks.on_metrics(step, "train", train_metrics)
-        callbacks.on_progress(step, total_steps)
-        if eval_pairs and (step % config.eval_every == 0 or step == total_steps):
-            eval_metrics = evaluate(scorer, eval_pairs, eval_reference, config, pad_id, accelerator)
-            callbacks.on_metrics(step, "eval", eval_metrics)
-        if step % config.checkpoint_every == 0 and step < total_steps:
-            runtime.save_checkpoint(
-                output_dir, model=scorer, optimizer=optimizer, scheduler=scheduler, step=step
-            )
+    def held_out(scorer: torch.nn.Module) -> Metrics:
+        return evaluate(scorer, eval_pairs, eval_reference, config, pad_id, accelerator)
+
+    scorer, result = runtime.optimize(
+        accelerator=accelerator,
+        model=scorer,
+        config=config,
+        lengths=[pair.length for pair in train_pairs],
+        batch_loss=batch_loss,
+        evaluate=held_out if eval_pairs else None,
+        output_dir=output_dir,
+        callbacks=callbacks,
+    )
 
     # --- the artifact: adapter, tokenizer, config; the marker file last --------------------------
-    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_artifact(
             output_dir,
@@ -320,17 +255,9 @@ def train_dpo(
             tokenizer=tokenizer,
             config=config,
             base_model=config.base_model,
-            metrics=runtime.final_metrics(train_metrics, eval_metrics),
-            extra={"pairs": len(pairs), "train_pairs": len(train_pairs), "steps": total_steps},
+            metrics=runtime.final_metrics(result.train_metrics, result.eval_metrics),
+            extra={"pairs": len(pairs), "train_pairs": len(train_pairs), "steps": result.steps},
         )
         runtime.remove_checkpoint(output_dir)
         (output_dir / REFERENCE_FILE).unlink(missing_ok=True)
-    return TrainResult(
-        output_dir=output_dir,
-        steps=total_steps,
-        seconds=throughput.seconds,
-        samples_per_second=throughput.rates()["samples_per_s"],
-        train_metrics=train_metrics,
-        eval_metrics=eval_metrics,
-        resumed_from_step=start_step,
-    )
+    return result

@@ -233,3 +233,109 @@ class Throughput:
     def rates(self) -> Metrics:
         seconds = max(self.seconds, 1e-9)
         return {"samples_per_s": self.samples / seconds, "tokens_per_s": self.tokens / seconds}
+
+
+# A batch's loss: (prepared model, indices into the training pairs) -> (loss, stats, tokens).
+BatchLoss = Callable[[torch.nn.Module, list[int]], tuple[torch.Tensor, Metrics, int]]
+
+
+def optimize(
+    *,
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    config: Any,
+    lengths: Sequence[int],
+    batch_loss: BatchLoss,
+    evaluate: Callable[[torch.nn.Module], Metrics] | None,
+    output_dir: Path,
+    callbacks: Callbacks,
+) -> tuple[torch.nn.Module, TrainResult]:
+    """The optimisation loop both trainers share: AdamW with warmup and decay over
+    length-bucketed batches, gradient accumulation and clipping, metrics every optimizer step,
+    held-out evaluation, checkpoints, resume and cancellation. Returns the prepared model and
+    the result (its output_dir is where the caller saves the artifact)."""
+    from training.engine.data import length_bucketed_batches
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        trainable, lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    # Each process takes every num_processes-th batch, so an epoch is that much shorter.
+    batches_per_epoch = -(-len(lengths) // (config.batch_size * accelerator.num_processes))
+    total_steps = total_optimizer_steps(
+        batches_per_epoch, config.epochs, config.max_steps, config.grad_accum_steps
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: learning_rate_factor(step, total_steps, config.warmup_ratio, config.schedule),
+    )
+    # The scheduler stays ours: stepped once per optimizer step (accelerate's wrapper would step
+    # it once per process).
+    model, optimizer = accelerator.prepare(model, optimizer)
+    start_step, _ = load_checkpoint(
+        output_dir, model=model, optimizer=optimizer, scheduler=scheduler
+    )
+
+    def make_batches(epoch: int) -> list[list[int]]:
+        batches = length_bucketed_batches(
+            lengths, config.batch_size, shuffle=True, seed=config.seed + epoch
+        )
+        return batches[accelerator.process_index :: accelerator.num_processes]
+
+    model.train()
+    throughput = Throughput()
+    step_metrics: list[Metrics] = []
+    train_metrics: Metrics = {}
+    eval_metrics: Metrics = {}
+    step = start_step
+    accum = config.grad_accum_steps
+    for micro_step, batch_index in epoch_batches(
+        make_batches, start_step * accum, total_steps * accum
+    ):
+        if callbacks.should_stop():
+            save_checkpoint(
+                output_dir, model=model, optimizer=optimizer, scheduler=scheduler, step=step
+            )
+            raise RunCancelled(f"stopped at step {step} of {total_steps}")
+        with accelerator.accumulate(model):
+            loss, stats, tokens = batch_loss(model, batch_index)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                grad_norm = accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+            optimizer.step()  # a no-op between accumulation steps
+            optimizer.zero_grad(set_to_none=True)
+            if accelerator.sync_gradients:
+                scheduler.step()
+        throughput.add(len(batch_index), tokens)
+        step_metrics.append({"loss": loss.item(), **stats})
+        if (micro_step + 1) % accum:
+            continue
+
+        # One optimizer step done.
+        step += 1
+        train_metrics = {
+            **mean_metrics(step_metrics),
+            "grad_norm": float(grad_norm),
+            "learning_rate": scheduler.get_last_lr()[0],
+            **throughput.rates(),
+        }
+        step_metrics = []
+        callbacks.on_metrics(step, "train", train_metrics)
+        callbacks.on_progress(step, total_steps)
+        if evaluate is not None and (step % config.eval_every == 0 or step == total_steps):
+            eval_metrics = evaluate(model)
+            callbacks.on_metrics(step, "eval", eval_metrics)
+        if step % config.checkpoint_every == 0 and step < total_steps:
+            save_checkpoint(
+                output_dir, model=model, optimizer=optimizer, scheduler=scheduler, step=step
+            )
+    accelerator.wait_for_everyone()
+    return model, TrainResult(
+        output_dir=Path(output_dir),
+        steps=total_steps,
+        seconds=throughput.seconds,
+        samples_per_second=throughput.rates()["samples_per_s"],
+        train_metrics=train_metrics,
+        eval_metrics=eval_metrics,
+        resumed_from_step=start_step,
+    )
