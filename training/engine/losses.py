@@ -199,3 +199,160 @@ def _check_pair_shapes(chosen: Tensor, rejected: Tensor, **optional: Tensor | No
             raise ValueError(
                 f"{name} must be (B,) = {tuple(chosen.shape)}, got {tuple(value.shape)}"
             )
+
+
+# --- online RL: PPO and RLOO ---------------------------------------------------------------------
+# A rollout batch holds N answers of at most R tokens. Per-token tensors are (N, R), right-padded;
+# `mask` (N, R) is True on answer tokens (the closing eos included) and False on padding, which
+# never counts in a mean, a whitening or a sum.
+
+KLEstimator = Literal["k1", "k3"]
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean over the positions where mask is set; values and mask (N, R) -> scalar."""
+    # where, not multiply: an inf at a padding position (exp of a garbage log-ratio) times 0 is nan.
+    mask = mask.bool()
+    return torch.where(mask, values, 0.0).sum() / mask.sum().clamp(min=1)
+
+
+def masked_var(values: Tensor, mask: Tensor) -> Tensor:
+    """Unbiased variance over masked positions (Bessel's correction, as TRL does)."""
+    mean = masked_mean(values, mask)
+    count = mask.sum().clamp(min=2).to(values.dtype)
+    return masked_mean((values - mean) ** 2, mask) * count / (count - 1)
+
+
+def masked_whiten(values: Tensor, mask: Tensor, *, shift_mean: bool = True) -> Tensor:
+    """(values - mean) / std over masked positions; padding comes back as 0.
+
+    shift_mean=False keeps the mean (whitening rewards must not change their sign on average).
+    """
+    mean, var = masked_mean(values, mask), masked_var(values, mask)
+    whitened = (values - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        whitened = whitened + mean
+    return torch.where(mask.bool(), whitened, 0.0)
+
+
+def kl_per_token(logprobs: Tensor, ref_logprobs: Tensor, estimator: KLEstimator = "k1") -> Tensor:
+    """Per-token estimate of KL(policy || reference) from log-probs of the sampled tokens (N, R).
+
+    k1 = log(pi / ref): unbiased, can be negative on one token. k3 = (r - 1) - log r with
+    r = ref / pi: unbiased and never negative, lower variance (Schulman, "Approximating KL").
+    """
+    log_ratio = logprobs.float() - ref_logprobs.float()  # log(pi / ref)
+    if estimator == "k1":
+        return log_ratio
+    if estimator == "k3":
+        return torch.expm1(-log_ratio) + log_ratio
+    raise ValueError(f"kl estimator must be k1 or k3, got {estimator!r}")
+
+
+def token_rewards(
+    scores: Tensor, kl: Tensor, mask: Tensor, *, kl_coef: float
+) -> tuple[Tensor, Tensor]:
+    """Per-token reward: -kl_coef * KL at every answer token, the score added at the last one.
+
+    scores (N,), kl and mask (N, R) -> rewards (N, R) and the KL part alone (N, R); padding 0.
+    """
+    mask = mask.bool()
+    non_score = torch.where(mask, -kl_coef * kl, 0.0)  # (N, R)
+    last = mask.sum(dim=1).clamp(min=1) - 1  # (N,) index of each answer's last token
+    rewards = non_score.clone()
+    rewards[torch.arange(len(scores), device=scores.device), last] += scores.to(rewards.dtype)
+    return rewards, non_score
+
+
+def gae_advantages(
+    rewards: Tensor, values: Tensor, mask: Tensor, *, gamma: float, lam: float
+) -> tuple[Tensor, Tensor]:
+    """Generalized advantage estimation (Schulman et al. 2016) over each answer's tokens.
+
+    rewards, values, mask (N, R) -> advantages (N, R), returns = advantages + values (N, R).
+    delta_t = r_t + gamma * V_{t+1} - V_t with V = 0 past the last token (the answer is over);
+    A_t = delta_t + gamma * lam * A_{t+1}. Padding comes back as 0.
+    """
+    mask = mask.bool()
+    rewards = torch.where(mask, rewards.float(), 0.0)
+    values = torch.where(mask, values.float(), 0.0)
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])  # (N,) A_{t+1}
+    for t in reversed(range(rewards.shape[1])):
+        next_value = values[:, t + 1] if t + 1 < rewards.shape[1] else torch.zeros_like(running)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = delta + gamma * lam * running
+        advantages[:, t] = running
+    advantages = torch.where(mask, advantages, 0.0)
+    return advantages, torch.where(mask, advantages + values, 0.0)
+
+
+def clipped_policy_loss(
+    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, *, cliprange: float
+) -> tuple[Tensor, dict[str, float]]:
+    """PPO's clipped surrogate, a mean over answer tokens; all inputs (N, R).
+
+    loss = mean(max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps))), ratio = pi / pi_old.
+    Stats: clipfrac (share of tokens where the clipped term won), approx_kl
+    (0.5 * mean((log ratio)^2), an estimate of KL(old || new)), mean ratio.
+    """
+    log_ratio = logprobs.float() - old_logprobs.float()  # (N, R)
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    with torch.no_grad():
+        stats = {
+            "clipfrac": masked_mean((clipped > unclipped).float(), mask).item(),
+            "approx_kl": masked_mean(0.5 * log_ratio**2, mask).item(),
+            "ratio": masked_mean(ratio, mask).item(),
+        }
+    return loss, stats
+
+
+def clipped_value_loss(
+    values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor, *, cliprange_value: float
+) -> tuple[Tensor, dict[str, float]]:
+    """PPO's clipped value loss, a mean over answer tokens; all inputs (N, R).
+
+    loss = 0.5 * mean(max((V - R)^2, (V_old + clip(V - V_old, -eps, eps) - R)^2)).
+    Stats: value_clipfrac (share of tokens where the clipped error was larger).
+    """
+    values = values.float()
+    clipped_values = old_values + torch.clamp(
+        values - old_values, -cliprange_value, cliprange_value
+    )
+    unclipped_error = (values - returns) ** 2
+    clipped_error = (clipped_values - returns) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(unclipped_error, clipped_error), mask)
+    with torch.no_grad():
+        stats = {"value_clipfrac": masked_mean((clipped_error > unclipped_error).float(), mask)}
+    return loss, {key: value.item() for key, value in stats.items()}
+
+
+def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> float:
+    """1 - Var(returns - values) / Var(returns) over answer tokens: 1 is a perfect critic, 0 one
+    no better than a constant, negative worse. nan when the returns do not vary."""
+    var_returns = masked_var(returns.float(), mask)
+    if var_returns.item() == 0:
+        return float("nan")
+    return (1 - masked_var(returns.float() - values.float(), mask) / var_returns).item()
+
+
+def rloo_advantages(rewards: Tensor) -> Tensor:
+    """REINFORCE leave-one-out (Ahmadian et al. 2024): each of a prompt's k answers is compared
+    with the mean reward of the k - 1 others. rewards (P, k) -> advantages (P, k)."""
+    k = rewards.shape[1]
+    if k < 2:
+        raise ValueError("RLOO needs at least 2 answers per prompt")
+    baseline = (rewards.sum(dim=1, keepdim=True) - rewards) / (k - 1)
+    return rewards - baseline
+
+
+def adaptive_kl_coef(
+    kl_coef: float, current_kl: float, *, target: float, horizon: int, steps: int
+) -> float:
+    """Ziegler et al. (2019)'s proportional controller: beta grows when the measured KL is above
+    target and shrinks below it, by at most 20% of steps / horizon per update."""
+    error = min(max(current_kl / target - 1.0, -0.2), 0.2)
+    return kl_coef * (1.0 + error * steps / horizon)
