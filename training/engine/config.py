@@ -16,6 +16,7 @@ Precision = Literal["auto", "bf16", "fp32"]
 Schedule = Literal["cosine", "linear", "constant"]
 DPOLossType = Literal["sigmoid", "ipo", "robust", "hinge"]
 ReferenceChoice = Literal["base", "init"]
+KLEstimatorChoice = Literal["k1", "k3"]
 
 CONFIG_FILE = "tandem_config.json"
 
@@ -161,6 +162,136 @@ class DPOConfig(TrainingSettings):
 
 
 @dataclass
+class OnlineRLSettings(TrainingSettings):
+    """What PPO and RLOO share: rollouts from the policy, their reward, the KL penalty.
+
+    One step is one iteration: sample answers for `prompts_per_iteration` prompts, score them,
+    then `update_epochs` passes over those answers in minibatches of `batch_size`. `max_steps`
+    sets the number of iterations; otherwise `epochs` passes over the prompt set. The reference
+    is the base model with the adapter switched off.
+    """
+
+    init_adapter: str | None = None  # start from a previous round's adapter
+    prompts_per_iteration: int = 16
+    samples_per_prompt: int = 1
+    max_new_tokens: int = 64
+    # Sampling is plain temperature sampling (no top-p/top-k), so the answers come from exactly
+    # the distribution whose log-probs the update uses.
+    temperature: float = 0.7
+    generation_batch_size: int = 16
+    reward_batch_size: int = 16
+    update_epochs: int = 4
+    cliprange: float = 0.2
+    kl_coef: float = 0.05  # beta; the starting value when adaptive_kl is on
+    kl_estimator: KLEstimatorChoice = "k1"
+    adaptive_kl: bool = False
+    kl_target: float = 6.0  # nats per answer, what the adaptive controller aims at
+    kl_horizon: int = 10000
+    missing_eos_penalty: float = 1.0  # subtracted from the score of an answer that never ends
+    reward_clip: float | None = None  # scores clipped to [-reward_clip, reward_clip]
+    whiten_rewards: bool = False
+    whiten_advantages: bool = True
+    entropy_coef: float = 0.0  # entropy is always reported; > 0 also rewards it
+    # TrainingSettings' defaults that suit online RL better: small minibatches, a constant rate,
+    # every prompt used for training, checkpoints every few (slow) iterations.
+    learning_rate: float = 5e-5
+    batch_size: int = 8
+    warmup_ratio: float = 0.0
+    schedule: Schedule = "constant"
+    eval_fraction: float = 0.0
+    eval_every: int = 10
+    checkpoint_every: int = 5
+
+    def validate(self) -> None:
+        super().validate()
+        _check(
+            self.prompts_per_iteration >= 1,
+            f"prompts_per_iteration={self.prompts_per_iteration}: must be at least 1 (try 16).",
+        )
+        _check(self.samples_per_prompt >= 1, "samples_per_prompt must be at least 1.")
+        _check(
+            self.max_new_tokens >= 1,
+            f"max_new_tokens={self.max_new_tokens}: must be at least 1 (64 is usual).",
+        )
+        _check(
+            self.max_prompt_length + self.max_new_tokens <= self.max_length,
+            f"max_prompt_length={self.max_prompt_length} + max_new_tokens={self.max_new_tokens} "
+            f"exceeds max_length={self.max_length}: raise max_length or shorten one of them.",
+        )
+        _check(
+            self.temperature > 0,
+            f"temperature={self.temperature}: online RL samples, so it must be positive "
+            "(0.7 to 1.0 is usual).",
+        )
+        _check(self.generation_batch_size >= 1, "generation_batch_size must be at least 1.")
+        _check(self.reward_batch_size >= 1, "reward_batch_size must be at least 1.")
+        _check(
+            self.update_epochs >= 1,
+            f"update_epochs={self.update_epochs}: must be at least 1 (4 is usual).",
+        )
+        _check(
+            0 < self.cliprange < 1, f"cliprange={self.cliprange}: use a value in (0, 1), e.g. 0.2."
+        )
+        _check(self.kl_coef >= 0, f"kl_coef={self.kl_coef}: must not be negative (0.05 is usual).")
+        _check(
+            self.kl_estimator in ("k1", "k3"),
+            f"kl_estimator={self.kl_estimator!r}: use k1 (log ratio) or k3 (never negative).",
+        )
+        _check(
+            not self.adaptive_kl or self.kl_coef > 0,
+            "adaptive_kl needs a positive kl_coef to start from (0.05 is usual).",
+        )
+        _check(self.kl_target > 0, f"kl_target={self.kl_target}: must be positive (nats).")
+        _check(self.kl_horizon >= 1, f"kl_horizon={self.kl_horizon}: must be at least 1.")
+        _check(
+            self.missing_eos_penalty >= 0,
+            f"missing_eos_penalty={self.missing_eos_penalty}: must not be negative (0 disables).",
+        )
+        _check(
+            self.reward_clip is None or self.reward_clip > 0,
+            f"reward_clip={self.reward_clip}: must be positive, or unset to not clip.",
+        )
+        _check(self.entropy_coef >= 0, "entropy_coef must not be negative (0 disables).")
+
+
+@dataclass
+class PPOConfig(OnlineRLSettings):
+    """PPO with a value head on the policy's hidden states, GAE and clipped losses."""
+
+    gamma: float = 1.0
+    lam: float = 0.95
+    vf_coef: float = 0.1
+    cliprange_value: float = 0.2
+
+    def validate(self) -> None:
+        super().validate()
+        _check(0 < self.gamma <= 1, f"gamma={self.gamma}: use a value in (0, 1] (1.0 is usual).")
+        _check(0 <= self.lam <= 1, f"lam={self.lam}: use a value in [0, 1] (0.95 is usual).")
+        _check(self.vf_coef > 0, f"vf_coef={self.vf_coef}: must be positive (0.1 is usual).")
+        _check(
+            self.cliprange_value > 0,
+            f"cliprange_value={self.cliprange_value}: must be positive (0.2 is usual).",
+        )
+
+
+@dataclass
+class RLOOConfig(OnlineRLSettings):
+    """REINFORCE leave-one-out: k answers per prompt, each judged against the other k - 1; no
+    value head. The default of 4 prompts x 4 answers costs what PPO's 16 x 1 does."""
+
+    prompts_per_iteration: int = 4
+    samples_per_prompt: int = 4
+
+    def validate(self) -> None:
+        super().validate()
+        _check(
+            self.samples_per_prompt >= 2,
+            f"samples_per_prompt={self.samples_per_prompt}: RLOO compares each answer with the "
+            "other answers to the same prompt, so it needs at least 2 (4 is usual).",
+        )
+
+
+@dataclass
 class GenerationConfig:
     max_new_tokens: int = 128
     temperature: float = 0.8
@@ -189,7 +320,15 @@ class GenerationConfig:
         )
 
 
-AnyConfig = TypeVar("AnyConfig", RewardConfig, DPOConfig, GenerationConfig, TrainingSettings)
+AnyConfig = TypeVar(
+    "AnyConfig",
+    RewardConfig,
+    DPOConfig,
+    PPOConfig,
+    RLOOConfig,
+    GenerationConfig,
+    TrainingSettings,
+)
 
 
 def config_from_dict(cls: type[AnyConfig], values: dict[str, Any]) -> AnyConfig:
@@ -221,6 +360,9 @@ def save_config(config: Any, folder: Path) -> Path:
 def load_config(folder: Path) -> Any:
     data = json.loads((Path(folder) / CONFIG_FILE).read_text())
     kind = data.pop("type")
-    classes = {cls.__name__: cls for cls in (RewardConfig, DPOConfig, GenerationConfig)}
+    classes = {
+        cls.__name__: cls
+        for cls in (RewardConfig, DPOConfig, PPOConfig, RLOOConfig, GenerationConfig)
+    }
     _check(kind in classes, f"{folder}: unknown config type {kind!r}.")
     return config_from_dict(classes[kind], data)
