@@ -8,7 +8,8 @@ TORCH_SPEC ?= torch==2.13.0
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: demo test install install-dev lint format migrate models seed web worker clean help
+.PHONY: demo test install install-dev lint format migrate models seed web worker clean help \
+	frontend frontend-test browser
 
 help:
 	@echo "make demo   - install, migrate, prepare models, seed the demo and run web + worker"
@@ -31,6 +32,44 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# --- web UI: frontend/ built into frontend/dist, served by Django under /static/app/ ----------
+# Rebuilt only when its sources, its lockfile or the API (whose schema types the client) change.
+NPM := $(shell command -v npm 2>/dev/null)
+FRONTEND_SRC := $(shell find frontend/src frontend/index.html frontend/vite.config.ts \
+	frontend/tsconfig.json -type f -not -name schema.d.ts 2>/dev/null)
+API_SRC := $(wildcard config/*.py annotate/*.py training/*.py web/*.py)
+SCHEMA_ENV := SECRET_KEY=schema-only DEBUG=0 BROKER_DIR=$(CURDIR)/var/schema-broker
+
+frontend/node_modules/.installed: frontend/package.json frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The API client's types come from the live schema, so they are never stale.
+frontend/src/api/schema.d.ts: $(API_SRC) frontend/node_modules/.installed | $(VENV)/.installed
+	$(SCHEMA_ENV) $(BIN)/python manage.py spectacular --file frontend/openapi.yaml
+	cd frontend && npm run --silent gen:api
+
+frontend/dist/.built: frontend/src/api/schema.d.ts $(FRONTEND_SRC)
+	cd frontend && npm run --silent build
+	touch $@
+
+ifneq ($(NPM),)
+frontend: frontend/dist/.built
+frontend-test: frontend/dist/.built
+	cd frontend && npx vitest run
+else
+frontend frontend-test:
+	@echo "Node.js/npm not found: the web UI is not built (install Node.js 20+ and rerun make)."
+endif
+
+# Debian's Chromium for the browser tests; Playwright never downloads a browser here.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else echo "Install Debian's chromium (/usr/bin/chromium) for tests/e2e."; exit 1; fi; \
+	fi
+
 # --- demo: embedded defaults (SQLite in var/, filesystem broker, one worker) ---------------------
 DEMO_ENV := DEBUG=1
 
@@ -43,7 +82,7 @@ models: install
 seed: migrate
 	$(DEMO_ENV) $(BIN)/python manage.py seed_demo
 
-demo: install migrate models seed
+demo: install migrate models seed frontend
 	$(DEMO_ENV) $(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	@echo ""
 	@echo "Tandem is starting on http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/)"
@@ -70,7 +109,7 @@ format: install-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: install-dev lint
+test: install-dev lint frontend-test browser
 	$(TEST_ENV) $(BIN)/python manage.py prepare_models
 	$(TEST_ENV) $(BIN)/pytest $(PYTEST_ARGS)
 

@@ -6,6 +6,7 @@ from annotate import api as annotate_api
 from annotate.urls_data import data_patterns
 from config.health import health
 from training import api as training_api
+from web import urls as web_urls
 
 api_patterns = [
     path("projects/", annotate_api.ProjectListApi.as_view(), name="project-list"),
@@ -81,6 +82,7 @@ api_patterns = [
     path("runs/<int:run_id>/retry/", training_api.TrainingRunRetryApi.as_view()),
     path("projects/<int:project_id>/versions/", training_api.ModelVersionListApi.as_view()),
     path("versions/<int:version_id>/promote/", training_api.ModelVersionPromoteApi.as_view()),
+    path("web/", include(web_urls.api_patterns)),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]
@@ -89,4 +91,5 @@ urlpatterns = [
     path("healthz", health, name="health"),
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
+    *web_urls.page_patterns,
 ]

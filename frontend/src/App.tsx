@@ -1,0 +1,187 @@
+import { useCallback, useEffect, useMemo, useState } from "react";
+import { Dashboard } from "./admin/Dashboard";
+import { api, errorText, type Me, type Schemas } from "./api/client";
+import { navigate, parseRoute, usePath } from "./router";
+import { apiSource } from "./workspace/source";
+import { Workspace } from "./workspace/Workspace";
+
+function Login({ onLogin }: { onLogin: (me: Me) => void }) {
+  const [username, setUsername] = useState("");
+  const [password, setPassword] = useState("");
+  const [error, setError] = useState<string | null>(null);
+  const submit = async (event: React.FormEvent) => {
+    event.preventDefault();
+    const { data, error: failure } = await api.POST("/api/web/login/", {
+      body: { username, password },
+    });
+    if (data) onLogin(data);
+    else setError(errorText(failure));
+  };
+  return (
+    <form className="login panel" onSubmit={submit}>
+      <h1>Tandem</h1>
+      <label>
+        Username
+        <input
+          name="username"
+          autoFocus
+          autoComplete="username"
+          value={username}
+          onChange={(e) => setUsername(e.target.value)}
+        />
+      </label>
+      <label>
+        Password
+        <input
+          name="password"
+          type="password"
+          autoComplete="current-password"
+          value={password}
+          onChange={(e) => setPassword(e.target.value)}
+        />
+      </label>
+      {error && (
+        <p className="notice" role="alert">
+          {error}
+        </p>
+      )}
+      <button type="submit">Sign in</button>
+    </form>
+  );
+}
+
+function Home({ me }: { me: Me }) {
+  return (
+    <div className="home panel">
+      <h1>Your projects</h1>
+      {me.projects.length === 0 && <p>You are not a member of any project yet; ask an admin.</p>}
+      <ul className="project-list">
+        {me.projects.map((p) => (
+          <li key={p.id}>
+            <a
+              href={`/app/annotate/${p.id}`}
+              onClick={(e) => {
+                e.preventDefault();
+                navigate(`/app/annotate/${p.id}`);
+              }}
+            >
+              {p.name}
+            </a>
+            {p.paused && <span className="badge warn">paused</span>}
+            {me.is_staff && (
+              <a
+                className="secondary-link"
+                href={`/app/admin/${p.id}`}
+                onClick={(e) => {
+                  e.preventDefault();
+                  navigate(`/app/admin/${p.id}`);
+                }}
+              >
+                dashboard
+              </a>
+            )}
+          </li>
+        ))}
+      </ul>
+    </div>
+  );
+}
+
+function AnnotatePage({ projectId }: { projectId: number }) {
+  const [project, setProject] = useState<Schemas["ProjectOutput"] | null>(null);
+  const [missing, setMissing] = useState(false);
+  const source = useMemo(() => apiSource(projectId), [projectId]);
+  useEffect(() => {
+    void api
+      .GET("/api/projects/{project_id}/", { params: { path: { project_id: projectId } } })
+      .then(({ data }) => (data ? setProject(data) : setMissing(true)));
+  }, [projectId]);
+  if (missing) return <p className="notice">This project does not exist or you are not in it.</p>;
+  if (!project) return <p className="status">Loading…</p>;
+  return (
+    <Workspace
+      projectId={projectId}
+      projectName={project.name}
+      guidelines={project.guidelines ?? ""}
+      source={source}
+    />
+  );
+}
+
+function TopBar({ me, onLogout }: { me: Me; onLogout: () => void }) {
+  const go = (to: string) => (e: React.MouseEvent) => {
+    e.preventDefault();
+    navigate(to);
+  };
+  return (
+    <nav className="topbar">
+      <a className="brand" href="/app/" onClick={go("/app/")}>
+        Tandem
+      </a>
+      {me.is_staff && (
+        <a href="/app/admin" onClick={go("/app/admin")}>
+          Dashboard
+        </a>
+      )}
+      <span className="spacer" />
+      <span className="who">{me.username}</span>
+      <button type="button" className="secondary" onClick={onLogout}>
+        Sign out
+      </button>
+    </nav>
+  );
+}
+
+export function App() {
+  const path = usePath();
+  const route = parseRoute(path);
+  const [me, setMe] = useState<Me | null | undefined>(undefined);
+
+  useEffect(() => {
+    void api.GET("/api/web/me/").then(({ data }) => setMe(data ?? null));
+  }, []);
+
+  const logout = useCallback(async () => {
+    await api.POST("/api/web/logout/");
+    setMe(null);
+    navigate("/app/login");
+  }, []);
+
+  if (me === undefined) return <p className="status">Loading…</p>;
+  if (me === null) {
+    return (
+      <Login
+        onLogin={(who) => {
+          setMe(who);
+          if (route.page === "login") navigate("/app/");
+        }}
+      />
+    );
+  }
+  let page: React.ReactNode;
+  switch (route.page) {
+    case "annotate":
+      page = <AnnotatePage key={route.projectId} projectId={route.projectId} />;
+      break;
+    case "admin":
+      page = me.is_staff ? (
+        <Dashboard me={me} projectId={route.projectId} tab={route.tab} />
+      ) : (
+        <div className="notice forbidden" role="alert">
+          This page is for admins only.
+        </div>
+      );
+      break;
+    case "not-found":
+      page = <p className="notice">There is no such page.</p>;
+      break;
+    default:
+      page = <Home me={me} />;
+  }
+  return (
+    <>
+      <TopBar me={me} onLogout={logout} />
+      <div className="page">{page}</div>
+    </>
+  );
+}

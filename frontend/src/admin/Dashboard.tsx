@@ -1,0 +1,59 @@
+// The admin dashboard: one project at a time, in tabs.
+import type { Me } from "../api/client";
+import { navigate } from "../router";
+import { AccountsPanel } from "./AccountsPanel";
+import { AnnotatorsPanel } from "./AnnotatorsPanel";
+import { DataPanel } from "./DataPanel";
+import { OverviewPanel } from "./OverviewPanel";
+import { TrainingPanel } from "./TrainingPanel";
+
+const TABS: [string, string][] = [
+  ["overview", "Rounds"],
+  ["training", "Training & versions"],
+  ["annotators", "Annotators"],
+  ["data", "Data"],
+  ["accounts", "Accounts & tokens"],
+];
+
+export function Dashboard({ me, projectId, tab }: { me: Me; projectId: number | null; tab: string }) {
+  const id = projectId ?? me.projects[0]?.id ?? null;
+  if (id === null) return <p className="panel">No projects yet: create one through the API.</p>;
+  const go = (to: string) => (e: React.MouseEvent) => {
+    e.preventDefault();
+    navigate(to);
+  };
+  return (
+    <div className="dashboard">
+      <div className="dashboard-head">
+        <select
+          aria-label="Project"
+          value={id}
+          onChange={(e) => navigate(`/app/admin/${e.target.value}/${tab}`)}
+        >
+          {me.projects.map((p) => (
+            <option key={p.id} value={p.id}>
+              {p.name}
+            </option>
+          ))}
+        </select>
+        <nav className="tabs">
+          {TABS.map(([key, label]) => (
+            <a
+              key={key}
+              href={`/app/admin/${id}/${key}`}
+              className={tab === key ? "active" : ""}
+              onClick={go(`/app/admin/${id}/${key}`)}
+            >
+              {label}
+            </a>
+          ))}
+        </nav>
+      </div>
+      {tab === "overview" && <OverviewPanel key={id} projectId={id} />}
+      {tab === "training" && <TrainingPanel key={id} projectId={id} />}
+      {tab === "annotators" && <AnnotatorsPanel key={id} projectId={id} />}
+      {tab === "data" && <DataPanel key={id} projectId={id} />}
+      {tab === "accounts" && <AccountsPanel key={id} me={me} projectId={id} />}
+    </div>
+  );
+}

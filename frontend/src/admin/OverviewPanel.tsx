@@ -1,0 +1,124 @@
+// Rounds of the project and the per-round charts: agreement, reward accuracy, policy win rate.
+import { useState } from "react";
+import { api, errorText, type Schemas } from "../api/client";
+import { LinesChart } from "./Charts";
+import { percent, when } from "./format";
+import { usePoll } from "./usePoll";
+
+export function OverviewPanel({ projectId }: { projectId: number }) {
+  const [error, setError] = useState<string | null>(null);
+  const path = { params: { path: { project_id: projectId } } };
+  const [summary, reloadSummary] = usePoll(
+    async () => (await api.GET("/api/web/projects/{project_id}/rounds/", path)).data,
+    5000,
+    [projectId],
+  );
+  const [rounds, reloadRounds] = usePoll(
+    async () => (await api.GET("/api/projects/{project_id}/rounds/", path)).data,
+    5000,
+    [projectId],
+  );
+  const reload = () => {
+    reloadSummary();
+    reloadRounds();
+  };
+  const openRound = (rounds ?? []).find((r) => r.status === "open");
+
+  const close = async (number: number) => {
+    const { error: failure } = await api.POST("/api/projects/{project_id}/rounds/{number}/close/", {
+      params: { path: { project_id: projectId, number } },
+    });
+    setError(failure ? errorText(failure) : null);
+    reload();
+  };
+  const open = async () => {
+    const { error: failure } = await api.POST("/api/projects/{project_id}/rounds/", path);
+    setError(failure ? errorText(failure) : null);
+    reload();
+  };
+
+  const rows = (summary ?? []).map((r: Schemas["RoundSummary"]) => ({
+    round: r.number,
+    agreement: r.percent_agreement,
+    alpha: r.krippendorff_alpha,
+    "reward accuracy": r.reward_accuracy,
+    "policy win rate": r.policy_win_rate,
+  }));
+
+  return (
+    <>
+      <section className="panel" aria-label="Rounds">
+        <div className="panel-head">
+          <h2>Rounds</h2>
+          <span className="spacer" />
+          {openRound ? (
+            <button type="button" onClick={() => close(openRound.number)}>
+              Close round {openRound.number}
+            </button>
+          ) : (
+            <button type="button" onClick={open}>
+              Open a round
+            </button>
+          )}
+        </div>
+        {error && <p className="notice" role="alert">{error}</p>}
+        <table>
+          <thead>
+            <tr>
+              <th>Round</th>
+              <th>Status</th>
+              <th>Pairs complete</th>
+              <th>Judgments</th>
+              <th>Agreement</th>
+              <th>α</th>
+              <th>Opened</th>
+            </tr>
+          </thead>
+          <tbody>
+            {(summary ?? []).map((r) => {
+              const detail = (rounds ?? []).find((x) => x.number === r.number);
+              return (
+                <tr key={r.number}>
+                  <td>{r.number}</td>
+                  <td>
+                    <span className={`badge status-${r.status}`}>{r.status}</span>
+                  </td>
+                  <td>
+                    {r.complete} / {r.comparisons} (quota {r.quota})
+                  </td>
+                  <td>{r.judgments}</td>
+                  <td>{percent(r.percent_agreement)}</td>
+                  <td>{r.krippendorff_alpha === null ? "–" : r.krippendorff_alpha.toFixed(2)}</td>
+                  <td>{when(detail?.opened_at)}</td>
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      </section>
+      <section className="panel charts three" aria-label="Per-round charts">
+        <LinesChart
+          title="Annotator agreement"
+          rows={rows}
+          xKey="round"
+          lines={[{ key: "agreement" }, { key: "alpha" }]}
+          domain={[-0.2, 1]}
+        />
+        <LinesChart
+          title="Reward-model accuracy (held out)"
+          rows={rows}
+          xKey="round"
+          lines={[{ key: "reward accuracy" }]}
+          domain={[0, 1]}
+        />
+        <LinesChart
+          title="Policy win rate vs parent"
+          rows={rows}
+          xKey="round"
+          lines={[{ key: "policy win rate" }]}
+          domain={[0, 1]}
+        />
+      </section>
+    </>
+  );
+}

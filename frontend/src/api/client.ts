@@ -1,0 +1,46 @@
+// The typed API client: paths and shapes come from the generated OpenAPI schema (schema.d.ts).
+import createClient, { type Middleware } from "openapi-fetch";
+import type { components, paths } from "./schema";
+
+export type Schemas = components["schemas"];
+export type LeasedPair = Schemas["LeasedPair"];
+export type Me = Schemas["Me"];
+
+export function cookie(name: string): string | null {
+  for (const part of document.cookie.split(";")) {
+    const [key, ...rest] = part.trim().split("=");
+    if (key === name) return decodeURIComponent(rest.join("="));
+  }
+  return null;
+}
+
+// Django's session auth wants the CSRF token on every unsafe request.
+const csrf: Middleware = {
+  onRequest({ request }) {
+    if (!["GET", "HEAD", "OPTIONS"].includes(request.method)) {
+      request.headers.set("X-CSRFToken", cookie("csrftoken") ?? "");
+    }
+    return request;
+  },
+};
+
+export const api = createClient<paths>({ baseUrl: "", credentials: "same-origin" });
+api.use(csrf);
+
+/** The list endpoints paginate ({count, results}) although the schema shows a bare array. */
+export function items<T>(data: T[] | undefined): T[] {
+  if (data === undefined) return [];
+  if (Array.isArray(data)) return data;
+  return ((data as unknown as { results?: T[] }).results ?? []) as T[];
+}
+
+/** The human-readable message of an API error body ({error, detail}) or a validation error. */
+export function errorText(error: unknown): string {
+  if (!error) return "Something went wrong.";
+  if (typeof error === "string") return error;
+  const body = error as Record<string, unknown>;
+  if (typeof body.detail === "string") return body.detail;
+  return Object.entries(body)
+    .map(([key, value]) => `${key}: ${Array.isArray(value) ? value.join(" ") : String(value)}`)
+    .join("; ");
+}

@@ -1,0 +1,281 @@
+// The annotator workspace: prompt, two answers side by side, one key per judgment.
+import { useCallback, useEffect, useMemo, useRef, useState } from "react";
+import { api, type LeasedPair, type Schemas } from "../api/client";
+import { Markdown } from "../components/Markdown";
+import { PromptView } from "../components/Prompt";
+import { KEY_HELP, actionForKey, strengthFor, type Choice, type Strength } from "./keys";
+import { PairQueue, type PairSource, type QueueState } from "./queue";
+
+const STRENGTHS: Strength[] = ["slight", "clear", "strong"];
+const CHOICE_LABEL: Record<Choice, string> = {
+  left: "Left better",
+  right: "Right better",
+  tie: "Tie",
+  both_bad: "Both bad",
+};
+
+function useQueue(source: PairSource): [PairQueue, QueueState] {
+  const queue = useMemo(() => new PairQueue(source), [source]);
+  const [state, setState] = useState<QueueState>(queue.state);
+  useEffect(() => {
+    const unsubscribe = queue.subscribe(setState);
+    void queue.start();
+    const onHide = () => queue.releaseAhead();
+    window.addEventListener("pagehide", onHide);
+    return () => {
+      unsubscribe();
+      window.removeEventListener("pagehide", onHide);
+    };
+  }, [queue]);
+  return [queue, state];
+}
+
+function useNow(intervalMs: number): number {
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    const id = window.setInterval(() => setNow(Date.now()), intervalMs);
+    return () => window.clearInterval(id);
+  }, [intervalMs]);
+  return now;
+}
+
+function Progress({ projectId, done }: { projectId: number; done: number }) {
+  const [progress, setProgress] = useState<Schemas["Progress"] | null>(null);
+  useEffect(() => {
+    void api
+      .GET("/api/web/projects/{project_id}/progress/", {
+        params: { path: { project_id: projectId } },
+      })
+      .then(({ data }) => setProgress(data ?? null));
+  }, [projectId, done]);
+  if (!progress) return null;
+  return (
+    <div className="progress-counts" aria-label="Progress">
+      <span>
+        <strong data-testid="judged-today">{progress.judged_today}</strong> judged today
+      </span>
+      <span>
+        <strong>{progress.left_in_round}</strong> left in
+        {progress.round !== null ? ` round ${progress.round}` : " the round"}
+      </span>
+    </div>
+  );
+}
+
+export interface WorkspaceProps {
+  projectId: number;
+  projectName: string;
+  guidelines: string;
+  source: PairSource;
+}
+
+export function Workspace({ projectId, projectName, guidelines, source }: WorkspaceProps) {
+  const [queue, state] = useQueue(source);
+  const [strength, setStrength] = useState<Strength>("clear");
+  const [rationale, setRationale] = useState("");
+  const [showGuidelines, setShowGuidelines] = useState(false);
+  const [showHelp, setShowHelp] = useState(false);
+  const [flash, setFlash] = useState<string | null>(null);
+  const shownAt = useRef(Date.now());
+  const rationaleBox = useRef<HTMLTextAreaElement>(null);
+  const now = useNow(5000);
+  const pair: LeasedPair | null = state.current;
+
+  useEffect(() => {
+    shownAt.current = Date.now();
+  }, [pair?.assignment_id]);
+
+  const judge = useCallback(
+    (choice: Choice) => {
+      if (!pair) return;
+      void queue.judge({
+        choice,
+        strength: strengthFor(choice, strength),
+        rationale: rationale.trim(),
+        time_spent_ms: Date.now() - shownAt.current,
+        submission_key: crypto.randomUUID(),
+      });
+      setFlash(CHOICE_LABEL[choice]);
+      setStrength("clear");
+      setRationale("");
+    },
+    [pair, queue, strength, rationale],
+  );
+
+  useEffect(() => {
+    const onKey = (event: KeyboardEvent) => {
+      const target = event.target as HTMLElement | null;
+      const inTextField = !!target && ["TEXTAREA", "INPUT", "SELECT"].includes(target.tagName);
+      if (inTextField && event.key === "Escape") {
+        target?.blur();
+        return;
+      }
+      const action = actionForKey({
+        key: event.key,
+        ctrlKey: event.ctrlKey,
+        metaKey: event.metaKey,
+        altKey: event.altKey,
+        inTextField,
+      });
+      if (!action) return;
+      event.preventDefault();
+      switch (action.kind) {
+        case "choose":
+          judge(action.choice);
+          break;
+        case "strength":
+          setStrength(action.strength);
+          break;
+        case "skip":
+          if (pair) {
+            void queue.skip();
+            setFlash("Skipped");
+          }
+          break;
+        case "rationale":
+          rationaleBox.current?.focus();
+          break;
+        case "guidelines":
+          setShowGuidelines((shown) => !shown);
+          break;
+        case "help":
+          setShowHelp((shown) => !shown);
+          break;
+      }
+    };
+    window.addEventListener("keydown", onKey);
+    return () => window.removeEventListener("keydown", onKey);
+  }, [judge, pair, queue]);
+
+  useEffect(() => {
+    if (!flash) return;
+    const id = window.setTimeout(() => setFlash(null), 900);
+    return () => window.clearTimeout(id);
+  }, [flash]);
+
+  const expired = pair !== null && Date.parse(pair.expires_at) < now;
+
+  return (
+    <div className="workspace">
+      <div className="workspace-bar">
+        <h1>{projectName}</h1>
+        <Progress projectId={projectId} done={state.done} />
+        <div className="bar-buttons">
+          <button type="button" onClick={() => setShowGuidelines((s) => !s)}>
+            Guidelines <kbd>G</kbd>
+          </button>
+          <button type="button" onClick={() => setShowHelp((s) => !s)}>
+            Keys <kbd>?</kbd>
+          </button>
+        </div>
+      </div>
+      {showGuidelines && (
+        <aside className="panel guidelines" aria-label="Guidelines">
+          {guidelines ? <Markdown text={guidelines} /> : <p>This project has no guidelines.</p>}
+        </aside>
+      )}
+      {showHelp && (
+        <aside className="panel key-help" aria-label="Keys">
+          <dl>
+            {KEY_HELP.map(([key, what]) => (
+              <div key={key}>
+                <dt>{key}</dt>
+                <dd>{what}</dd>
+              </div>
+            ))}
+          </dl>
+        </aside>
+      )}
+      {state.notice && (
+        <div className="notice" role="alert">
+          {state.notice}
+        </div>
+      )}
+      {flash && (
+        <div className="flash" aria-live="polite">
+          {flash}
+        </div>
+      )}
+      {state.phase === "loading" && <p className="status">Loading the next pair…</p>}
+      {state.phase === "empty" && (
+        <div className="status empty" role="status">
+          <h2>Nothing left to judge</h2>
+          <p>
+            Every pair of the open round is judged or taken. New pairs appear when the next round
+            opens; come back later or reload the page.
+          </p>
+        </div>
+      )}
+      {state.phase === "error" && (
+        <div className="notice" role="alert">
+          Could not load a pair. Reload the page to try again.
+        </div>
+      )}
+      {pair && (
+        <main className="pair" data-assignment={pair.assignment_id}>
+          {expired && (
+            <div className="notice" role="alert">
+              Your lease on this pair has expired: it may go to someone else, and your judgment
+              counts only if it still has room. Judge it now or skip with <kbd>S</kbd>.
+            </div>
+          )}
+          <section className="prompt" aria-label="Prompt">
+            <PromptView prompt={pair.prompt} />
+          </section>
+          <div className="answers">
+            <section className="answer" aria-label="Left answer" data-side="left">
+              <header>
+                Left <kbd>1</kbd>
+              </header>
+              <Markdown text={pair.left.text} />
+            </section>
+            <section className="answer" aria-label="Right answer" data-side="right">
+              <header>
+                Right <kbd>2</kbd>
+              </header>
+              <Markdown text={pair.right.text} />
+            </section>
+          </div>
+          <div className="controls">
+            <div className="choices">
+              {(Object.keys(CHOICE_LABEL) as Choice[]).map((choice, i) => (
+                <button key={choice} type="button" onClick={() => judge(choice)}>
+                  {CHOICE_LABEL[choice]} <kbd>{i + 1}</kbd>
+                </button>
+              ))}
+              <button type="button" className="secondary" onClick={() => void queue.skip()}>
+                Skip <kbd>S</kbd>
+              </button>
+            </div>
+            <div className="strength" role="radiogroup" aria-label="Strength">
+              {STRENGTHS.map((s, i) => (
+                <button
+                  key={s}
+                  type="button"
+                  role="radio"
+                  aria-checked={strength === s}
+                  className={strength === s ? "selected" : ""}
+                  onClick={() => setStrength(s)}
+                >
+                  {s} <kbd>{"QWE"[i]}</kbd>
+                </button>
+              ))}
+            </div>
+            <label className="rationale">
+              <span>
+                Rationale (optional) <kbd>R</kbd>
+              </span>
+              <textarea
+                ref={rationaleBox}
+                value={rationale}
+                onChange={(e) => setRationale(e.target.value)}
+                rows={2}
+                placeholder="Why? Press Esc to go back to the keys."
+              />
+            </label>
+          </div>
+        </main>
+      )}
+    </div>
+  );
+}

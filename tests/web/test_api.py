@@ -1,0 +1,174 @@
+"""The web UI's own endpoints: sign-in, me, progress, lease-ahead, round charts, accounts."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from rest_framework.authtoken.models import Token
+
+from annotate.models import Assignment, AssignmentStatus
+from annotate.services import assignment_lease_next, judgment_submit, round_open
+from tests.factories import ComparisonFactory, PromptFactory, UserFactory
+from training.models import ModelKind, ModelVersion
+
+
+@pytest.fixture
+def open_round_pairs(project):
+    round_ = round_open(project=project)
+    return [ComparisonFactory(prompt=PromptFactory(project=project), round=round_) for _ in range(4)]
+
+
+def test_login_sets_a_session_and_me_lists_the_members_projects(project, annotator):
+    client = Client(enforce_csrf_checks=True)
+    page = client.get("/app/annotate/1")
+    csrf = page.cookies["csrftoken"].value
+    response = client.post(
+        "/api/web/login/",
+        {"username": "annotator", "password": "correct horse battery"},
+        content_type="application/json",
+        headers={"X-CSRFToken": csrf},
+    )
+    assert response.status_code == 200, response.content
+    me = client.get("/api/web/me/").json()
+    assert me["username"] == "annotator"
+    assert me["is_staff"] is False
+    assert [(p["slug"], p["role"]) for p in me["projects"]] == [("helpful", "annotator")]
+
+
+def test_login_refuses_a_wrong_password_and_a_missing_csrf_token(annotator):
+    client = Client(enforce_csrf_checks=True)
+    no_token = client.post(
+        "/api/web/login/",
+        {"username": "annotator", "password": "correct horse battery"},
+        content_type="application/json",
+    )
+    assert no_token.status_code == 403
+    csrf = client.get("/").cookies["csrftoken"].value
+    wrong = client.post(
+        "/api/web/login/",
+        {"username": "annotator", "password": "nope"},
+        content_type="application/json",
+        headers={"X-CSRFToken": csrf},
+    )
+    assert wrong.status_code == 400
+    assert wrong.json()["error"] == "bad_credentials"
+    assert client.get("/api/web/me/").status_code in (401, 403)
+
+
+def test_spa_pages_serve_index_html_with_a_content_security_policy(settings, tmp_path, db):
+    (tmp_path / "index.html").write_text("<div id=root></div>")
+    settings.FRONTEND_DIST = tmp_path
+    response = Client().get("/app/admin/1/training")
+    assert response.status_code == 200
+    assert b"id=root" in response.content
+    assert "script-src 'self'" in response["Content-Security-Policy"]
+    assert "csrftoken" in response.cookies
+
+
+def test_progress_counts_todays_judgments_and_pairs_left(project, annotator, open_round_pairs):
+    assignment = assignment_lease_next(project=project, annotator=annotator)
+    judgment_submit(assignment_id=assignment.pk, annotator=annotator, choice="left")
+    client = Client()
+    client.force_login(annotator)
+    body = client.get(f"/api/web/projects/{project.pk}/progress/").json()
+    assert body == {"judged_today": 1, "judged_total": 1, "left_in_round": 3, "round": 1}
+
+
+def test_lease_ahead_holds_one_more_pair_and_next_keeps_serving_the_oldest(
+    project, annotator, open_round_pairs, annotator_api
+):
+    first = annotator_api.post(f"/api/projects/{project.pk}/comparisons/next/").json()
+    ahead = annotator_api.post(f"/api/web/projects/{project.pk}/lease-ahead/").json()
+    again = annotator_api.post(f"/api/web/projects/{project.pk}/lease-ahead/").json()
+    assert ahead["assignment_id"] != first["assignment_id"]
+    assert again["assignment_id"] == ahead["assignment_id"]  # never a third lease
+    assert set(ahead) == {
+        "assignment_id",
+        "project_id",
+        "prompt",
+        "left",
+        "right",
+        "leased_at",
+        "expires_at",
+    }  # blind: no model identity
+    live = Assignment.objects.filter(annotator=annotator, status=AssignmentStatus.LEASED)
+    assert live.count() == 2
+    still = annotator_api.post(f"/api/projects/{project.pk}/comparisons/next/").json()
+    assert still["assignment_id"] == first["assignment_id"]
+    submit = annotator_api.post(
+        f"/api/assignments/{first['assignment_id']}/submit/", {"choice": "right"}, format="json"
+    )
+    assert submit.status_code == 201
+    following = annotator_api.post(f"/api/projects/{project.pk}/comparisons/next/").json()
+    assert following["assignment_id"] == ahead["assignment_id"]
+
+
+def test_lease_ahead_answers_204_when_nothing_is_left(project, annotator, annotator_api):
+    round_open(project=project)
+    ComparisonFactory(prompt=PromptFactory(project=project), round=project.rounds.get())
+    annotator_api.post(f"/api/projects/{project.pk}/comparisons/next/")
+    assert annotator_api.post(f"/api/web/projects/{project.pk}/lease-ahead/").status_code == 204
+
+
+def test_round_summary_reads_agreement_reward_accuracy_and_win_rate(project, admin_api):
+    round_open(project=project)
+    policy = ModelVersion.objects.get(project=project, kind=ModelKind.POLICY)
+    ModelVersion.objects.create(
+        project=project,
+        kind=ModelKind.REWARD,
+        number=1,
+        base_model="tiny",
+        metrics={"eval_accuracy": 0.7},
+    )
+    ModelVersion.objects.create(
+        project=project,
+        kind=ModelKind.POLICY,
+        number=1,
+        base_model="tiny",
+        parent=policy,
+        gate_results={"passed": True, "gates": {"win_rate": {"value": 0.62, "passed": True}}},
+    )
+    rows = admin_api.get(f"/api/web/projects/{project.pk}/rounds/").json()
+    assert rows[0]["number"] == 1
+    assert rows[0]["reward_accuracy"] == pytest.approx(0.7)
+    assert rows[0]["policy_win_rate"] == pytest.approx(0.62)
+
+
+def test_admin_endpoints_refuse_annotators(project, annotator_api):
+    assert annotator_api.get("/api/web/users/").status_code == 403
+    assert annotator_api.get(f"/api/web/projects/{project.pk}/rounds/").status_code == 403
+    assert annotator_api.post("/api/web/users/1/token/").status_code == 403
+
+
+def test_admin_creates_an_annotator_in_a_project_then_removes_them(project, admin_api):
+    created = admin_api.post(
+        "/api/web/users/",
+        {"username": "carol", "password": "a-long-password-1", "project_id": project.pk},
+        format="json",
+    )
+    assert created.status_code == 201, created.content
+    row = created.json()
+    assert row["memberships"][0]["role"] == "annotator"
+    Client().login(username="carol", password="a-long-password-1")
+    gone = admin_api.delete(f"/api/web/projects/{project.pk}/members/{row['id']}/")
+    assert gone.status_code == 204
+    assert project.memberships.filter(user_id=row["id"]).count() == 0
+
+
+def test_admin_rotates_and_revokes_a_token_showing_only_a_prefix_later(admin_api):
+    bot = UserFactory(username="bot")
+    first = admin_api.post(f"/api/web/users/{bot.pk}/token/").json()["key"]
+    second = admin_api.post(f"/api/web/users/{bot.pk}/token/").json()["key"]
+    assert first != second
+    assert Token.objects.get(user=bot).key == second
+    listed = next(u for u in admin_api.get("/api/web/users/").json() if u["username"] == "bot")
+    assert listed["token_prefix"] == second[:6]
+    assert admin_api.delete(f"/api/web/users/{bot.pk}/token/").status_code == 204
+    assert not Token.objects.filter(user=bot).exists()
+
+
+def test_admin_cannot_deactivate_themselves(admin_user, admin_api):
+    response = admin_api.patch(
+        f"/api/web/users/{admin_user.pk}/", {"is_active": False}, format="json"
+    )
+    assert response.status_code == 400

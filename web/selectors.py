@@ -1,0 +1,183 @@
+"""Reads the web UI needs that the REST API does not offer: who am I, my progress, round charts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from annotate import selectors as annotate_selectors
+from annotate.models import (
+    Assignment,
+    AssignmentStatus,
+    Comparison,
+    ComparisonStatus,
+    Judgment,
+    Membership,
+    Project,
+    Round,
+    RoundStatus,
+)
+from training.models import ModelKind, ModelVersion
+
+
+def me(*, user: AbstractBaseUser) -> dict:
+    """The signed-in user and the projects they may open, with their role in each."""
+    roles = {
+        m.project_id: (m.role, m.paused)
+        for m in Membership.objects.filter(user=user).only("project_id", "role", "paused")
+    }
+    projects = [
+        {
+            "id": p.pk,
+            "name": p.name,
+            "slug": p.slug,
+            "role": roles.get(p.pk, ("admin", False))[0],
+            "paused": roles.get(p.pk, ("admin", False))[1],
+        }
+        for p in annotate_selectors.projects_visible_to(user).order_by("name")
+    ]
+    return {
+        "id": user.pk,
+        "username": user.get_username(),
+        "is_staff": user.is_staff,
+        "projects": projects,
+    }
+
+
+def _start_of_today() -> datetime:
+    return timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def annotator_progress(*, project: Project, user: AbstractBaseUser) -> dict:
+    """Judged today and in all, and the open round's pairs this annotator may still get."""
+    judged = Judgment.objects.filter(comparison__project=project, annotator=user)
+    open_round = project.rounds.filter(status=RoundStatus.OPEN).first()
+    left = 0
+    if open_round is not None:
+        # Pairs still open that this annotator never had; an estimate (others may fill them first).
+        left = (
+            Comparison.objects.filter(round=open_round, status=ComparisonStatus.OPEN)
+            .exclude(assignments__annotator=user)
+            .count()
+        )
+    return {
+        "judged_today": judged.filter(created_at__gte=_start_of_today()).count(),
+        "judged_total": judged.count(),
+        "left_in_round": left,
+        "round": open_round.number if open_round else None,
+    }
+
+
+def _version_round(version: ModelVersion, rounds: list[Round]) -> int | None:
+    # A version is trained on the data of the last round opened before it was made (closing a
+    # round queues training; the next round opens after promotion).
+    number = None
+    for round_ in rounds:
+        if round_.opened_at <= version.created_at:
+            number = round_.number
+    return number
+
+
+def _gate_value(version: ModelVersion, gate: str) -> float | None:
+    gates = (version.gate_results or {}).get("gates") or {}
+    value = (gates.get(gate) or {}).get("value")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _reward_accuracy(version: ModelVersion) -> float | None:
+    for key in ("eval_accuracy", "eval_heldout_accuracy", "accuracy"):
+        value = (version.metrics or {}).get(key)
+        if isinstance(value, int | float):
+            return float(value)
+    return None
+
+
+def round_summaries(*, project: Project) -> list[dict]:
+    """One row per round for the dashboard charts: volume, agreement, reward and policy quality."""
+    rounds = list(
+        project.rounds.order_by("number").annotate(
+            comparisons_total=Count("comparisons"),
+            comparisons_complete=Count(
+                "comparisons", filter=Q(comparisons__status=ComparisonStatus.COMPLETE)
+            ),
+        )
+    )
+    reward_accuracy: dict[int, float] = {}
+    win_rate: dict[int, float] = {}
+    versions = ModelVersion.objects.filter(project=project).order_by("created_at")
+    for version in versions:
+        number = _version_round(version, rounds)
+        if number is None:
+            continue
+        if version.kind == ModelKind.REWARD and _reward_accuracy(version) is not None:
+            reward_accuracy[number] = _reward_accuracy(version)
+        if version.kind == ModelKind.POLICY and _gate_value(version, "win_rate") is not None:
+            win_rate[number] = _gate_value(version, "win_rate")
+    rows = []
+    for round_ in rounds:
+        stats = annotate_selectors.project_statistics(project=project, round_number=round_.number)
+        rows.append(
+            {
+                "number": round_.number,
+                "status": round_.status,
+                "quota": round_.quota,
+                "comparisons": round_.comparisons_total,
+                "complete": round_.comparisons_complete,
+                "judgments": stats["judgments"],
+                "percent_agreement": stats["percent_agreement"],
+                "krippendorff_alpha": stats["krippendorff_alpha"],
+                "reward_accuracy": reward_accuracy.get(round_.number),
+                "policy_win_rate": win_rate.get(round_.number),
+            }
+        )
+    return rows
+
+
+def live_leases(*, project: Project, user: AbstractBaseUser) -> list[Assignment]:
+    """The annotator's live leases in a project, oldest first (the oldest is the one on screen)."""
+    return list(
+        Assignment.objects.filter(
+            annotator=user,
+            comparison__project=project,
+            status=AssignmentStatus.LEASED,
+            expires_at__gt=timezone.now(),
+        )
+        .select_related("comparison__prompt", "comparison__response_a", "comparison__response_b")
+        .order_by("leased_at", "id")
+    )
+
+
+def users_with_memberships() -> QuerySet:
+    return (
+        get_user_model()
+        .objects.order_by("username")
+        .prefetch_related("memberships__project")
+        .select_related("auth_token")
+    )
+
+
+def user_row(user: AbstractBaseUser) -> dict:
+    token: Token | None = getattr(user, "auth_token", None)
+    return {
+        "id": user.pk,
+        "username": user.get_username(),
+        "is_staff": user.is_staff,
+        "is_active": user.is_active,
+        "memberships": [
+            {
+                "project_id": m.project_id,
+                "project": m.project.name,
+                "role": m.role,
+                "paused": m.paused,
+            }
+            for m in user.memberships.all()
+        ],
+        # Only a prefix: the full key is shown once, when it is made.
+        "token_prefix": token.key[:6] if token else None,
+        "token_created": token.created if token else None,
+    }

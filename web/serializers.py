@@ -1,0 +1,79 @@
+"""Input and output shapes of the web UI's own endpoints."""
+
+from rest_framework import serializers
+
+from annotate.models import MemberRole
+
+
+class LoginInputSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=256, trim_whitespace=False)
+
+
+class MyProjectSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    slug = serializers.CharField()
+    role = serializers.CharField(help_text="annotator, client, or admin for staff")
+    paused = serializers.BooleanField()
+
+
+class MeSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    is_staff = serializers.BooleanField()
+    projects = MyProjectSerializer(many=True)
+
+
+class ProgressSerializer(serializers.Serializer):
+    judged_today = serializers.IntegerField()
+    judged_total = serializers.IntegerField()
+    left_in_round = serializers.IntegerField()
+    round = serializers.IntegerField(allow_null=True)
+
+
+class RoundSummarySerializer(serializers.Serializer):
+    number = serializers.IntegerField()
+    status = serializers.CharField()
+    quota = serializers.IntegerField()
+    comparisons = serializers.IntegerField()
+    complete = serializers.IntegerField()
+    judgments = serializers.IntegerField()
+    percent_agreement = serializers.FloatField(allow_null=True)
+    krippendorff_alpha = serializers.FloatField(allow_null=True)
+    reward_accuracy = serializers.FloatField(allow_null=True)
+    policy_win_rate = serializers.FloatField(allow_null=True)
+
+
+class UserMembershipSerializer(serializers.Serializer):
+    project_id = serializers.IntegerField()
+    project = serializers.CharField()
+    role = serializers.CharField()
+    paused = serializers.BooleanField()
+
+
+class UserRowSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    is_staff = serializers.BooleanField()
+    is_active = serializers.BooleanField()
+    memberships = UserMembershipSerializer(many=True)
+    token_prefix = serializers.CharField(allow_null=True)
+    token_created = serializers.DateTimeField(allow_null=True)
+
+
+class UserCreateInputSerializer(serializers.Serializer):
+    username = serializers.RegexField(r"^[\w.@+-]+\Z", max_length=150)
+    password = serializers.CharField(max_length=256, trim_whitespace=False)
+    is_staff = serializers.BooleanField(default=False)
+    project_id = serializers.IntegerField(required=False, help_text="Add to this project at once.")
+    role = serializers.ChoiceField(choices=MemberRole.choices, default=MemberRole.ANNOTATOR)
+
+
+class UserUpdateInputSerializer(serializers.Serializer):
+    is_active = serializers.BooleanField()
+
+
+class TokenOutputSerializer(serializers.Serializer):
+    user_id = serializers.IntegerField()
+    key = serializers.CharField(help_text="Shown once; store it now.")
