@@ -293,7 +293,10 @@ class RoundListApi(APIView):
         project = selectors.project_get_for_user(user=request.user, project_id=project_id)
         if not request.user.is_staff:
             raise ApplicationError("Only admins open rounds.", code="forbidden", http_status=403)
-        return Response(RoundOutputSerializer(services.round_open(project=project)).data, 201)
+        from training.pipeline import round_start  # training builds on annotate
+
+        round_, _generation = round_start(project=project, actor=request.user)
+        return Response(RoundOutputSerializer(round_).data, 201)
 
 
 class RoundCloseApi(APIView):
@@ -307,8 +310,11 @@ class RoundCloseApi(APIView):
         round_ = project.rounds.filter(number=number).first()
         if round_ is None:
             raise NotFoundError(f"Round {number} does not exist.")
-        closed = services.round_close(round=round_, closed_by=request.user)
-        return Response(RoundOutputSerializer(closed).data)
+        from training.pipeline import round_finish
+
+        round_finish(round=round_, actor=request.user)
+        round_.refresh_from_db()
+        return Response(RoundOutputSerializer(round_).data)
 
 
 class MemberListApi(APIView):

@@ -94,6 +94,8 @@ def trl_rows(*, project: Project, include_ties: bool = False) -> Iterator[dict[s
             "weight": resolution.agreement,
             "judgments": resolution.judgments,
             "comparison_id": comparison.pk,
+            "prompt_id": comparison.prompt_id,
+            "round_id": comparison.round_id,
         }
         if include_ties:
             row["tie"] = resolution.label == Outcome.TIE

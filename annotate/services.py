@@ -644,13 +644,22 @@ def judgment_submit(
         submission_key=submission_key or uuid.uuid4(),
     )
     now = timezone.now()
-    Comparison.objects.filter(pk=comparison.pk, judgment_count=F("required_annotations")).update(
-        status=ComparisonStatus.COMPLETE, completed_at=now
-    )
+    completed = Comparison.objects.filter(
+        pk=comparison.pk, judgment_count=F("required_annotations")
+    ).update(status=ComparisonStatus.COMPLETE, completed_at=now)
+    if completed and comparison.round_id is not None:
+        # The quota trigger runs after commit, so it counts this pair as complete.
+        transaction.on_commit(lambda: _round_check_quota(comparison.round_id))
     assignment.status = AssignmentStatus.SUBMITTED
     assignment.finished_at = now
     assignment.save(update_fields=["status", "finished_at"])
     return SubmitResult(judgment, created=True)
+
+
+def _round_check_quota(round_id: int) -> None:
+    from training.pipeline import round_close_if_complete  # training builds on annotate
+
+    round_close_if_complete(round_id=round_id)
 
 
 # --- Quality control ------------------------------------------------------------------------

@@ -73,12 +73,20 @@ class TrainingRunListApi(APIView):
             round_ = project.rounds.filter(number=round_number).first()
             if round_ is None:
                 raise NotFoundError(f"Round {round_number} does not exist.")
+        version = None
+        version_id = data.validated_data.get("version")
+        if version_id is not None:
+            version = ModelVersion.objects.filter(pk=version_id, project=project).first()
+            if version is None:
+                raise NotFoundError(f"Version {version_id} does not exist in this project.")
         run = services.training_run_create(
             project=project,
             kind=data.validated_data["kind"],
             config=data.validated_data["config"],
             round=round_,
             created_by=request.user,
+            chained=data.validated_data["chain"],
+            input_version=version,
         )
         return Response(TrainingRunOutputSerializer(run).data, status=status.HTTP_201_CREATED)
 

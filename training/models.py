@@ -139,6 +139,8 @@ class TrainingRun(models.Model):
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # Part of a round's chain (reward -> policy -> evaluate): on success it queues the next step.
+    chained = models.BooleanField(default=False)
     attempt = models.PositiveSmallIntegerField(default=0)
     worker = models.CharField(max_length=200, blank=True, help_text="Host and pid of the claimer.")
     heartbeat_at = models.DateTimeField(null=True, blank=True)

@@ -8,6 +8,7 @@ step and only then does a ModelVersion point at it: a half-trained model is neve
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import traceback
@@ -22,6 +23,15 @@ from annotate.exporters import trl_rows
 from annotate.models import Prompt, Response, ResponseSource, RoundStatus
 from annotate.services import comparisons_create_for_round
 from training.models import ModelKind, ModelVersion, RunKind, RunStatus, TrainingRun
+from training.pipeline import (
+    chain_continue,
+    evaluation_settings,
+    gates_check,
+    heldout_prompts,
+    policy_data_scope,
+    prompt_is_heldout,
+    reward_model_for,
+)
 from training.selectors import active_policy
 from training.services import (
     training_run_claim,
@@ -72,12 +82,23 @@ class DatabaseCallbacks:
         )
 
 
-def preference_rows(project) -> tuple[list, list[int]]:
-    """Every resolved comparison of the project as engine rows, and their ids (the snapshot)."""
+def preference_rows(
+    project, *, split: str = "train", round_id: int | None = None
+) -> tuple[list, list[int]]:
+    """Resolved comparisons as engine rows, and their ids (the training-data snapshot).
+
+    split "train" leaves out the held-out prompts' pairs, "heldout" keeps only them (see
+    training.pipeline); round_id keeps one round's pairs.
+    """
     from training.engine.data import PreferenceRow
 
+    fraction = evaluation_settings(project).heldout_fraction
     rows, ids = [], []
     for row in trl_rows(project=project, include_ties=True):
+        if prompt_is_heldout(row["prompt_id"], fraction) != (split == "heldout"):
+            continue
+        if round_id is not None and row["round_id"] != round_id:
+            continue
         rows.append(
             PreferenceRow(
                 prompt=row["prompt"],
@@ -143,7 +164,7 @@ def run_reward(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersion:
     config = config_from_dict(RewardConfig, settings_)
     rows, ids = preference_rows(project)
     parent = ModelVersion.objects.filter(project=project, kind=ModelKind.REWARD).last()
-    return _train_version(
+    version = _train_version(
         run,
         kind=ModelKind.REWARD,
         train=train_reward,
@@ -153,6 +174,27 @@ def run_reward(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersion:
         comparison_ids=ids,
         callbacks=callbacks,
     )
+    reward_heldout_accuracy(version)
+    return version
+
+
+def reward_heldout_accuracy(version: ModelVersion) -> None:
+    """Pairwise accuracy on the held-out prompts' human pairs, which training never saw."""
+    from training.engine.reward import evaluate_reward_model
+
+    rows, ids = preference_rows(version.project, split="heldout")
+    if not rows:
+        return
+    metrics = evaluate_reward_model(
+        Path(version.artifact_path), rows, cache_dir=settings.MODEL_CACHE_DIR
+    )
+    version.metrics = {
+        **version.metrics,
+        "heldout_accuracy": metrics["accuracy"],
+        "heldout_pairs": len(rows),
+    }
+    version.training_data = {**version.training_data, "heldout_comparisons": ids}
+    version.save(update_fields=["metrics", "training_data"])
 
 
 def run_dpo(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersion:
@@ -169,7 +211,8 @@ def run_dpo(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersion:
         **run.config,
     }
     config = config_from_dict(DPOConfig, settings_)
-    rows, ids = preference_rows(project)
+    on_policy = policy_data_scope(project) == "round" and run.round_id is not None
+    rows, ids = preference_rows(project, round_id=run.round_id if on_policy else None)
     return _train_version(
         run,
         kind=ModelKind.POLICY,
@@ -235,10 +278,96 @@ def run_generate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
         raise RunCancelled("stopped between batches")
 
 
+def evaluation_samples_path(run: TrainingRun) -> Path:
+    return Path(settings.ARTIFACTS_DIR) / run.project.slug / "evaluations" / f"run-{run.pk}.jsonl"
+
+
+def run_evaluate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
+    """Measure a candidate policy against its parent and record the verdict of every gate."""
+    from training.engine.config import GenerationConfig, config_from_dict
+    from training.engine.evaluate import evaluate_policy
+
+    candidate = run.input_version
+    if candidate is None or candidate.kind != ModelKind.POLICY or not candidate.artifact_path:
+        raise ValueError("Evaluate runs need a trained policy version (with an adapter).")
+    project = run.project
+    plan = evaluation_settings(project)
+    prompts = heldout_prompts(project, plan.heldout_fraction)
+    if not prompts:
+        raise ValueError(
+            "The project has no held-out prompts; raise evaluation.heldout_fraction or add prompts."
+        )
+    prompts = prompts[: plan.max_prompts]
+    generation = {
+        **project.generation_settings,
+        "samples_per_prompt": plan.samples_per_prompt,
+        "seed": plan.seed,
+        **({"max_new_tokens": plan.max_new_tokens} if plan.max_new_tokens else {}),
+    }
+    heldout_rows, heldout_ids = preference_rows(project, split="heldout")
+    reward = reward_model_for(project)
+    parent = candidate.parent
+    result = evaluate_policy(
+        base_model=candidate.base_model,
+        candidate_adapter=candidate.artifact_path,
+        parent_adapter=(parent.artifact_path or None) if parent is not None else None,
+        prompts=[prompt.messages or prompt.text for prompt in prompts],
+        generation=config_from_dict(GenerationConfig, generation),
+        reward_model=reward.artifact_path if reward is not None else None,
+        heldout_rows=heldout_rows,
+        cache_dir=settings.MODEL_CACHE_DIR,
+        on_progress=callbacks.on_progress,
+        should_stop=callbacks.should_stop,
+    )
+    summary = result.summary()
+    samples_file = write_evaluation_samples(run, prompts, result)
+    verdict = gates_check(project=project, summary=summary)
+    candidate.gate_results = {
+        **verdict,
+        "run": run.pk,
+        "parent": parent.number if parent is not None else None,
+        "reward_model": reward.number if reward is not None else None,
+        "samples_file": str(samples_file),
+        "heldout_comparisons": heldout_ids,
+        "seconds": result.seconds,
+    }
+    candidate.metrics = {
+        **candidate.metrics,
+        **{f"gate_{k}": v for k, v in summary.items() if v is not None},
+    }
+    candidate.save(update_fields=["gate_results", "metrics"])
+    callbacks.on_metrics(0, "eval", {k: v for k, v in summary.items() if v is not None})
+
+
+def write_evaluation_samples(run: TrainingRun, prompts: list[Prompt], result) -> Path:
+    """Both policies' answers side by side, so anyone (or an oracle) can read the evidence."""
+    path = evaluation_samples_path(run)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    per_prompt = len(result.pairs) // max(1, len(prompts))
+    with partial.open("w", encoding="utf-8") as out:
+        for index, pair in enumerate(result.pairs):
+            row = {
+                "prompt_id": prompts[index // per_prompt].pk,
+                "prompt": pair.prompt,
+                "candidate": pair.candidate,
+                "parent": pair.parent,
+                "candidate_tokens": pair.candidate_tokens,
+                "parent_tokens": pair.parent_tokens,
+            }
+            if result.candidate_scores:
+                row["candidate_score"] = result.candidate_scores[index]
+                row["parent_score"] = result.parent_scores[index]
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(partial, path)
+    return path
+
+
 RUNNERS: dict[str, Callable[[TrainingRun, DatabaseCallbacks], ModelVersion | None]] = {
     RunKind.GENERATE: run_generate,
     RunKind.REWARD: run_reward,
     RunKind.DPO: run_dpo,
+    RunKind.EVALUATE: run_evaluate,
 }
 
 
@@ -263,4 +392,6 @@ def training_run_execute(*, run_id: int, worker: str | None = None) -> str | Non
         training_run_finish(run_id=run.pk, status=RunStatus.FAILED, error=detail)
         return RunStatus.FAILED
     training_run_finish(run_id=run.pk, status=RunStatus.SUCCEEDED, output_version=version)
+    run.refresh_from_db()
+    chain_continue(run)
     return RunStatus.SUCCEEDED

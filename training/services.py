@@ -89,17 +89,42 @@ def training_run_create(
     config: dict[str, Any] | None = None,
     round: Round | None = None,
     created_by: AbstractBaseUser | None = None,
+    chained: bool = False,
+    input_version: ModelVersion | None = None,
 ) -> TrainingRun:
-    """Queue a run; the worker is asked for it only once this transaction has committed."""
+    """Queue a run; the worker is asked for it only once this transaction has committed.
+
+    A chained run queues the next step of its round's chain when it succeeds (training.pipeline).
+    """
     if kind not in RunKind.values:
         raise ApplicationError(f"kind must be one of {', '.join(RunKind.values)}.")
     if kind == RunKind.GENERATE and round is None:
         raise ApplicationError("A generate run needs the round whose answers it writes.")
+    if kind == RunKind.EVALUATE:
+        input_version = input_version or _newest_candidate(project)
+        if input_version is None or input_version.kind != ModelKind.POLICY:
+            raise ApplicationError("An evaluate run needs a trained policy version to evaluate.")
     run = TrainingRun.objects.create(
-        project=project, kind=kind, config=config or {}, round=round, created_by=created_by
+        project=project,
+        kind=kind,
+        config=config or {},
+        round=round,
+        created_by=created_by,
+        chained=chained,
+        input_version=input_version,
     )
     transaction.on_commit(lambda: enqueue_run(run.pk))
     return run
+
+
+def _newest_candidate(project: Project) -> ModelVersion | None:
+    return (
+        ModelVersion.objects.filter(
+            project=project, kind=ModelKind.POLICY, status=VersionStatus.CANDIDATE
+        )
+        .order_by("-number")
+        .first()
+    )
 
 
 def enqueue_run(run_id: int) -> None:

@@ -3,6 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
+from training.pipeline import rounds_check_triggers
 from training.runner import training_run_execute
 from training.services import training_runs_reap
 
@@ -25,3 +26,10 @@ def run_training(run_id: int) -> str | None:
 )
 def reap_stale_runs() -> list[int]:
     return training_runs_reap(stale_after_seconds=STALE_RUN_SECONDS)
+
+
+@shared_task(
+    name="training.tasks.check_round_triggers", acks_late=True, soft_time_limit=50, time_limit=60
+)
+def check_round_triggers() -> list[int]:
+    return rounds_check_triggers()

@@ -9,68 +9,15 @@ import pytest
 from django.utils import timezone
 
 from annotate.models import Comparison, Response, Round
-from annotate.services import assignment_lease_next, judgment_submit, round_open
-from tests.annotate.test_judging import annotators
-from tests.engine.tiny import save_tiny_llama
-from tests.factories import PromptFactory, ResponseFactory
+from annotate.services import round_open
+from tests.factories import PromptFactory
+from tests.training.helpers import judged_pairs
 from training import runner, services
 from training.models import MetricPoint, ModelKind, ModelVersion, RunStatus, TrainingRun
+from training.pipeline import evaluation_settings, prompt_is_heldout
 from training.selectors import active_policy
 
-pytestmark = pytest.mark.django_db
-
-TINY_TRAINING = {
-    "max_steps": 4,
-    "batch_size": 4,
-    "learning_rate": 5e-3,
-    "max_length": 32,
-    "max_prompt_length": 16,
-    "precision": "fp32",
-    "checkpoint_every": 2,
-    "eval_every": 2,
-}
-
-
-@pytest.fixture(autouse=True)
-def no_broker(monkeypatch):
-    """Runs are executed by the test itself; enqueueing is recorded, not sent."""
-    queued: list[int] = []
-    monkeypatch.setattr(services, "enqueue_run", queued.append)
-    return queued
-
-
-@pytest.fixture
-def tiny_project(project, tmp_path, settings):
-    settings.ARTIFACTS_DIR = tmp_path / "artifacts"
-    base = save_tiny_llama(tmp_path / "tiny-llama")
-    project.base_model = project.reward_backbone = str(base)
-    project.training_settings = {"dpo": TINY_TRAINING, "reward": TINY_TRAINING}
-    project.generation_settings = {
-        "max_new_tokens": 6,
-        "samples_per_prompt": 2,
-        "precision": "fp32",
-    }
-    project.save()
-    policy = active_policy(project=project)
-    policy.base_model = str(base)
-    policy.save()
-    return project
-
-
-def judged_pairs(project, count: int) -> None:
-    """Resolved comparisons: the annotator always prefers the answer saying "good yes"."""
-    (judge,) = annotators(project, 1)
-    for index in range(count):
-        prompt = PromptFactory(project=project, text=f"w{index % 40} w{(index * 7) % 40}")
-        good = ResponseFactory(
-            prompt=prompt, text="good yes", source="external", model_version=None
-        )
-        bad = ResponseFactory(prompt=prompt, text="bad no", source="external", model_version=None)
-        Comparison.objects.create(project=project, prompt=prompt, response_a=good, response_b=bad)
-    while (lease := assignment_lease_next(project=project, annotator=judge)) is not None:
-        judgment_submit(
-            assignment_id=lease.pk, annotator=judge, choice="left" if lease.a_on_left else "right"
-        )
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_broker")]
 
 
 def test_two_workers_racing_for_one_run_one_wins(tiny_project):
@@ -99,7 +46,15 @@ def test_dpo_run_registers_a_candidate_with_metrics_and_snapshot(tiny_project):
     assert version.parent == active_policy(project=tiny_project)  # the base still serves
     assert Path(version.artifact_path).name == "v1"
     assert (Path(version.artifact_path) / "tandem_artifact.json").exists()
-    assert len(version.training_data["comparisons"]) == 16
+    # The held-out prompts' pairs are never trained on: they measure the candidate later.
+    trained = set(version.training_data["comparisons"])
+    heldout = {
+        c.pk
+        for c in Comparison.objects.filter(project=tiny_project)
+        if prompt_is_heldout(c.prompt_id, evaluation_settings(tiny_project).heldout_fraction)
+    }
+    assert trained and heldout and not trained & heldout
+    assert len(trained | heldout) == 16
     names = set(MetricPoint.objects.filter(run=run).values_list("name", flat=True))
     assert {"loss", "rewards/accuracy", "learning_rate", "tokens_per_s"} <= names
     assert not runner.run_work_dir(run).exists()  # renamed into the registry

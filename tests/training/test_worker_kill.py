@@ -14,7 +14,7 @@ import pytest
 from annotate.models import Comparison
 from tests.engine.tiny import save_tiny_llama
 from tests.test_worker import ROOT, _database_url_of_test_database
-from tests.training.test_runs import TINY_TRAINING, judged_pairs
+from tests.training.helpers import TINY_TRAINING, judged_pairs
 from training import runner, services
 from training.models import ModelVersion, RunStatus, TrainingRun
 from training.selectors import active_policy

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from annotate.models import MemberRole, Project
-from annotate.services import membership_set, project_create, prompts_create, round_open
+from annotate.services import membership_set, project_create, prompts_create
 
 DEMO_PROMPTS = Path(__file__).resolve().parents[2] / "demo" / "prompts.jsonl"
 DEMO_GUIDELINES = """\
@@ -64,10 +64,9 @@ class Command(BaseCommand):
         if not project.rounds.exists():
             # The first round: the worker has the base policy write two answers per prompt,
             # and the pairs appear in the annotators' queue as soon as they are written.
-            from training.services import training_run_create
+            from training.pipeline import round_start  # training builds on annotate
 
-            first_round = round_open(project=project)
-            training_run_create(project=project, kind="generate", round=first_round)
+            round_start(project=project)
             self.stdout.write("Round 1 opened; the worker is writing its answers.")
         for username, password, is_staff in DEMO_ACCOUNTS:
             role = "admin" if is_staff else "annotator"

@@ -1,0 +1,37 @@
+"""Shared by the training tests: tiny hyperparameters and judged pairs."""
+
+from __future__ import annotations
+
+from annotate.models import Comparison
+from annotate.services import assignment_lease_next, judgment_submit
+from tests.annotate.test_judging import annotators
+from tests.factories import PromptFactory, ResponseFactory
+
+TINY_TRAINING = {
+    "max_steps": 4,
+    "batch_size": 4,
+    "learning_rate": 5e-3,
+    "max_length": 32,
+    "max_prompt_length": 16,
+    "precision": "fp32",
+    "checkpoint_every": 2,
+    "eval_every": 2,
+}
+
+TINY_GENERATION = {"max_new_tokens": 6, "samples_per_prompt": 2, "precision": "fp32"}
+
+
+def judged_pairs(project, count: int) -> None:
+    """Resolved comparisons: the annotator always prefers the answer saying "good yes"."""
+    (judge,) = annotators(project, 1)
+    for index in range(count):
+        prompt = PromptFactory(project=project, text=f"w{index % 40} w{(index * 7) % 40}")
+        good = ResponseFactory(
+            prompt=prompt, text="good yes", source="external", model_version=None
+        )
+        bad = ResponseFactory(prompt=prompt, text="bad no", source="external", model_version=None)
+        Comparison.objects.create(project=project, prompt=prompt, response_a=good, response_b=bad)
+    while (lease := assignment_lease_next(project=project, annotator=judge)) is not None:
+        judgment_submit(
+            assignment_id=lease.pk, annotator=judge, choice="left" if lease.a_on_left else "right"
+        )

@@ -1,0 +1,262 @@
+"""The closed loop on a tiny model: quota trigger, chain, gates, promotion, next round."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from annotate.models import Comparison, Response, Round, RoundStatus
+from annotate.simulation import simulate_judging
+from tests.factories import PromptFactory
+from tests.training.helpers import judged_pairs
+from training import pipeline, runner
+from training.loop import drive_runs, run_rounds
+from training.models import (
+    ModelKind,
+    ModelVersion,
+    RunKind,
+    RunStatus,
+    TrainingRun,
+    VersionStatus,
+)
+from training.selectors import active_policy
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_broker")]
+
+
+class AlphabeticalOracle:
+    """Prefers the answer that sorts first: decided on every pair of different answers."""
+
+    name = "alphabetical"
+
+    def prefer(self, prompt, first: str, second: str) -> float:
+        return 0.5 if first == second else float(first < second)
+
+
+@pytest.fixture
+def loop_project(tiny_project):
+    """Gates any tiny candidate passes; half the prompts held out so every check has data."""
+    tiny_project.gate_min_win_rate = 0.0
+    tiny_project.gate_max_kl = 1e6
+    tiny_project.gate_min_heldout_accuracy = 0.0
+    tiny_project.round_quota = 1000  # closes when every pair is complete
+    tiny_project.training_settings = {
+        **tiny_project.training_settings,
+        "evaluation": {"heldout_fraction": 0.5, "max_prompts": 4},
+    }
+    tiny_project.save()
+    for index in range(12):
+        PromptFactory(project=tiny_project, text=f"Say something about topic {index}.")
+    return tiny_project
+
+
+def execute_generation(round_: Round) -> None:
+    for run in round_.training_runs.filter(kind=RunKind.GENERATE, status=RunStatus.QUEUED):
+        assert runner.training_run_execute(run_id=run.pk) == RunStatus.SUCCEEDED
+
+
+def test_a_closed_round_runs_to_a_promoted_version_serving_the_next_round(
+    loop_project, django_capture_on_commit_callbacks
+):
+    loop_project.auto_promote = True
+    loop_project.save()
+    first_round, _ = pipeline.round_start(project=loop_project)
+    execute_generation(first_round)
+    assert first_round.comparisons.count() == 12
+
+    # The submit that completes the last pair closes the round and queues the reward model.
+    with django_capture_on_commit_callbacks(execute=True):
+        simulate_judging(project=loop_project, oracle=AlphabeticalOracle(), round=first_round)
+    first_round.refresh_from_db()
+    assert first_round.status == RoundStatus.CLOSED
+    chain = TrainingRun.objects.filter(round=first_round, chained=True)
+    assert list(chain.values_list("kind", flat=True)) == [RunKind.REWARD]
+
+    drive_runs(first_round, log=lambda message: None)
+
+    kinds = list(chain.order_by("id").values_list("kind", "status"))
+    assert kinds == [
+        (RunKind.REWARD, RunStatus.SUCCEEDED),
+        (RunKind.DPO, RunStatus.SUCCEEDED),
+        (RunKind.EVALUATE, RunStatus.SUCCEEDED),
+    ]
+    reward = ModelVersion.objects.get(project=loop_project, kind=ModelKind.REWARD)
+    assert reward.status == VersionStatus.ACTIVE
+    assert "heldout_accuracy" in reward.metrics
+    candidate = chain.get(kind=RunKind.DPO).output_version
+    candidate.refresh_from_db()
+    assert set(candidate.gate_results["gates"]) == {"win_rate", "kl", "heldout_accuracy"}
+    assert candidate.gate_results["passed"] is True
+    assert active_policy(project=loop_project) == candidate
+    first_round.refresh_from_db()
+    assert first_round.status == RoundStatus.TRAINED
+
+    # Auto-promotion opened round 2 for the new version and queued its answers.
+    second_round = Round.objects.get(project=loop_project, status=RoundStatus.OPEN)
+    assert (second_round.number, second_round.policy) == (2, candidate)
+    execute_generation(second_round)
+    writers = Response.objects.filter(round=second_round).values_list("model_version", flat=True)
+    assert set(writers) == {candidate.pk}
+
+
+def test_evaluation_measures_the_candidate_on_held_out_prompts_only(loop_project):
+    first_round, _ = pipeline.round_start(project=loop_project)
+    execute_generation(first_round)
+    simulate_judging(project=loop_project, oracle=AlphabeticalOracle(), round=first_round)
+    pipeline.round_finish(round=first_round)
+    drive_runs(first_round, log=lambda message: None)
+
+    candidate = ModelVersion.objects.get(project=loop_project, kind=ModelKind.POLICY, number=1)
+    fraction = pipeline.evaluation_settings(loop_project).heldout_fraction
+    trained = set(candidate.training_data["comparisons"])
+    heldout = set(candidate.gate_results["heldout_comparisons"])
+    assert trained and heldout and not trained & heldout
+    for comparison in Comparison.objects.filter(pk__in=heldout):
+        assert pipeline.prompt_is_heldout(comparison.prompt_id, fraction)
+    samples = runner.evaluation_samples_path(TrainingRun.objects.get(kind=RunKind.EVALUATE))
+    assert samples.exists() and samples.read_text().count("\n") == candidate.metrics["gate_prompts"]
+    # Without auto-promote the candidate waits for an admin; the base still serves.
+    assert candidate.status == VersionStatus.CANDIDATE
+    assert active_policy(project=loop_project).number == 0
+
+
+def test_a_failing_gate_keeps_the_parent_serving(loop_project):
+    loop_project.auto_promote = True
+    loop_project.save()
+    round_ = pipeline.round_start(project=loop_project)[0]
+    round_.status = RoundStatus.CLOSED
+    round_.save()
+    candidate = ModelVersion.objects.create(
+        project=loop_project,
+        kind=ModelKind.POLICY,
+        number=1,
+        parent=active_policy(project=loop_project),
+        base_model=loop_project.base_model,
+        gate_results=pipeline.gates_check(
+            project=loop_project, summary={"win_rate": 0.9, "kl": 2e6, "heldout_accuracy": 0.8}
+        ),
+    )
+    assert candidate.gate_results["gates"]["kl"]["passed"] is False
+    assert pipeline.candidate_finish(candidate=candidate, round=round_) is False
+    assert active_policy(project=loop_project).number == 0
+    assert not Round.objects.filter(project=loop_project, status=RoundStatus.OPEN).exists()
+    round_.refresh_from_db()
+    assert round_.status == RoundStatus.TRAINED
+
+
+def test_gates_compare_each_measure_with_the_project_thresholds(project):
+    project.gate_min_win_rate, project.gate_max_kl, project.gate_min_heldout_accuracy = 0.5, 5, 0.6
+    passing = {"win_rate": 0.5, "kl": 5.0, "heldout_accuracy": 0.6}
+    assert pipeline.gates_check(project=project, summary=passing)["passed"] is True
+    for name, bad in (("win_rate", 0.49), ("kl", 5.01), ("heldout_accuracy", 0.59)):
+        verdict = pipeline.gates_check(project=project, summary={**passing, name: bad})
+        assert verdict["passed"] is False and verdict["gates"][name]["passed"] is False
+    no_judge = pipeline.gates_check(project=project, summary={**passing, "win_rate": None})
+    assert no_judge["passed"] is False  # a gate that could not be measured does not pass
+    unjudged = {**passing, "heldout_accuracy": None}
+    no_heldout = pipeline.gates_check(project=project, summary=unjudged)
+    assert no_heldout["passed"] is True and "note" in no_heldout["gates"]["heldout_accuracy"]
+
+
+def test_the_held_out_split_is_stable_and_near_its_fraction():
+    ids = range(1, 20_001)
+    held = [i for i in ids if pipeline.prompt_is_heldout(i, 0.2)]
+    assert 0.19 < len(held) / 20_000 < 0.21
+    assert held == [i for i in ids if pipeline.prompt_is_heldout(i, 0.2)]
+    assert not any(pipeline.prompt_is_heldout(i, 0.0) for i in ids)
+
+
+def test_quota_trigger_closes_the_round_once(loop_project):
+    round_, _ = pipeline.round_start(project=loop_project)
+    execute_generation(round_)
+    simulate_judging(project=loop_project, oracle=AlphabeticalOracle(), round=round_, limit=11)
+    assert pipeline.round_close_if_complete(round_id=round_.pk) is None  # 11 of 12 complete
+    simulate_judging(project=loop_project, oracle=AlphabeticalOracle(), round=round_)
+    first = pipeline.round_close_if_complete(round_id=round_.pk)
+    second = pipeline.round_close_if_complete(round_id=round_.pk)
+    assert first is not None and first.kind == RunKind.REWARD and first.chained
+    assert second is None
+    assert pipeline.rounds_check_triggers() == []
+    assert TrainingRun.objects.filter(kind=RunKind.REWARD).count() == 1
+
+
+def test_quota_counts_complete_pairs(loop_project):
+    loop_project.round_quota = 3
+    loop_project.save()
+    round_, _ = pipeline.round_start(project=loop_project)
+    execute_generation(round_)
+    simulate_judging(project=loop_project, oracle=AlphabeticalOracle(), round=round_, limit=2)
+    assert pipeline.rounds_check_triggers() == []
+    simulate_judging(project=loop_project, oracle=AlphabeticalOracle(), round=round_, limit=1)
+    assert pipeline.rounds_check_triggers() == [round_.pk]
+
+
+def test_admins_open_and_close_rounds_through_the_api(loop_project, admin_api, annotator_api):
+    opened = admin_api.post(f"/api/projects/{loop_project.pk}/rounds/")
+    assert opened.status_code == 201, opened.content
+    generation = TrainingRun.objects.get(kind=RunKind.GENERATE)
+    assert generation.round.number == opened.json()["number"]
+    execute_generation(generation.round)
+    simulate_judging(project=loop_project, oracle=AlphabeticalOracle(), limit=3)
+
+    close_url = f"/api/projects/{loop_project.pk}/rounds/{opened.json()['number']}/close/"
+    assert annotator_api.post(close_url).status_code == 403
+    closed = admin_api.post(close_url)
+    assert closed.status_code == 200 and closed.json()["status"] == "closed"
+    reward = TrainingRun.objects.get(kind=RunKind.REWARD)
+    assert reward.chained and reward.round == generation.round
+    again = admin_api.post(close_url)
+    assert again.status_code == 409
+
+
+def test_an_evaluate_run_can_be_started_by_hand(loop_project, admin_api):
+    url = f"/api/projects/{loop_project.pk}/runs/"
+    refused = admin_api.post(url, {"kind": "evaluate"}, format="json")
+    assert refused.status_code == 400
+    assert "trained policy version" in refused.json()["detail"]
+
+    judged_pairs(loop_project, 12)
+    dpo = TrainingRun.objects.create(project=loop_project, kind=RunKind.DPO)
+    assert runner.training_run_execute(run_id=dpo.pk) == RunStatus.SUCCEEDED
+    version = TrainingRun.objects.get(pk=dpo.pk).output_version
+    started = admin_api.post(url, {"kind": "evaluate", "version": version.pk}, format="json")
+    assert started.status_code == 201, started.content
+    assert started.json()["input_version"] == version.pk and not started.json()["chained"]
+    assert runner.training_run_execute(run_id=started.json()["id"]) == RunStatus.SUCCEEDED
+    version.refresh_from_db()
+    assert version.gate_results["gates"]["win_rate"]["value"] is None  # no reward model yet
+    assert version.gate_results["passed"] is False
+    assert version.status == VersionStatus.CANDIDATE
+
+
+def test_run_loop_prints_a_table_and_round_two_is_written_by_round_ones_promotion(
+    loop_project, capsys
+):
+    call_command("run_loop", project=loop_project.slug, rounds=2, annotators=1)
+    table = capsys.readouterr().out
+    assert "oracle win" in table and table.count("\n") >= 3
+    first, second = Round.objects.filter(project=loop_project).order_by("number")[:2]
+    promoted = ModelVersion.objects.get(project=loop_project, kind=ModelKind.POLICY, number=1)
+    assert first.policy.number == 0 and second.policy == promoted
+    writers = set(Response.objects.filter(round=second).values_list("model_version", flat=True))
+    assert writers == {promoted.pk}
+    assert active_policy(project=loop_project).number == 2
+
+
+def test_run_rounds_reports_the_stages(loop_project):
+    (report,) = run_rounds(project=loop_project, rounds=1, oracle=AlphabeticalOracle())
+    assert report.error == ""
+    assert report.promoted and report.candidate == 1 and report.written_by == 0
+    assert {"generate", "judge", "reward", "policy", "evaluate", "total"} <= set(report.seconds)
+    assert report.comparisons == 12 and report.judgments == 12
+    assert 0.0 <= report.oracle_win_rate <= 1.0
+
+
+def test_run_loop_rejects_bad_arguments(loop_project):
+    with pytest.raises(CommandError) as missing:
+        call_command("run_loop", project="no-such-project")
+    assert missing.value.returncode == 2
+    with pytest.raises(CommandError) as bad_oracle:
+        call_command("run_loop", project=loop_project.slug, oracle="psychic")
+    assert bad_oracle.value.returncode == 2 and "Unknown oracle" in str(bad_oracle.value)

@@ -1,0 +1,243 @@
+"""The closed loop: a round's judgments become a promoted policy without hand work.
+
+    round open ──generate──► comparisons ──judging──► quota reached (or an admin closes it)
+        ▲                                                   │
+        │                                                   ▼
+    promote (auto, or an admin) ◄── evaluate + gates ◄── policy (DPO/PPO/RLOO) ◄── reward model
+
+Each arrow on the right is a TrainingRun with `chained=True`; when one succeeds, the worker that
+ran it queues the next (`chain_continue`). A failed step stops the chain where it is: retrying
+that run resumes it and the chain goes on. The database rows, not Celery, hold the state, so a
+killed worker loses nothing but the step it was running.
+
+Held-out prompts: a fixed share of each project's prompts (by a hash of the prompt id, so the
+split never changes as prompts are added) is never trained on. Their human comparisons measure
+the reward model and the candidate policy; their text is what the gates' win rate is sampled on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Count, Q
+
+from annotate.models import ComparisonStatus, Project, Prompt, Round, RoundStatus
+from annotate.services import round_close, round_open
+from config.errors import ApplicationError, ConflictError
+from training.models import ModelKind, ModelVersion, RunKind, TrainingRun, VersionStatus
+from training.services import training_run_create, version_promote
+
+POLICY_RUN_KINDS = (RunKind.DPO, RunKind.PPO, RunKind.RLOO)
+
+
+# --- settings -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """project.training_settings["evaluation"]: how candidates are measured before promotion."""
+
+    heldout_fraction: float = 0.2  # share of prompts never trained on
+    max_prompts: int = 32  # held-out prompts sampled for the win rate and KL
+    samples_per_prompt: int = 1
+    max_new_tokens: int | None = None  # default: the project's generation setting
+    seed: int = 1234
+
+    def validate(self) -> None:
+        if not 0 <= self.heldout_fraction < 1:
+            raise ApplicationError("evaluation.heldout_fraction must be in [0, 1).")
+        if self.max_prompts < 1 or self.samples_per_prompt < 1:
+            raise ApplicationError("evaluation.max_prompts and samples_per_prompt must be >= 1.")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ApplicationError("evaluation.max_new_tokens must be at least 1.")
+
+
+def evaluation_settings(project: Project) -> EvaluationSettings:
+    values = dict(project.training_settings.get("evaluation", {}))
+    known = {f.name for f in dataclasses.fields(EvaluationSettings)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ApplicationError(f"Unknown evaluation setting(s): {', '.join(unknown)}.")
+    settings = EvaluationSettings(**values)
+    settings.validate()
+    return settings
+
+
+def policy_data_scope(project: Project) -> str:
+    """Which pairs train the policy: "round" (the latest round's, on-policy, the default since
+    each round starts from the serving adapter) or "all" (every resolved pair so far)."""
+    scope = project.training_settings.get("policy_data", "round")
+    if scope not in ("round", "all"):
+        raise ApplicationError(f'policy_data={scope!r}: use "round" or "all".')
+    return scope
+
+
+def prompt_is_heldout(prompt_id: int, fraction: float) -> bool:
+    """A stable pseudo-random split: the same prompt is held out in every round, forever."""
+    digest = hashlib.blake2b(f"heldout:{prompt_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64 < fraction
+
+
+def heldout_prompts(project: Project, fraction: float) -> list[Prompt]:
+    prompts = Prompt.objects.filter(project=project).order_by("id")
+    return [p for p in prompts if prompt_is_heldout(p.pk, fraction)]
+
+
+# --- rounds ---------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def round_start(
+    *, project: Project, actor: AbstractBaseUser | None = None
+) -> tuple[Round, TrainingRun]:
+    """Open the next round and queue its generation by the active policy."""
+    round_ = round_open(project=project)
+    run = training_run_create(
+        project=project, kind=RunKind.GENERATE, round=round_, created_by=actor
+    )
+    return round_, run
+
+
+@transaction.atomic
+def round_finish(*, round: Round, actor: AbstractBaseUser | None = None) -> TrainingRun | None:
+    """Close the round by hand and queue its training chain (None: nothing judged to train on)."""
+    round_close(round=round, closed_by=actor)
+    return round_training_start(round=round, actor=actor)
+
+
+def round_training_start(
+    *, round: Round, actor: AbstractBaseUser | None = None
+) -> TrainingRun | None:
+    """The first link of the chain: the reward model, on every resolved pair so far."""
+    has_data = round.project.comparisons.filter(status=ComparisonStatus.COMPLETE).exists()
+    if not has_data:
+        return None
+    return training_run_create(
+        project=round.project, kind=RunKind.REWARD, round=round, created_by=actor, chained=True
+    )
+
+
+def round_quota_reached(round: Round) -> bool:
+    """Complete pairs reached the quota, or every pair of the round is complete."""
+    counts = round.comparisons.aggregate(
+        total=Count("id"), complete=Count("id", filter=Q(status=ComparisonStatus.COMPLETE))
+    )
+    if counts["total"] == 0:
+        return False
+    return counts["complete"] >= min(round.quota, counts["total"])
+
+
+def round_close_if_complete(*, round_id: int) -> TrainingRun | None:
+    """The quota trigger: close the round and start training once enough pairs are complete.
+
+    Called after each submit that completes a pair and by beat; many callers may race, and the
+    conditional update inside round_close lets exactly one of them close it and start the chain.
+    """
+    round_ = Round.objects.filter(pk=round_id, status=RoundStatus.OPEN).first()
+    if round_ is None or not round_quota_reached(round_):
+        return None
+    try:
+        with transaction.atomic():
+            round_close(round=round_)
+            return round_training_start(round=round_)
+    except ConflictError:
+        return None  # another caller closed it first
+
+
+def rounds_check_triggers() -> list[int]:
+    """Beat's safety net for the quota trigger; returns the ids of rounds it closed."""
+    closed = []
+    for round_id in Round.objects.filter(status=RoundStatus.OPEN).values_list("pk", flat=True):
+        if round_close_if_complete(round_id=round_id) is not None:
+            closed.append(round_id)
+    return closed
+
+
+# --- the chain ------------------------------------------------------------------------------
+
+
+def chain_continue(run: TrainingRun) -> TrainingRun | None:
+    """After a chained run succeeded: queue the next step, or finish the round."""
+    if not run.chained:
+        return None
+    if run.kind == RunKind.REWARD:
+        reward = run.output_version
+        if reward is not None and reward.status != VersionStatus.ACTIVE:
+            version_promote(version=reward, reason=f"trained on round {_round_number(run)}")
+        return training_run_create(
+            project=run.project,
+            kind=run.project.training_algorithm,
+            round=run.round,
+            chained=True,
+            input_version=reward,
+        )
+    if run.kind in POLICY_RUN_KINDS:
+        return training_run_create(
+            project=run.project,
+            kind=RunKind.EVALUATE,
+            round=run.round,
+            chained=True,
+            input_version=run.output_version,
+        )
+    if run.kind == RunKind.EVALUATE:
+        candidate_finish(candidate=run.input_version, round=run.round)
+    return None
+
+
+def candidate_finish(*, candidate: ModelVersion, round: Round | None) -> bool:
+    """The round is trained; an auto-promote project serves a passing candidate at once and
+    opens the next round with it. Returns whether the candidate was promoted."""
+    with transaction.atomic():
+        if round is not None:
+            Round.objects.filter(pk=round.pk, status=RoundStatus.CLOSED).update(
+                status=RoundStatus.TRAINED
+            )
+        project = candidate.project
+        if not (project.auto_promote and gates_passed(candidate)):
+            return False
+        version_promote(version=candidate, reason="automatic: every gate passed")
+        if not project.rounds.filter(status=RoundStatus.OPEN).exists():
+            round_start(project=project)
+    return True
+
+
+def gates_passed(version: ModelVersion) -> bool:
+    return bool(version.gate_results.get("passed"))
+
+
+def gates_check(*, project: Project, summary: dict[str, Any]) -> dict[str, Any]:
+    """Compare an evaluation with the project's thresholds; a gate without a value fails,
+    except held-out accuracy before any held-out pair was judged (nothing to hold against)."""
+    win_rate, kl, accuracy = summary["win_rate"], summary["kl"], summary["heldout_accuracy"]
+    gates = {
+        "win_rate": _gate(win_rate, project.gate_min_win_rate, "min"),
+        "kl": _gate(kl, project.gate_max_kl, "max"),
+        "heldout_accuracy": _gate(accuracy, project.gate_min_heldout_accuracy, "min"),
+    }
+    if win_rate is None:
+        gates["win_rate"]["note"] = "no reward model to judge with"
+    if accuracy is None:
+        gates["heldout_accuracy"].update(passed=True, note="no held-out human pairs judged yet")
+    return {"passed": all(g["passed"] for g in gates.values()), "gates": gates}
+
+
+def _gate(value: float | None, threshold: float, kind: str) -> dict[str, Any]:
+    passed = value is not None and (value >= threshold if kind == "min" else value <= threshold)
+    return {"value": value, "threshold": threshold, "kind": kind, "passed": passed}
+
+
+def _round_number(run: TrainingRun) -> str:
+    return str(run.round.number) if run.round is not None else "?"
+
+
+def reward_model_for(project: Project) -> ModelVersion | None:
+    """The reward model that judges candidates: the active one, else the newest."""
+    versions = ModelVersion.objects.filter(project=project, kind=ModelKind.REWARD)
+    return (
+        versions.filter(status=VersionStatus.ACTIVE).first() or versions.order_by("-number").first()
+    )
