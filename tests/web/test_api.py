@@ -15,7 +15,9 @@ from training.models import ModelKind, ModelVersion
 @pytest.fixture
 def open_round_pairs(project):
     round_ = round_open(project=project)
-    return [ComparisonFactory(prompt=PromptFactory(project=project), round=round_) for _ in range(4)]
+    return [
+        ComparisonFactory(prompt=PromptFactory(project=project), round=round_) for _ in range(4)
+    ]
 
 
 def test_login_sets_a_session_and_me_lists_the_members_projects(project, annotator):

@@ -39,7 +39,11 @@ export function LinesChart({
           <LineChart data={rows} margin={{ top: 8, right: 16, bottom: 4, left: 0 }}>
             <CartesianGrid strokeDasharray="3 3" />
             <XAxis dataKey={xKey} />
-            <YAxis domain={domain ?? ["auto", "auto"]} width={48} />
+            <YAxis
+              domain={domain ?? ["auto", "auto"]}
+              width={56}
+              tickFormatter={(v: number) => (Number.isInteger(v) ? String(v) : v.toFixed(2))}
+            />
             <Tooltip />
             <Legend />
             {lines.map((line, i) => (

@@ -54,4 +54,19 @@ describe("PairQueue", () => {
     queue.releaseAhead();
     expect(source.released).toEqual([3]);
   });
+
+  it("never shows a judged pair again when keys come faster than the prefetch", async () => {
+    const source = new FakeSource([pair(1), pair(2), pair(3)]);
+    const queue = new PairQueue(source);
+    await queue.start();
+    const first = queue.judge(verdict("left")); // shows 2; prefetching 3 is still to come
+    const second = queue.judge(verdict("right")); // nothing prefetched yet: loading
+    expect(queue.state.current).toBeNull();
+    await Promise.all([first, second]);
+    expect(queue.state.current?.assignment_id).toBe(3);
+    expect(queue.state.ahead).toBeNull();
+    await queue.judge(verdict("tie"));
+    expect(source.submitted.map(([id]) => id)).toEqual([1, 2, 3]);
+    expect(queue.state.phase).toBe("empty");
+  });
 });

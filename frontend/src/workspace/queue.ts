@@ -35,6 +35,8 @@ export interface QueueState {
 export class PairQueue {
   state: QueueState = { current: null, ahead: null, phase: "loading", notice: null, done: 0 };
   private tail: Promise<void> = Promise.resolve();
+  /** Judgments and skips not yet sent; until they are, the server still counts their leases. */
+  private unsent = 0;
   private listeners = new Set<(state: QueueState) => void>();
 
   constructor(private source: PairSource) {}
@@ -64,14 +66,19 @@ export class PairQueue {
 
   /** Fetch a pair for the screen if it is empty, then prefetch the one after it. */
   private async refill(): Promise<void> {
+    if (this.state.current === null && this.state.ahead !== null) {
+      this.set({ current: this.state.ahead, ahead: null, phase: "ready" });
+    }
     if (this.state.current === null) {
       const current = await this.source.next();
       this.set({ current, phase: current ? "ready" : "empty" });
     }
     if (this.state.current !== null && this.state.ahead === null) {
       const ahead = await this.source.ahead();
-      const distinct = ahead && ahead.assignment_id !== this.state.current?.assignment_id;
-      this.set({ ahead: distinct ? ahead : null });
+      // A quick key may have judged the screen's pair while this request was out.
+      if (ahead === null || ahead.assignment_id === this.state.current?.assignment_id) return;
+      if (this.state.current === null) this.set({ current: ahead, phase: "ready" });
+      else this.set({ ahead });
     }
   }
 
@@ -87,21 +94,29 @@ export class PairQueue {
   judge(verdict: Verdict): Promise<void> {
     const finished = this.advance();
     if (finished === null) return Promise.resolve();
+    this.unsent += 1;
     return this.enqueue(async () => {
-      const outcome = await this.source.submit(finished.assignment_id, verdict);
+      const outcome = await this.source.submit(finished.assignment_id, verdict).finally(() => {
+        this.unsent -= 1;
+      });
       if (outcome.ok) this.set({ done: this.state.done + 1 });
       else this.set({ notice: noticeFor(outcome) });
-      await this.refill();
+      if (this.unsent === 0) await this.refill();
     });
   }
 
   skip(): Promise<void> {
     const finished = this.advance();
     if (finished === null) return Promise.resolve();
+    this.unsent += 1;
     return this.enqueue(async () => {
-      const outcome = await this.source.skip(finished.assignment_id);
+      const outcome = await this.source.skip(finished.assignment_id).finally(() => {
+        this.unsent -= 1;
+      });
       if (!outcome.ok) this.set({ notice: noticeFor(outcome) });
-      await this.refill();
+      // Refill only once every finished pair is sent: the server would hand back a pair whose
+      // judgment is still queued here as the "live lease".
+      if (this.unsent === 0) await this.refill();
     });
   }
 

@@ -1,0 +1,121 @@
+"""An annotator judges with the keyboard; hostile answers render as text; admin pages stay shut."""
+
+from __future__ import annotations
+
+import pytest
+
+from annotate.models import Judgment
+from annotate.services import round_open
+from tests.e2e.conftest import login
+from tests.factories import ComparisonFactory, PromptFactory, ResponseFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _pairs(project, texts: list[tuple[str, str]]):
+    round_ = round_open(project=project)
+    comparisons = []
+    for i, (a, b) in enumerate(texts):
+        prompt = PromptFactory(project=project, text=f"Question {i}: which answer is better?")
+        comparisons.append(
+            ComparisonFactory(
+                prompt=prompt,
+                round=round_,
+                response_a=ResponseFactory(prompt=prompt, text=a),
+                response_b=ResponseFactory(prompt=prompt, text=b),
+            )
+        )
+    return comparisons
+
+
+def _rendered(markdown: str) -> str:
+    """The text a reader sees of the small Markdown these answers use."""
+    return markdown.replace("`", "").replace("**", "")
+
+
+def _side_texts(page) -> tuple[int, str, str]:
+    pair = page.locator("main.pair")
+    assignment = int(pair.get_attribute("data-assignment"))
+    left = page.locator('[data-side="left"] .markdown').inner_text().strip()
+    right = page.locator('[data-side="right"] .markdown').inner_text().strip()
+    return assignment, left, right
+
+
+def test_annotator_judges_three_pairs_with_the_keyboard_and_sides_are_recorded(
+    page, project, e2e_annotator, screenshot_dir
+):
+    texts = [(f"Answer A{i} with `code` and **bold**.", f"Answer B{i}, plainer.") for i in range(3)]
+    _pairs(project, texts)
+    login(page, "alice", then=f"/app/annotate/{project.pk}")
+
+    keys = [("e", "1", "left"), ("q", "2", "right"), (None, "3", "tie")]
+    shown: dict[int, tuple[str, str, str]] = {}
+    for i, (strength_key, choice_key, choice) in enumerate(keys):
+        page.locator("main.pair").wait_for()
+        assignment, left, right = _side_texts(page)
+        assert assignment not in shown
+        shown[assignment] = (left, right, choice)
+        if i == 0:
+            page.screenshot(path=str(screenshot_dir / "workspace.png"))
+        if strength_key:
+            page.keyboard.press(strength_key)
+        page.keyboard.press(choice_key)
+        if i < 2:  # the prefetched pair replaces it
+            page.wait_for_function(
+                "id => document.querySelector('main.pair')?.dataset.assignment !== String(id)",
+                arg=assignment,
+            )
+    page.get_by_text("Nothing left to judge").wait_for()
+    assert page.get_by_test_id("judged-today").inner_text() == "3"
+
+    judgments = Judgment.objects.select_related(
+        "assignment", "left_response", "right_response", "comparison"
+    ).filter(annotator=e2e_annotator)
+    assert judgments.count() == 3
+    for judgment in judgments:
+        left, right, choice = shown[judgment.assignment_id]
+        # What the annotator saw on each side is what the judgment records on that side...
+        assert _rendered(judgment.left_response.text) == left
+        assert _rendered(judgment.right_response.text) == right
+        assert judgment.choice == choice
+        # ...and it matches the side order drawn at random for that assignment.
+        comparison = judgment.comparison
+        expected_left = (
+            comparison.response_a_id if judgment.assignment.a_on_left else comparison.response_b_id
+        )
+        assert judgment.left_response_id == expected_left
+    strengths = {j.choice: j.strength for j in judgments}
+    assert strengths == {"left": "strong", "right": "slight", "tie": None}
+
+
+def test_hostile_markup_in_an_answer_renders_as_text_and_runs_nothing(page, project, e2e_annotator):
+    hostile = (
+        "<script>alert('script ran')</script>\n\n"
+        "<img src=x onerror=\"alert('img ran')\">\n\n"
+        "[click me](javascript:alert('link ran'))"
+    )
+    _pairs(project, [(hostile, hostile)])
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.on("pageerror", lambda error: dialogs.append(f"page error: {error}"))
+    login(page, "alice", then=f"/app/annotate/{project.pk}")
+
+    left = page.locator('[data-side="left"]')
+    left.get_by_text("<script>alert('script ran')</script>").wait_for()
+    assert left.get_by_text("onerror").count() == 1  # the tag shows as text
+    assert page.locator(".answers img, .answers script").count() == 0
+    link = left.get_by_text("click me")
+    assert "javascript" not in (link.get_attribute("href") or "")
+    link.click()
+    page.wait_for_timeout(300)
+    assert dialogs == []
+    assert page.evaluate("document.querySelectorAll('[onerror]').length") == 0
+
+
+def test_an_annotator_cannot_open_an_admin_page(page, project, e2e_annotator):
+    login(page, "alice", then=f"/app/admin/{project.pk}/training")
+    page.get_by_text("This page is for admins only.").wait_for()
+    assert page.get_by_text("Training runs").count() == 0
+    assert page.get_by_role("link", name="Dashboard").count() == 0
+    response = page.request.get("/api/web/users/")
+    assert response.status == 403
