@@ -1,4 +1,4 @@
-"""`python -m training.engine reward|dpo|generate|evaluate ...`: the engine without Django.
+"""`python -m training.engine reward|dpo|ppo|rloo|generate|evaluate ...`: the engine without Django.
 
 Reads JSONL, writes an output folder (or file), shows a progress bar, ends with one summary line.
 Bad input (data, settings, missing models) is a message on stderr and exit code 2.
@@ -17,7 +17,9 @@ from training.engine.config import (
     ConfigError,
     DPOConfig,
     GenerationConfig,
+    PPOConfig,
     RewardConfig,
+    RLOOConfig,
     config_from_dict,
 )
 from training.engine.data import DataError
@@ -227,6 +229,112 @@ def run_generate(args: argparse.Namespace) -> str:
     )
 
 
+def _add_online_flags(parser: argparse.ArgumentParser, *, ppo: bool) -> None:
+    parser.add_argument("--prompts", required=True, type=Path, help="JSONL of prompts")
+    parser.add_argument(
+        "--reward-model", required=True, type=Path, help="a reward model artifact folder"
+    )
+    parser.add_argument("--base", help="packaged name, local folder or hub id")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--config", type=Path, help="JSON file with any config values")
+    parser.add_argument("--max-steps", type=int, help="iterations (rollout + update)")
+    parser.add_argument(
+        "--epochs", type=float, help="passes over the prompts (without --max-steps)"
+    )
+    parser.add_argument("--batch-size", type=int, help="answers per update minibatch")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--max-length", type=int)
+    parser.add_argument("--max-prompt-length", type=int)
+    parser.add_argument("--eval-fraction", type=float, help="prompts held out for evaluation")
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"])
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--cache-dir", type=Path, help="prepared packaged models")
+    parser.add_argument("--init-adapter", help="start from this adapter (an iterative round)")
+    parser.add_argument("--prompts-per-iteration", type=int)
+    parser.add_argument("--samples-per-prompt", type=int, help="answers per prompt (RLOO: k)")
+    parser.add_argument("--max-new-tokens", type=int)
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--update-epochs", type=int, help="passes over each rollout")
+    parser.add_argument("--kl-coef", type=float, help="beta, the KL penalty's weight")
+    parser.add_argument("--kl-estimator", choices=["k1", "k3"])
+    parser.add_argument(
+        "--kl-target", type=float, help="turns on the adaptive KL controller aiming at this KL"
+    )
+    parser.add_argument("--missing-eos-penalty", type=float)
+    parser.set_defaults(run=run_ppo if ppo else run_rloo)
+
+
+def _online_summary(kind: str, result: Any, first: dict[str, float]) -> str:
+    last = result.train_metrics
+    parts = [
+        f"{kind}: {result.steps} iterations in {result.seconds:.1f} s "
+        f"({result.samples_per_second:.2f} answers/s)",
+        f"score {first.get('score', float('nan')):.3f} -> {last.get('score', float('nan')):.3f}",
+        f"kl {last.get('kl', float('nan')):.3f}",
+        f"answer length {first.get('answer_length', float('nan')):.1f} -> "
+        f"{last.get('answer_length', float('nan')):.1f} tokens",
+    ]
+    if result.eval_metrics:
+        parts.append(f"eval score {result.eval_metrics['score']:.3f}")
+    if result.resumed_from_step:
+        parts.append(f"resumed from iteration {result.resumed_from_step}")
+    return ", ".join(parts) + f" -> {result.output_dir}"
+
+
+def _run_online(args: argparse.Namespace, kind: str) -> str:
+    from training.engine.ppo import train_ppo, train_rloo
+    from training.engine.runtime import Callbacks
+
+    values = _training_overrides(args)
+    named = {
+        "init_adapter": args.init_adapter,
+        "prompts_per_iteration": args.prompts_per_iteration,
+        "samples_per_prompt": args.samples_per_prompt,
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "update_epochs": args.update_epochs,
+        "kl_coef": args.kl_coef,
+        "kl_estimator": args.kl_estimator,
+        "kl_target": args.kl_target,
+        "missing_eos_penalty": args.missing_eos_penalty,
+    }
+    values.update({key: value for key, value in named.items() if value is not None})
+    if args.kl_target is not None:
+        values["adaptive_kl"] = True
+    config = config_from_dict(PPOConfig if kind == "ppo" else RLOOConfig, values)
+    prompts = read_prompts(args.prompts)
+    if not (args.reward_model / "tandem_artifact.json").exists():
+        raise FileNotFoundError(f"{args.reward_model} is not a reward model artifact folder")
+    first: dict[str, float] = {}
+
+    def keep_first(step: int, split: str, metrics: dict[str, float]) -> None:
+        if split == "train" and not first:
+            first.update(metrics)
+
+    train = train_ppo if kind == "ppo" else train_rloo
+    bar = ProgressBar(kind)
+    try:
+        result = train(
+            prompts,
+            config,
+            args.out,
+            reward=args.reward_model,
+            callbacks=Callbacks(on_progress=bar, on_metrics=keep_first),
+            cache_dir=args.cache_dir,
+        )
+    finally:
+        bar.close()
+    return _online_summary(kind, result, first)
+
+
+def run_ppo(args: argparse.Namespace) -> str:
+    return _run_online(args, "ppo")
+
+
+def run_rloo(args: argparse.Namespace) -> str:
+    return _run_online(args, "rloo")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.engine", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -238,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     dpo.add_argument("--init-adapter", help="continue from this adapter (an iterative round)")
     dpo.add_argument("--reference", choices=["base", "init"])
     dpo.set_defaults(run=run_dpo)
+
+    ppo = commands.add_parser("ppo", help="train a LoRA policy adapter with PPO on a reward model")
+    _add_online_flags(ppo, ppo=True)
+    rloo = commands.add_parser("rloo", help="train a LoRA policy adapter with RLOO")
+    _add_online_flags(rloo, ppo=False)
 
     reward = commands.add_parser("reward", help="train a Bradley-Terry reward model")
     _add_training_flags(reward)
