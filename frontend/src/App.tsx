@@ -1,9 +1,11 @@
-import { useCallback, useEffect, useMemo, useState } from "react";
-import { Dashboard } from "./admin/Dashboard";
+import { lazy, Suspense, useCallback, useEffect, useMemo, useState } from "react";
 import { api, errorText, type Me, type Schemas } from "./api/client";
 import { navigate, parseRoute, usePath } from "./router";
 import { apiSource } from "./workspace/source";
 import { Workspace } from "./workspace/Workspace";
+
+// Annotators never load the dashboard's code (charts and all).
+const Dashboard = lazy(() => import("./admin/Dashboard").then((m) => ({ default: m.Dashboard })));
 
 function Login({ onLogin }: { onLogin: (me: Me) => void }) {
   const [username, setUsername] = useState("");
@@ -165,7 +167,9 @@ export function App() {
       break;
     case "admin":
       page = me.is_staff ? (
-        <Dashboard me={me} projectId={route.projectId} tab={route.tab} />
+        <Suspense fallback={<p className="status">Loading…</p>}>
+          <Dashboard me={me} projectId={route.projectId} tab={route.tab} />
+        </Suspense>
       ) : (
         <div className="notice forbidden" role="alert">
           This page is for admins only.

@@ -12,11 +12,22 @@ from tests.factories import ComparisonFactory, PromptFactory, ResponseFactory
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _pairs(project, texts: list[tuple[str, str]]):
+CHAT = [
+    {"role": "system", "content": "You are a concise Python tutor."},
+    {"role": "user", "content": "How do I square the numbers 0 to 9?"},
+    {"role": "assistant", "content": "Into a list, or printed one by one?"},
+    {"role": "user", "content": "A list, please."},
+]
+
+
+def _pairs(project, texts: list[tuple[str, str]], *, chat_first: bool = False):
     round_ = round_open(project=project)
     comparisons = []
     for i, (a, b) in enumerate(texts):
-        prompt = PromptFactory(project=project, text=f"Question {i}: which answer is better?")
+        if chat_first and i == 0:
+            prompt = PromptFactory(project=project, text="", messages=CHAT)
+        else:
+            prompt = PromptFactory(project=project, text=f"Question {i}: which answer is better?")
         comparisons.append(
             ComparisonFactory(
                 prompt=prompt,
@@ -28,9 +39,13 @@ def _pairs(project, texts: list[tuple[str, str]]):
     return comparisons
 
 
-def _rendered(markdown: str) -> str:
-    """The text a reader sees of the small Markdown these answers use."""
-    return markdown.replace("`", "").replace("**", "")
+def _answers(i: int) -> tuple[str, str]:
+    return (
+        f"Answer A{i} uses a list comprehension:\n\n```python\n"
+        "squares = [n * n for n in range(10)]\nprint(squares)\n```\n\nShort and **fast**.",
+        f"Answer B{i} builds it in a loop:\n\n```python\nsquares = []\n"
+        "for n in range(10):\n    squares.append(n * n)\n```\n\n- works\n- but longer",
+    )
 
 
 def _side_texts(page) -> tuple[int, str, str]:
@@ -41,11 +56,21 @@ def _side_texts(page) -> tuple[int, str, str]:
     return assignment, left, right
 
 
+def _check_narrow_screen(page, screenshot_dir) -> None:
+    """On a phone-sized screen the answers stack instead of squeezing side by side."""
+    page.set_viewport_size({"width": 390, "height": 844})
+    left = page.locator('[data-side="left"]').bounding_box()
+    right = page.locator('[data-side="right"]').bounding_box()
+    assert right["y"] >= left["y"] + left["height"] - 1
+    assert left["width"] > 300
+    page.screenshot(path=str(screenshot_dir / "workspace-narrow.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 860})
+
+
 def test_annotator_judges_three_pairs_with_the_keyboard_and_sides_are_recorded(
     page, project, e2e_annotator, screenshot_dir
 ):
-    texts = [(f"Answer A{i} with `code` and **bold**.", f"Answer B{i}, plainer.") for i in range(3)]
-    _pairs(project, texts)
+    _pairs(project, [_answers(i) for i in range(3)], chat_first=True)
     login(page, "alice", then=f"/app/annotate/{project.pk}")
 
     keys = [("e", "1", "left"), ("q", "2", "right"), (None, "3", "tie")]
@@ -56,7 +81,10 @@ def test_annotator_judges_three_pairs_with_the_keyboard_and_sides_are_recorded(
         assert assignment not in shown
         shown[assignment] = (left, right, choice)
         if i == 0:
+            assert page.get_by_label("Conversation").get_by_role("listitem").count() == 4
+            assert page.locator(".answers pre code.hljs").count() == 2  # highlighted code
             page.screenshot(path=str(screenshot_dir / "workspace.png"))
+            _check_narrow_screen(page, screenshot_dir)
         if strength_key:
             page.keyboard.press(strength_key)
         page.keyboard.press(choice_key)
@@ -75,8 +103,8 @@ def test_annotator_judges_three_pairs_with_the_keyboard_and_sides_are_recorded(
     for judgment in judgments:
         left, right, choice = shown[judgment.assignment_id]
         # What the annotator saw on each side is what the judgment records on that side...
-        assert _rendered(judgment.left_response.text) == left
-        assert _rendered(judgment.right_response.text) == right
+        assert left.startswith(judgment.left_response.text.splitlines()[0])
+        assert right.startswith(judgment.right_response.text.splitlines()[0])
         assert judgment.choice == choice
         # ...and it matches the side order drawn at random for that assignment.
         comparison = judgment.comparison
