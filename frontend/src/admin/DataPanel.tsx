@@ -2,7 +2,9 @@
 import { useRef, useState } from "react";
 import { api, errorText, type Schemas } from "../api/client";
 
-type RowError = { index?: unknown; line?: unknown; error?: unknown; detail?: unknown };
+// Prompt intake reports a 0-based `index`; file imports a 1-based line number as `row`.
+type RowError = { index?: unknown; row?: unknown; error?: unknown; detail?: unknown };
+type Rejected = { detail?: string; rows?: RowError[]; errors?: RowError[] };
 
 export function RowErrors({ errors }: { errors: RowError[] }) {
   if (errors.length === 0) return null;
@@ -17,7 +19,7 @@ export function RowErrors({ errors }: { errors: RowError[] }) {
       <tbody>
         {errors.map((e, i) => (
           <tr key={i}>
-            <td>{String(e.line ?? (typeof e.index === "number" ? e.index + 1 : "?"))}</td>
+            <td>{String(e.row ?? (typeof e.index === "number" ? e.index + 1 : "?"))}</td>
             <td>{String(e.error ?? e.detail ?? JSON.stringify(e))}</td>
           </tr>
         ))}
@@ -48,10 +50,13 @@ function PromptUpload({ projectId }: { projectId: number }) {
       body: {} as never,
       bodySerializer: () => form,
     });
-    setResult(data ?? null);
-    const rows = (failure as { errors?: RowError[] } | undefined)?.errors;
-    setError(failure && !rows ? errorText(failure) : null);
-    if (rows) setResult({ created: 0, unchanged: 0, prompt_ids: [], errors: rows as never });
+    // All or nothing: a bad row rejects the file (400) and every bad row is listed.
+    const rejected = failure as Rejected | undefined;
+    const listed = rejected?.rows
+      ? { created: 0, unchanged: 0, prompt_ids: [], errors: rejected.rows as never }
+      : null;
+    setResult(data ?? listed);
+    setError(failure ? errorText(failure) : null);
   };
   return (
     <form className="panel" aria-label="Upload prompts" onSubmit={upload}>
@@ -88,6 +93,7 @@ function Import({ projectId }: { projectId: number }) {
   const file = useRef<HTMLInputElement>(null);
   const [format, setFormat] = useState("trl");
   const [result, setResult] = useState<Schemas["ImportResult"] | null>(null);
+  const [rejectedRows, setRejectedRows] = useState<RowError[]>([]);
   const [error, setError] = useState<string | null>(null);
   const submit = async (event: React.FormEvent) => {
     event.preventDefault();
@@ -98,11 +104,9 @@ function Import({ projectId }: { projectId: number }) {
       body: {} as never,
       bodySerializer: () => formWith(chosen, { format }),
     });
-    // A file with bad rows answers 400 with the same report, errors listed per row.
-    const report = (data ?? failure) as Partial<Schemas["ImportResult"]> | undefined;
-    const isReport = !!report && typeof report.rows_read === "number";
-    setResult(isReport ? (report as Schemas["ImportResult"]) : null);
-    setError(isReport ? null : errorText(failure));
+    setResult(data ?? null);
+    setRejectedRows((failure as Rejected | undefined)?.errors ?? []);
+    setError(failure ? errorText(failure) : null);
   };
   return (
     <form className="panel" aria-label="Import preference data" onSubmit={submit}>
@@ -115,6 +119,7 @@ function Import({ projectId }: { projectId: number }) {
       <input ref={file} type="file" name="import" />
       <button type="submit">Import</button>
       {error && <p className="notice" role="alert">{error}</p>}
+      <RowErrors errors={rejectedRows} />
       {result && (
         <div className="result">
           <p>
