@@ -122,6 +122,7 @@ def _train_version(
     rows: list,
     comparison_ids: list[int],
     callbacks: DatabaseCallbacks,
+    training_data: dict[str, Any] | None = None,
 ) -> ModelVersion:
     from training.engine.config import config_to_dict
 
@@ -147,7 +148,8 @@ def _train_version(
                 **{f"eval_{k}": v for k, v in result.eval_metrics.items()},
                 "seconds": result.seconds,
             },
-            training_data={"comparisons": comparison_ids, "pairs": len(rows), "run": run.pk},
+            training_data=training_data
+            or {"comparisons": comparison_ids, "pairs": len(rows), "run": run.pk},
         )
 
 
@@ -222,6 +224,57 @@ def run_dpo(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersion:
         rows=rows,
         comparison_ids=ids,
         callbacks=callbacks,
+    )
+
+
+def run_online_rl(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersion:
+    """PPO or RLOO: the policy explores the training prompts, judged by the reward model (the
+    one this round's chain trained, or the project's active one)."""
+    from training.engine.config import PPOConfig, RLOOConfig, config_from_dict
+    from training.engine.ppo import train_ppo, train_rloo
+
+    project = run.project
+    algorithm = {RunKind.PPO: (PPOConfig, train_ppo), RunKind.RLOO: (RLOOConfig, train_rloo)}
+    config_class, train_online = algorithm[run.kind]
+    reward = run.input_version or reward_model_for(project)
+    if reward is None or reward.kind != ModelKind.REWARD:
+        raise ValueError(f"{run.kind.upper()} trains against a reward model; train one first.")
+    parent = active_policy(project=project)
+    settings_ = {
+        "base_model": project.base_model,
+        "init_adapter": parent.artifact_path or None,
+        **project.training_settings.get(run.kind, {}),
+        **run.config,
+    }
+    config = config_from_dict(config_class, settings_)
+    fraction = evaluation_settings(project).heldout_fraction
+    prompts = [
+        p for p in Prompt.objects.filter(project=project) if not prompt_is_heldout(p.pk, fraction)
+    ]
+
+    if not prompts:
+        raise ValueError("The project has no training prompts to explore.")
+    reward_path = reward.artifact_path
+
+    def train(rows, config, work, *, callbacks, cache_dir):
+        return train_online(
+            rows, config, work, reward=reward_path, callbacks=callbacks, cache_dir=cache_dir
+        )
+
+    return _train_version(
+        run,
+        kind=ModelKind.POLICY,
+        train=train,
+        config=config,
+        parent=parent,
+        rows=[prompt.messages or prompt.text for prompt in prompts],
+        comparison_ids=[],
+        callbacks=callbacks,
+        training_data={
+            "prompts": [prompt.pk for prompt in prompts],
+            "reward_model": reward.number,
+            "run": run.pk,
+        },
     )
 
 
@@ -367,6 +420,8 @@ RUNNERS: dict[str, Callable[[TrainingRun, DatabaseCallbacks], ModelVersion | Non
     RunKind.GENERATE: run_generate,
     RunKind.REWARD: run_reward,
     RunKind.DPO: run_dpo,
+    RunKind.PPO: run_online_rl,
+    RunKind.RLOO: run_online_rl,
     RunKind.EVALUATE: run_evaluate,
 }
 

@@ -260,3 +260,34 @@ def test_run_loop_rejects_bad_arguments(loop_project):
     with pytest.raises(CommandError) as bad_oracle:
         call_command("run_loop", project=loop_project.slug, oracle="psychic")
     assert bad_oracle.value.returncode == 2 and "Unknown oracle" in str(bad_oracle.value)
+
+
+TINY_ONLINE_RL = {
+    "max_steps": 2,
+    "prompts_per_iteration": 2,
+    "max_new_tokens": 4,
+    "batch_size": 2,
+    "update_epochs": 1,
+    "max_length": 32,
+    "max_prompt_length": 16,
+    "precision": "fp32",
+}
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "rloo"])
+def test_an_online_rl_project_trains_against_the_rounds_reward_model(loop_project, algorithm):
+    loop_project.training_algorithm = algorithm
+    extra = {"samples_per_prompt": 2} if algorithm == "rloo" else {}
+    loop_project.training_settings = {
+        **loop_project.training_settings,
+        algorithm: {**TINY_ONLINE_RL, **extra},
+    }
+    loop_project.save()
+    (report,) = run_rounds(project=loop_project, rounds=1, oracle=AlphabeticalOracle())
+    assert report.error == ""
+    policy_run = TrainingRun.objects.get(kind=algorithm)
+    reward = ModelVersion.objects.get(project=loop_project, kind=ModelKind.REWARD)
+    assert policy_run.status == RunStatus.SUCCEEDED and policy_run.input_version == reward
+    candidate = policy_run.output_version
+    assert candidate.training_data["reward_model"] == reward.number
+    assert report.promoted and active_policy(project=loop_project) == candidate
