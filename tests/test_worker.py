@@ -36,11 +36,12 @@ def _database_url_of_test_database() -> str:
     return f"postgres://{db['USER']}{password}@{db['HOST']}{port}/{db['NAME']}"
 
 
-@pytest.fixture
-def worker():
+def start_worker(extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A `celery worker` process on the test database, consuming both queues."""
     celery_app.control.purge()  # stale messages from an earlier run would be consumed first
-    environment = dict(os.environ, DATABASE_URL=_database_url_of_test_database())
-    process = subprocess.Popen(
+    environment = dict(os.environ, **(extra_env or {}))
+    environment["DATABASE_URL"] = _database_url_of_test_database()
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -61,12 +62,21 @@ def worker():
         stderr=subprocess.STDOUT,
         text=True,
     )
-    yield process
+
+
+def stop_worker(process: subprocess.Popen) -> None:
     process.terminate()
     try:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+@pytest.fixture
+def worker():
+    process = start_worker()
+    yield process
+    stop_worker(process)
 
 
 def test_worker_process_consumes_a_task_that_writes_to_the_database(worker):
