@@ -361,3 +361,10 @@ def test_nan_free_metrics_when_every_answer_scores_the_same(base, tmp_path):
         reward=lambda prompts, answers: [1.0] * len(answers), callbacks=recorded(metrics),
     )  # fmt: skip
     assert all(math.isfinite(v) for k, v in metrics[0].items() if k != "explained_variance")
+
+
+def test_each_entry_point_refuses_the_other_algorithms_config(base, tmp_path):
+    with pytest.raises(TypeError, match="needs a PPOConfig"):
+        train_ppo(PROMPTS, small(base, RLOOConfig), tmp_path / "a", reward=count_good)
+    with pytest.raises(TypeError, match="needs an RLOOConfig"):
+        train_rloo(PROMPTS, small(base), tmp_path / "b", reward=count_good)

@@ -506,6 +506,8 @@ def train_ppo(
 ) -> TrainResult:
     """Train a LoRA adapter (and value head) with PPO against `reward`; resumes from
     output_dir's checkpoint if there is one. The output folder is a policy adapter artifact."""
+    if not isinstance(config, PPOConfig):
+        raise TypeError(f"train_ppo needs a PPOConfig, got {type(config).__name__}")
     return _train_online(
         "ppo", prompts, config, output_dir, reward=reward, callbacks=callbacks, cache_dir=cache_dir
     )
@@ -521,6 +523,8 @@ def train_rloo(
     cache_dir: Path | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter with RLOO against `reward`; resumes like train_ppo."""
+    if not isinstance(config, RLOOConfig):
+        raise TypeError(f"train_rloo needs an RLOOConfig, got {type(config).__name__}")
     return _train_online(
         "rloo", prompts, config, output_dir, reward=reward, callbacks=callbacks, cache_dir=cache_dir
     )
