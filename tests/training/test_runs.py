@@ -159,6 +159,23 @@ def test_runs_api_for_admins(tiny_project, admin_api, annotator_api):
     assert admin_api.post(url, {"kind": "magic"}, format="json").status_code == 400
 
 
+def test_a_running_run_reports_its_eta_from_the_pace_so_far(tiny_project, admin_api):
+    run = services.training_run_create(project=tiny_project, kind="reward")
+    now = timezone.now()
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING,
+        step=10,
+        total_steps=40,
+        started_at=now - timedelta(seconds=100),
+        heartbeat_at=now,
+    )
+    body = admin_api.get(f"/api/runs/{run.pk}/").json()
+    assert body["progress"] == 0.25
+    assert body["eta_seconds"] == pytest.approx(300, abs=1)  # 30 steps left at 10 s a step
+    TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.FAILED)
+    assert admin_api.get(f"/api/runs/{run.pk}/").json()["eta_seconds"] is None
+
+
 def test_promote_through_the_api_keeps_one_active(tiny_project, admin_api):
     base = active_policy(project=tiny_project)
     candidate = ModelVersion.objects.create(

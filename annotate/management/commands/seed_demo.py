@@ -22,6 +22,10 @@ Pick the answer you would rather receive.
 
 Judge the content, not the length. Mark strength *slight*, *clear* or *strong*.
 """
+DEMO_TRAINING = {
+    "reward": {"use_lora": False, "learning_rate": 5e-5, "epochs": 2, "batch_size": 8},
+    "dpo": {"learning_rate": 2e-4, "epochs": 2},
+}
 DEMO_ACCOUNTS = [
     # (username, password, is_staff)
     ("admin", "tandem-admin", True),
@@ -47,6 +51,9 @@ class Command(BaseCommand):
             guidelines=DEMO_GUIDELINES,
             required_annotations=1,
             round_quota=40,
+            # A small encoder, fully fine-tuned, is the quickest good reward model on a CPU.
+            reward_backbone="all-minilm-l6-v2",
+            training_settings=DEMO_TRAINING,
         )
         result = prompts_create(project=project, rows=load_demo_prompts(), source="demo")
         User = get_user_model()
