@@ -139,9 +139,13 @@ export function App() {
   const route = parseRoute(path);
   const [me, setMe] = useState<Me | null | undefined>(undefined);
 
-  useEffect(() => {
-    void api.GET("/api/web/me/").then(({ data }) => setMe(data ?? null));
+  const loadMe = useCallback(async () => {
+    const { data } = await api.GET("/api/web/me/");
+    setMe(data ?? null);
   }, []);
+  useEffect(() => {
+    void loadMe();
+  }, [loadMe]);
 
   const logout = useCallback(async () => {
     await api.POST("/api/web/logout/");
@@ -168,7 +172,12 @@ export function App() {
     case "admin":
       page = me.is_staff ? (
         <Suspense fallback={<p className="status">Loading…</p>}>
-          <Dashboard me={me} projectId={route.projectId} tab={route.tab} />
+          <Dashboard
+            me={me}
+            projectId={route.projectId}
+            tab={route.tab}
+            onProjectsChanged={loadMe}
+          />
         </Suspense>
       ) : (
         <div className="notice forbidden" role="alert">

@@ -1,10 +1,12 @@
 // The admin dashboard: one project at a time, in tabs.
+import { useState } from "react";
 import type { Me } from "../api/client";
 import { navigate } from "../router";
 import { AccountsPanel } from "./AccountsPanel";
 import { AnnotatorsPanel } from "./AnnotatorsPanel";
 import { DataPanel } from "./DataPanel";
 import { OverviewPanel } from "./OverviewPanel";
+import { ProjectForm } from "./ProjectForm";
 import { TrainingPanel } from "./TrainingPanel";
 
 const TABS: [string, string][] = [
@@ -15,9 +17,23 @@ const TABS: [string, string][] = [
   ["accounts", "Accounts & tokens"],
 ];
 
-export function Dashboard({ me, projectId, tab }: { me: Me; projectId: number | null; tab: string }) {
+export interface DashboardProps {
+  me: Me;
+  projectId: number | null;
+  tab: string;
+  /** Reload the signed-in user's project list after a project is made. */
+  onProjectsChanged: () => Promise<void>;
+}
+
+export function Dashboard({ me, projectId, tab, onProjectsChanged }: DashboardProps) {
+  const [creating, setCreating] = useState(false);
   const id = projectId ?? me.projects[0]?.id ?? null;
-  if (id === null) return <p className="panel">No projects yet: create one through the API.</p>;
+  const created = async (newId: number) => {
+    await onProjectsChanged();
+    setCreating(false);
+    navigate(`/app/admin/${newId}/overview`);
+  };
+  if (id === null || creating) return <ProjectForm onCreated={created} />;
   const go = (to: string) => (e: React.MouseEvent) => {
     e.preventDefault();
     navigate(to);
@@ -48,6 +64,10 @@ export function Dashboard({ me, projectId, tab }: { me: Me; projectId: number | 
             </a>
           ))}
         </nav>
+        <span className="spacer" />
+        <button type="button" className="secondary" onClick={() => setCreating(true)}>
+          New project
+        </button>
       </div>
       {tab === "overview" && <OverviewPanel key={id} projectId={id} />}
       {tab === "training" && <TrainingPanel key={id} projectId={id} />}
