@@ -57,4 +57,10 @@ describe("Workspace", () => {
     await user.keyboard("s");
     expect(await screen.findByText("Nothing left to judge")).toBeInTheDocument();
   });
+
+  it("warns when the lease on the pair on screen has expired", async () => {
+    setup([pair(1, { expires_at: new Date(Date.now() - 1000).toISOString() })]);
+    await screen.findByText("Left answer 1");
+    expect(screen.getByRole("alert")).toHaveTextContent("Your lease on this pair has expired");
+  });
 });
