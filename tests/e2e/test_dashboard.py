@@ -72,3 +72,8 @@ def test_admin_sees_run_progress_move_and_promotes_a_version(
     assert candidate.status == VersionStatus.ACTIVE
     assert base.status == VersionStatus.RETIRED
     assert candidate.promoted_by == e2e_admin
+
+    page.get_by_role("button", name="Cancel").click()
+    page.get_by_text("stopping…").wait_for()  # the worker stops it within one step
+    run.refresh_from_db()
+    assert run.cancel_requested

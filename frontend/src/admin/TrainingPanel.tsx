@@ -166,11 +166,14 @@ function RunsTable({ projectId, onChange }: { projectId: number; onChange: () =>
                 </td>
                 <td>{when(run.started_at)}</td>
                 <td>
-                  {LIVE.includes(run.status) && (
-                    <button type="button" className="danger" onClick={() => act(run, "cancel")}>
-                      Cancel
-                    </button>
-                  )}
+                  {LIVE.includes(run.status) &&
+                    (run.cancel_requested ? (
+                      <span className="muted">stopping…</span>
+                    ) : (
+                      <button type="button" className="danger" onClick={() => act(run, "cancel")}>
+                        Cancel
+                      </button>
+                    ))}
                   {(run.status === "failed" || run.status === "cancelled") && (
                     <button type="button" className="secondary" onClick={() => act(run, "retry")}>
                       Retry
