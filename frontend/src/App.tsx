@@ -58,32 +58,42 @@ function Home({ me }: { me: Me }) {
       <h1>Your projects</h1>
       {me.projects.length === 0 && <p>You are not a member of any project yet; ask an admin.</p>}
       <ul className="project-list">
-        {me.projects.map((p) => (
-          <li key={p.id}>
-            <a
-              href={`/app/annotate/${p.id}`}
-              onClick={(e) => {
-                e.preventDefault();
-                navigate(`/app/annotate/${p.id}`);
-              }}
-            >
-              {p.name}
-            </a>
-            {p.paused && <span className="badge warn">paused</span>}
-            {me.is_staff && (
-              <a
-                className="secondary-link"
-                href={`/app/admin/${p.id}`}
-                onClick={(e) => {
-                  e.preventDefault();
-                  navigate(`/app/admin/${p.id}`);
-                }}
-              >
-                dashboard
-              </a>
-            )}
-          </li>
-        ))}
+        {me.projects.map((p) => {
+          // Staff outside a project's membership manage it but are not served its pairs.
+          const judges = p.role === "annotator";
+          const target = judges ? `/app/annotate/${p.id}` : me.is_staff ? `/app/admin/${p.id}` : null;
+          return (
+            <li key={p.id}>
+              {target ? (
+                <a
+                  href={target}
+                  onClick={(e) => {
+                    e.preventDefault();
+                    navigate(target);
+                  }}
+                >
+                  {p.name}
+                </a>
+              ) : (
+                <span>{p.name}</span>
+              )}
+              <span className="muted">{judges ? "judge pairs" : p.role}</span>
+              {p.paused && <span className="badge warn">paused</span>}
+              {me.is_staff && judges && (
+                <a
+                  className="secondary-link"
+                  href={`/app/admin/${p.id}`}
+                  onClick={(e) => {
+                    e.preventDefault();
+                    navigate(`/app/admin/${p.id}`);
+                  }}
+                >
+                  dashboard
+                </a>
+              )}
+            </li>
+          );
+        })}
       </ul>
     </div>
   );
