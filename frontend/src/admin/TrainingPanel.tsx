@@ -13,6 +13,12 @@ const POLL_MS = 2000;
 const LIVE: Run["status"][] = ["queued", "running"];
 const RUN_KINDS = ["reward", "dpo", "ppo", "generate"] as const;
 
+/** The server's own estimate where it sends one (newer API), else ours from the pace so far. */
+function serverEta(run: Run): number | null {
+  const eta = (run as { eta_seconds?: unknown }).eta_seconds;
+  return typeof eta === "number" ? eta : null;
+}
+
 export function RunProgress({ run, now }: { run: Run; now: number }) {
   const fraction = run.progress ?? 0;
   return (
@@ -30,7 +36,7 @@ export function RunProgress({ run, now }: { run: Run; now: number }) {
         {run.step ?? 0} / {run.total_steps ?? "?"}
       </span>
       {run.status === "running" && (
-        <span className="eta">ETA {duration(etaSeconds(run, now))}</span>
+        <span className="eta">ETA {duration(serverEta(run) ?? etaSeconds(run, now))}</span>
       )}
     </div>
   );
