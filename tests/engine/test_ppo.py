@@ -188,13 +188,18 @@ def test_next_round_starts_from_the_previous_adapter_and_value_head(base, tmp_pa
 
 def test_a_rows_logprobs_values_and_entropy_do_not_depend_on_padding(base):
     model, _ = load_policy(str(base), lora=small(base).lora)
+    device = next(model.parameters()).device
     head = new_value_head(32)
     torch.nn.init.normal_(head.weight)
-    scorer = PolicyAndValue(model, head, temperature=0.7).eval()
+    scorer = PolicyAndValue(model, head.to(device), temperature=0.7).eval()
     short = ([3, 8, 9], [10, 11])
     long = ([3, 8, 9, 12, 13, 14], [15, 16, 17, 18, 2])
-    alone = scorer(**pack_answers([short[0]], [short[1]], pad_id=0))
-    batched = scorer(**pack_answers([long[0], short[0]], [long[1], short[1]], pad_id=0))
+
+    def packed(prompts, answers) -> dict[str, torch.Tensor]:
+        return {k: v.to(device) for k, v in pack_answers(prompts, answers, pad_id=0).items()}
+
+    alone = scorer(**packed([short[0]], [short[1]]))
+    batched = scorer(**packed([long[0], short[0]], [long[1], short[1]]))
     for one, many in zip(alone, batched, strict=True):
         torch.testing.assert_close(many[1, :2], one[0], rtol=1e-5, atol=1e-5)
         assert torch.all(many[1, 2:] == 0)  # padding holds zeros, never a number that counts
@@ -204,9 +209,10 @@ def test_padding_does_not_change_any_logged_metric(base):
     """The same answers sampled and scored one row at a time (no padding anywhere) and sixteen
     at a time (padding in the sampler and in every forward) log the same metrics."""
     accelerator = make_accelerator("fp32", 1)
-    model, tokenizer = load_policy(str(base), lora=small(base).lora)
+    model, tokenizer = load_policy(str(base), lora=small(base).lora, device=accelerator.device)
     head = new_value_head(32)
     torch.nn.init.normal_(head.weight)
+    head = head.to(accelerator.device)
     score = reward_scorer(
         count_good, tokenizer, device=accelerator.device, precision="fp32", batch_size=4,
         cache_dir=None,
