@@ -1,5 +1,5 @@
 import { lazy, Suspense, useCallback, useEffect, useMemo, useState } from "react";
-import { api, errorText, type Me, type Schemas } from "./api/client";
+import { api, errorText, SIGNED_OUT_EVENT, type Me, type Schemas } from "./api/client";
 import { navigate, parseRoute, usePath } from "./router";
 import { apiSource } from "./workspace/source";
 import { Workspace } from "./workspace/Workspace";
@@ -155,6 +155,10 @@ export function App() {
   }, []);
   useEffect(() => {
     void loadMe();
+    // A session that ends mid-work brings back the sign-in form; the page stays where it was.
+    const onSignedOut = () => setMe(null);
+    window.addEventListener(SIGNED_OUT_EVENT, onSignedOut);
+    return () => window.removeEventListener(SIGNED_OUT_EVENT, onSignedOut);
   }, [loadMe]);
 
   const logout = useCallback(async () => {

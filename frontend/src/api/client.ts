@@ -24,8 +24,18 @@ const csrf: Middleware = {
   },
 };
 
+/** Fired when the API says the session is gone (expired, or signed out in another tab). */
+export const SIGNED_OUT_EVENT = "tandem:signed-out";
+
+const signedOut: Middleware = {
+  onResponse({ response }) {
+    if (response.status === 401) window.dispatchEvent(new Event(SIGNED_OUT_EVENT));
+    return response;
+  },
+};
+
 export const api = createClient<paths>({ baseUrl: "", credentials: "same-origin" });
-api.use(csrf);
+api.use(csrf, signedOut);
 
 /** The list endpoints paginate ({count, results}) although the schema shows a bare array. */
 export function items<T>(data: T[] | undefined): T[] {
