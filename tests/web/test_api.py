@@ -174,3 +174,21 @@ def test_admin_cannot_deactivate_themselves(admin_user, admin_api):
         f"/api/web/users/{admin_user.pk}/", {"is_active": False}, format="json"
     )
     assert response.status_code == 400
+
+
+def test_spa_says_how_to_build_the_ui_when_it_is_missing(settings, tmp_path, db):
+    settings.FRONTEND_DIST = tmp_path / "missing"
+    response = Client().get("/")
+    assert response.status_code == 503
+    assert b"make demo" in response.content
+
+
+def test_me_lists_every_project_for_staff_as_admin(project, other_project, admin_user):
+    client = Client()
+    client.force_login(admin_user)
+    me = client.get("/api/web/me/").json()
+    assert me["is_staff"] is True
+    assert {(p["slug"], p["role"]) for p in me["projects"]} == {
+        ("helpful", "admin"),
+        ("other-team", "admin"),
+    }
