@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model, login, logout
 from django.contrib.auth.models import AbstractBaseUser
@@ -49,13 +51,18 @@ def assignment_lease_ahead(*, project: Project, annotator: AbstractBaseUser) -> 
     if current is None:
         return None
     now = timezone.now()
-    candidates = annotate_services._candidate_ids(project, annotator, now, gold=None, skip=set())
-    for comparison_id in candidates:
-        assignment = annotate_services._try_lease(
-            comparison_id, annotator, now, settings.LEASE_SECONDS
+    # Half of all pairs are served through here, so gold pairs come at the project's rate too.
+    prefer_gold = project.gold_rate > 0 and secrets.randbelow(10_000) < project.gold_rate * 10_000
+    for gold in [True, None] if prefer_gold else [False, None]:
+        candidates = annotate_services._candidate_ids(
+            project, annotator, now, gold=gold, skip=set()
         )
-        if assignment is not None:
-            return assignment
+        for comparison_id in candidates:
+            assignment = annotate_services._try_lease(
+                comparison_id, annotator, now, settings.LEASE_SECONDS
+            )
+            if assignment is not None:
+                return assignment
     return None
 
 

@@ -192,3 +192,17 @@ def test_me_lists_every_project_for_staff_as_admin(project, other_project, admin
         ("helpful", "admin"),
         ("other-team", "admin"),
     }
+
+
+def test_lease_ahead_serves_gold_pairs_at_the_projects_rate(project, annotator, annotator_api):
+    round_ = round_open(project=project)
+    project.gold_rate = 1.0
+    project.save(update_fields=["gold_rate"])
+    for gold in (None, None, "a", "b"):
+        ComparisonFactory(
+            prompt=PromptFactory(project=project), round=round_, gold_outcome=gold, priority=1
+        )
+    first = annotator_api.post(f"/api/projects/{project.pk}/comparisons/next/").json()
+    ahead = annotator_api.post(f"/api/web/projects/{project.pk}/lease-ahead/").json()
+    leased = Assignment.objects.filter(pk__in=[first["assignment_id"], ahead["assignment_id"]])
+    assert all(a.comparison.gold_outcome for a in leased)
