@@ -374,3 +374,28 @@ def test_each_entry_point_refuses_the_other_algorithms_config(base, tmp_path):
         train_ppo(PROMPTS, small(base, RLOOConfig), tmp_path / "a", reward=count_good)
     with pytest.raises(TypeError, match="needs an RLOOConfig"):
         train_rloo(PROMPTS, small(base), tmp_path / "b", reward=count_good)
+
+
+def test_held_out_prompts_are_evaluated_and_never_trained_on(base, tmp_path):
+    seen: list[str] = []
+    evals: list[dict[str, float]] = []
+
+    def remember(prompts: list[str], answers: list[str]) -> list[float]:
+        seen.extend(prompts)
+        return count_good(prompts, answers)
+
+    def keep_eval(step: int, split: str, metrics: dict[str, float]) -> None:
+        if split == "eval":
+            evals.append(metrics)
+
+    config = small(base, max_steps=2, eval_fraction=0.25, eval_every=1)
+    result = train_ppo(
+        PROMPTS, config, tmp_path / "out", reward=remember,
+        callbacks=Callbacks(on_metrics=keep_eval),
+    )  # fmt: skip
+    assert len(evals) == 2 and set(evals[0]) >= {"score", "kl", "answer_length"}
+    assert result.eval_metrics == evals[-1]
+    # Per iteration: 8 training prompts, then the 8 held-out ones (a quarter of 32)
+    assert len(seen) == 4 * 8
+    trained, held_out = set(seen[0:8] + seen[16:24]), set(seen[8:16])
+    assert held_out == set(seen[24:32]) and not trained & held_out
