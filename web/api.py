@@ -13,7 +13,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate import selectors as annotate_selectors
-from annotate import services as annotate_services
 from annotate.serializers import LeasedPairSerializer
 from web import selectors, services
 from web.serializers import (
@@ -109,14 +108,18 @@ class UserListApi(APIView):
         data = UserCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        user = services.user_create(
-            username=values["username"], password=values["password"], is_staff=values["is_staff"]
-        )
+        project = None
         if values.get("project_id") is not None:
             project = annotate_selectors.project_get_for_user(
                 user=request.user, project_id=values["project_id"]
             )
-            annotate_services.membership_set(project=project, user=user, role=values["role"])
+        user = services.user_create(
+            username=values["username"],
+            password=values["password"],
+            is_staff=values["is_staff"],
+            project=project,
+            role=values["role"],
+        )
         return Response(UserRowSerializer(selectors.user_row(user)).data, status=201)
 
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from annotate import services as annotate_services
-from annotate.models import Assignment, Membership, Project
+from annotate.models import Assignment, MemberRole, Membership, Project
 from config.errors import ApplicationError, NotFoundError
 from web import selectors
 
@@ -67,7 +67,15 @@ def assignment_lease_ahead(*, project: Project, annotator: AbstractBaseUser) -> 
 
 
 @transaction.atomic
-def user_create(*, username: str, password: str, is_staff: bool = False) -> AbstractBaseUser:
+def user_create(
+    *,
+    username: str,
+    password: str,
+    is_staff: bool = False,
+    project: Project | None = None,
+    role: str = MemberRole.ANNOTATOR,
+) -> AbstractBaseUser:
+    """A new account, optionally a member of one project at once (both or neither)."""
     User = get_user_model()
     if User.objects.filter(username=username).exists():
         raise ApplicationError(f"A user named {username!r} already exists.", code="conflict")
@@ -75,6 +83,8 @@ def user_create(*, username: str, password: str, is_staff: bool = False) -> Abst
     validate_password(password, user)
     user.set_password(password)
     user.save()
+    if project is not None:
+        annotate_services.membership_set(project=project, user=user, role=role)
     return user
 
 
