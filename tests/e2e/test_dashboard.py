@@ -77,3 +77,25 @@ def test_admin_sees_run_progress_move_and_promotes_a_version(
     page.get_by_text("stopping…").wait_for()  # the worker stops it within one step
     run.refresh_from_db()
     assert run.cancel_requested
+
+
+def test_admin_uploads_prompts_and_sees_each_bad_row(page, project, e2e_admin, tmp_path):
+    upload = tmp_path / "prompts.jsonl"
+    upload.write_text('{"text": "Fine question?"}\n{"text": ""}\n{"nope": 1}\n')
+    login(page, "boss", then=f"/app/admin/{project.pk}/data")
+    form = page.get_by_role("form", name="Upload prompts")
+    form.locator('input[type="file"]').set_input_files(str(upload))
+    form.get_by_role("button", name="Upload").click()
+    errors = form.get_by_role("table", name="Row errors")
+    errors.wait_for()
+    rows = errors.locator("tbody tr")
+    assert rows.count() == 2
+    assert rows.nth(0).inner_text().startswith("2")
+    assert rows.nth(1).inner_text().startswith("3")
+    assert "nothing was stored" in form.get_by_role("alert").inner_text()
+    assert project.prompts.count() == 0
+
+    form.get_by_label("all or nothing").uncheck()
+    form.get_by_role("button", name="Upload").click()
+    form.get_by_text("1 created").wait_for()
+    assert list(project.prompts.values_list("text", flat=True)) == ["Fine question?"]
