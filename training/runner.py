@@ -9,6 +9,7 @@ step and only then does a ModelVersion point at it: a half-trained model is neve
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import traceback
@@ -40,6 +41,8 @@ from training.services import (
     training_run_record_metrics,
     version_next_number,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def worker_name() -> str:
@@ -448,5 +451,8 @@ def training_run_execute(*, run_id: int, worker: str | None = None) -> str | Non
         return RunStatus.FAILED
     training_run_finish(run_id=run.pk, status=RunStatus.SUCCEEDED, output_version=version)
     run.refresh_from_db()
-    chain_continue(run)
+    try:
+        chain_continue(run)
+    except Exception:  # the run itself succeeded; a broken next step must not undo that
+        logger.exception("Run %s succeeded but its chain could not continue", run.pk)
     return RunStatus.SUCCEEDED
