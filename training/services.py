@@ -102,7 +102,8 @@ def training_run_create(
         raise ApplicationError("A generate run needs the round whose answers it writes.")
     if kind == RunKind.EVALUATE:
         input_version = input_version or _newest_candidate(project)
-        if input_version is None or input_version.kind != ModelKind.POLICY:
+        trained = input_version is not None and input_version.artifact_path
+        if not trained or input_version.kind != ModelKind.POLICY:
             raise ApplicationError("An evaluate run needs a trained policy version to evaluate.")
     run = TrainingRun.objects.create(
         project=project,

@@ -215,6 +215,9 @@ def test_an_evaluate_run_can_be_started_by_hand(loop_project, admin_api):
     refused = admin_api.post(url, {"kind": "evaluate"}, format="json")
     assert refused.status_code == 400
     assert "trained policy version" in refused.json()["detail"]
+    base = active_policy(project=loop_project)
+    refused = admin_api.post(url, {"kind": "evaluate", "version": base.pk}, format="json")
+    assert refused.status_code == 400  # the base model has nothing to evaluate against itself
 
     judged_pairs(loop_project, 12)
     dpo = TrainingRun.objects.create(project=loop_project, kind=RunKind.DPO)
