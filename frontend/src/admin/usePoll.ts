@@ -20,7 +20,6 @@ export function usePoll<T>(
     if (intervalMs <= 0) return;
     const id = window.setInterval(reload, intervalMs);
     return () => window.clearInterval(id);
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [reload, intervalMs, ...deps]);
   return [value, reload];
 }
