@@ -78,3 +78,20 @@ def test_dpo_on_smollm2_trains_an_adapter_that_changes_what_it_writes(tmp_path):
     tuned, _ = load_policy("smollm2-135m-instruct", adapter=tmp_path / "adapter", cache_dir=CACHE)
     after = generate(tuned, tokenizer, ["Name a fruit."], greedy).samples[0][0].text
     assert before != after
+
+    # What the promotion gates measure, on the real model: the candidate answers as itself, the
+    # parent (here the base: adapter off) as the base, and the pairs it trained on rank right.
+    from training.engine.evaluate import evaluate_policy
+
+    evaluation = evaluate_policy(
+        base_model="smollm2-135m-instruct",
+        candidate_adapter=tmp_path / "adapter",
+        parent_adapter=None,
+        prompts=["Name a fruit."],
+        generation=greedy,
+        heldout_rows=rows,
+        cache_dir=CACHE,
+    )
+    assert (evaluation.pairs[0].candidate, evaluation.pairs[0].parent) == (after, before)
+    assert evaluation.heldout_accuracy == 1.0 and evaluation.heldout_pairs == 4
+    assert evaluation.kl > 0
