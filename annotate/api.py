@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -32,18 +31,20 @@ from annotate.serializers import (
     RoundOutputSerializer,
 )
 from config.errors import ApplicationError, NotFoundError
+from config.pagination import paginated, paginated_response
 
 
 class ProjectListApi(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(responses=ProjectOutputSerializer(many=True))
+    @extend_schema(responses=paginated(ProjectOutputSerializer))
     def get(self, request: Request) -> Response:
-        paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(
-            selectors.projects_visible_to(request.user).order_by("id"), request, view=self
+        return paginated_response(
+            request,
+            self,
+            selectors.projects_visible_to(request.user).order_by("id"),
+            ProjectOutputSerializer,
         )
-        return paginator.get_paginated_response(ProjectOutputSerializer(page, many=True).data)
 
     @extend_schema(request=ProjectCreateInputSerializer, responses={201: ProjectOutputSerializer})
     def post(self, request: Request) -> Response:
@@ -69,14 +70,12 @@ class ProjectDetailApi(APIView):
 class PromptListApi(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(responses=PromptOutputSerializer(many=True))
+    @extend_schema(responses=paginated(PromptOutputSerializer))
     def get(self, request: Request, project_id: int) -> Response:
         project = selectors.project_get_for_user(user=request.user, project_id=project_id)
-        paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(
-            selectors.prompts_of_project(project=project), request, view=self
+        return paginated_response(
+            request, self, selectors.prompts_of_project(project=project), PromptOutputSerializer
         )
-        return paginator.get_paginated_response(PromptOutputSerializer(page, many=True).data)
 
     @extend_schema(
         request=PromptBatchInputSerializer,
@@ -184,14 +183,15 @@ class ReleasePairApi(APIView):
 class JudgmentListApi(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(responses=JudgmentOutputSerializer(many=True))
+    @extend_schema(responses=paginated(JudgmentOutputSerializer))
     def get(self, request: Request, project_id: int) -> Response:
         project = selectors.project_get_for_user(user=request.user, project_id=project_id)
-        paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(
-            selectors.judgments_visible_to(user=request.user, project=project), request, view=self
+        return paginated_response(
+            request,
+            self,
+            selectors.judgments_visible_to(user=request.user, project=project),
+            JudgmentOutputSerializer,
         )
-        return paginator.get_paginated_response(JudgmentOutputSerializer(page, many=True).data)
 
 
 def _require_manager(request: Request, project, *, doing: str = "see this") -> None:
@@ -245,7 +245,7 @@ class ComparisonListApi(APIView):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(responses=ComparisonOutputSerializer(many=True))
+    @extend_schema(responses=paginated(ComparisonOutputSerializer))
     def get(self, request: Request, project_id: int) -> Response:
         project = selectors.project_get_for_user(user=request.user, project_id=project_id)
         _require_manager(request, project)
@@ -253,9 +253,7 @@ class ComparisonListApi(APIView):
         status_filter = request.query_params.get("status")
         if status_filter:
             comparisons = comparisons.filter(status=status_filter)
-        paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(comparisons, request, view=self)
-        return paginator.get_paginated_response(ComparisonOutputSerializer(page, many=True).data)
+        return paginated_response(request, self, comparisons, ComparisonOutputSerializer)
 
     @extend_schema(
         request=ExternalComparisonInputSerializer, responses={201: ComparisonOutputSerializer}

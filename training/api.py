@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -12,6 +11,7 @@ from rest_framework.views import APIView
 
 from annotate import selectors as annotate_selectors
 from config.errors import ApplicationError, NotFoundError
+from config.pagination import paginated, paginated_response
 from training import services
 from training.models import ModelVersion, TrainingRun
 from training.serializers import (
@@ -50,14 +50,15 @@ def _run_for(request: Request, run_id: int) -> TrainingRun:
 class TrainingRunListApi(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(responses=TrainingRunOutputSerializer(many=True))
+    @extend_schema(responses=paginated(TrainingRunOutputSerializer))
     def get(self, request: Request, project_id: int) -> Response:
         project = _visible_project(request, project_id)
-        paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(
-            TrainingRun.objects.filter(project=project).order_by("-id"), request, view=self
+        return paginated_response(
+            request,
+            self,
+            TrainingRun.objects.filter(project=project).order_by("-id"),
+            TrainingRunOutputSerializer,
         )
-        return paginator.get_paginated_response(TrainingRunOutputSerializer(page, many=True).data)
 
     @extend_schema(
         request=TrainingRunCreateInputSerializer, responses={201: TrainingRunOutputSerializer}

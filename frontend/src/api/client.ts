@@ -37,11 +37,10 @@ const signedOut: Middleware = {
 export const api = createClient<paths>({ baseUrl: "", credentials: "same-origin" });
 api.use(csrf, signedOut);
 
-/** The list endpoints paginate ({count, results}) although the schema shows a bare array. */
-export function items<T>(data: T[] | undefined): T[] {
+/** The rows of a list response: a page ({count, results}) or a plain array. */
+export function items<T>(data: { results: T[] } | T[] | undefined): T[] {
   if (data === undefined) return [];
-  if (Array.isArray(data)) return data;
-  return ((data as unknown as { results?: T[] }).results ?? []) as T[];
+  return Array.isArray(data) ? data : data.results;
 }
 
 /** The human-readable message of an API error body ({error, detail}) or a validation error. */
