@@ -364,6 +364,7 @@ def run_evaluate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
     reward = reward_model_for(project)
     parent = candidate.parent
     result = evaluate_policy(
+        parent_answers=served_answers(parent, prompts) if parent is not None else None,
         base_model=candidate.base_model,
         candidate_adapter=candidate.artifact_path,
         parent_adapter=(parent.artifact_path or None) if parent is not None else None,
@@ -393,6 +394,19 @@ def run_evaluate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
     }
     candidate.save(update_fields=["gate_results", "metrics"])
     callbacks.on_metrics(0, "eval", {k: v for k, v in summary.items() if v is not None})
+
+
+def served_answers(version: ModelVersion, prompts: list[Prompt]) -> list[list[str]] | None:
+    """What `version` already wrote to each prompt (its rounds' answers, newest first), so the
+    evaluation compares against what annotators saw instead of sampling the parent again; None
+    when some prompt has none."""
+    by_prompt: dict[int, list[str]] = {}
+    responses = Response.objects.filter(model_version=version, prompt__in=prompts).order_by("-id")
+    for prompt_id, text in responses.values_list("prompt_id", "text"):
+        by_prompt.setdefault(prompt_id, []).append(text)
+    if any(prompt.pk not in by_prompt for prompt in prompts):
+        return None
+    return [by_prompt[prompt.pk] for prompt in prompts]
 
 
 def write_evaluation_samples(run: TrainingRun, prompts: list[Prompt], result) -> Path:

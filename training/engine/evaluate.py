@@ -1,10 +1,13 @@
 """What the promotion gates measure: a candidate policy against its parent and its reference.
 
-- **Win rate**: candidate and parent answer the same held-out prompts with the same seeds; the
-  reward model scores both answers; the share of pairs the candidate wins (a tie counts half).
-- **KL**: the mean over the candidate's own answers of sum_t log pi(y_t) - log pi_ref(y_t), the
-  k1 estimator of KL(pi || pi_ref) in nats per answer, computed on the exact sampled token ids.
-  The reference is the base model with the adapter switched off.
+- **Win rate**: candidate and parent answer the same held-out prompts (the parent's answers are
+  the ones it served, when given, else sampled with the same seeds); the reward model scores
+  both; the share of pairs the candidate wins (a tie counts half).
+- **KL**: along the candidate's own answers, the exact KL(pi(.|y_<t) || pi_ref(.|y_<t)) over the
+  whole vocabulary at every answer position, summed per answer and averaged: nats per answer.
+  Exact per position, so never negative, even though answers are sampled with temperature and
+  top-p (which bias the one-sample log-ratio estimator). The reference is the base model with
+  the adapter switched off.
 - **Held-out accuracy**: on human pairs that no training run saw, how often the candidate's
   implicit reward log pi(y)/pi_ref(y) ranks the human choice above the other answer (DPO's
   reward accuracy). Below one half, the update moved against what people prefer.
@@ -37,9 +40,11 @@ from training.engine.generate import encode_prompts, generate
 from training.engine.models import (
     PolicyLogprobs,
     RewardScorer,
+    backbone_hidden_states,
     context_length,
     load_policy,
     load_reward_model,
+    unwrap,
 )
 from training.engine.reward import pair_scores
 
@@ -91,6 +96,7 @@ def evaluate_policy(
     generation: GenerationConfig,
     reward_model: str | Path | None = None,
     heldout_rows: Sequence[PreferenceRow] = (),
+    parent_answers: Sequence[Sequence[str]] | None = None,
     batch_size: int = 8,
     cache_dir: Path | None = None,
     on_progress: Callable[[int, int], None] | None = None,
@@ -98,8 +104,10 @@ def evaluate_policy(
 ) -> PolicyEvaluation:
     """Sample both policies on `prompts`, then measure win rate, KL and held-out accuracy.
 
-    on_progress(done, total) counts sampled answers of both policies; should_stop is asked
-    before each generation batch and raises RunCancelled.
+    parent_answers, when given, are answers the parent already wrote to each prompt (a round's
+    served answers): they are compared instead of sampling the parent again.
+    on_progress(done, total) counts sampled answers; should_stop is asked before each
+    generation batch and raises RunCancelled.
     """
     runtime.configure_threads()
     accelerator = runtime.make_accelerator(generation.precision, 1)
@@ -109,11 +117,12 @@ def evaluate_policy(
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     answers = len(prompts) * generation.samples_per_prompt
+    total = answers if parent_answers is not None else 2 * answers
 
     def sample(offset: int):
         def progress(done: int, _total: int) -> None:
             if on_progress is not None:
-                on_progress(offset + done, 2 * answers)
+                on_progress(offset + done, total)
 
         result = generate(
             model, tokenizer, prompts, generation, on_batch=progress, should_stop=should_stop
@@ -123,27 +132,30 @@ def evaluate_policy(
         return result
 
     candidate = sample(0)
-    with parent_policy(model, parent_adapter):
-        parent = sample(answers)
+    if parent_answers is None:
+        with parent_policy(model, parent_adapter):
+            parent = sample(answers)
+        parent_answers = [[s.text for s in samples] for samples in parent.samples]
     seconds["generation"] = time.perf_counter() - started
 
     prompt_ids = encode_prompts(tokenizer, prompts, generation.max_prompt_length)
-    pairs, sampled = [], []
+    pairs: list[AnswerPair] = []
+    sampled: list[list[int]] = []
+    sampled_lengths: list[int] = []
     for index, prompt in enumerate(prompts):
-        for mine, theirs in zip(candidate.samples[index], parent.samples[index], strict=True):
-            pairs.append(
-                AnswerPair(prompt, mine.text, theirs.text, mine.token_count, theirs.token_count)
-            )
-            # Exactly the tokens the candidate sampled: k1 is unbiased only on its own samples.
-            sampled.append(
-                EncodedPair(prompt_ids[index], mine.token_ids, theirs.token_ids, 1.0, 0.0, 1.0, 0)
-            )
+        theirs = parent_answers[index]
+        for number, mine in enumerate(candidate.samples[index]):
+            other = theirs[number % len(theirs)]
+            other_tokens = len(tokenizer(other, add_special_tokens=False)["input_ids"])
+            pairs.append(AnswerPair(prompt, mine.text, other, mine.token_count, other_tokens))
+            sampled.append(prompt_ids[index] + mine.token_ids)  # exactly what it sampled
+            sampled_lengths.append(len(prompt_ids[index]))
 
     started = time.perf_counter()
     scorer = PolicyLogprobs(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    kl = sequence_log_ratios(scorer, sampled, batch_size, pad_id, accelerator)[:, 0].mean().item()
-    result = PolicyEvaluation(pairs=pairs, kl=kl)
+    kl_per_answer = answer_kl(model, sampled, sampled_lengths, batch_size, pad_id, accelerator)
+    result = PolicyEvaluation(pairs=pairs, kl=kl_per_answer.mean().item())
     decided = decided_rows(list(heldout_rows))
     if decided:
         trained_with = load_config(Path(candidate_adapter))
@@ -198,6 +210,58 @@ class parent_policy:
             self._disabled.__exit__(*exc_info)
         else:
             self.model.set_adapter("default")
+
+
+@torch.inference_mode()
+def answer_kl(
+    model: PeftModel,
+    sequences: list[list[int]],  # prompt + answer ids
+    prompt_lengths: list[int],
+    batch_size: int,
+    pad_id: int,
+    accelerator,
+) -> torch.Tensor:  # (N,) nats per answer
+    """Sum over answer positions of KL(pi || pi_ref) between the next-token distributions."""
+    out = torch.zeros(len(sequences))
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    inner = unwrap(model)
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        width = max(len(sequences[i]) for i in index)
+        input_ids = torch.full((len(index), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(index), width), dtype=torch.long)
+        predicts = torch.zeros((len(index), width), dtype=torch.bool)  # position predicts answer
+        for row, i in enumerate(index):
+            ids = sequences[i]
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention[row, : len(ids)] = 1
+            predicts[row, prompt_lengths[i] - 1 : len(ids) - 1] = True
+        input_ids, attention = input_ids.to(accelerator.device), attention.to(accelerator.device)
+        predicts = predicts.to(accelerator.device)
+
+        batch = (inner, input_ids, attention, predicts, accelerator)
+        policy = _next_token_logps(*batch)
+        with model.disable_adapter():
+            reference = _next_token_logps(*batch)
+        per_token = (policy.exp() * (policy - reference)).sum(dim=-1)  # (M,)
+        rows = torch.arange(len(index), device=predicts.device)[:, None].expand_as(predicts)
+        sums = torch.zeros(len(index), device=predicts.device).index_add(
+            0, rows[predicts], per_token
+        )
+        out[index] = sums.cpu()
+    model.train(was_training)
+    return out
+
+
+def _next_token_logps(
+    inner, input_ids: torch.Tensor, attention: torch.Tensor, predicts: torch.Tensor, accelerator
+) -> torch.Tensor:  # (M, V) log-distributions at the M answer-predicting positions
+    with accelerator.autocast():
+        hidden = backbone_hidden_states(inner, input_ids, attention)[predicts]  # (M, H)
+        logits = inner.get_output_embeddings()(hidden)
+    return torch.log_softmax(logits.float(), dim=-1)
 
 
 def sequence_log_ratios(
