@@ -23,8 +23,16 @@ Pick the answer you would rather receive.
 Judge the content, not the length. Mark strength *slight*, *clear* or *strong*.
 """
 DEMO_TRAINING = {
-    "reward": {"use_lora": False, "learning_rate": 5e-5, "epochs": 2, "batch_size": 8},
+    # MiniLM reads whole answers at 512 tokens; a few dozen pairs need several brisk passes.
+    "reward": {
+        "use_lora": False,
+        "learning_rate": 2e-4,
+        "epochs": 4,
+        "batch_size": 8,
+        "max_length": 512,
+    },
     "dpo": {"learning_rate": 2e-4, "epochs": 2},
+    "evaluation": {"samples_per_prompt": 2},
 }
 DEMO_ACCOUNTS = [
     # (username, password, is_staff)
