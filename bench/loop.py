@@ -79,7 +79,15 @@ def create_project(args: argparse.Namespace, prompts: list[str]):
         "samples_per_prompt": 2,
     }
     project.training_settings = {
-        "reward": {"use_lora": False, "learning_rate": 5e-5, "epochs": 2, "batch_size": 8},
+        # The whole answer must fit for its length to be seen: MiniLM reads 512 tokens. A few
+        # dozen pairs need several passes at a brisk rate to move a fresh head.
+        "reward": {
+            "use_lora": False,
+            "learning_rate": 2e-4,
+            "epochs": 4,
+            "batch_size": 8,
+            "max_length": 512,
+        },
         "dpo": {"learning_rate": args.dpo_lr, "epochs": args.dpo_epochs, "beta": 0.1},
         "evaluation": {"heldout_fraction": 0.2, "samples_per_prompt": 2},
     }
@@ -119,7 +127,7 @@ def main() -> int:
     parser.add_argument("--test-prompts", type=int, default=32)
     parser.add_argument("--max-words", type=int, default=80)
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--dpo-lr", type=float, default=2e-4)
+    parser.add_argument("--dpo-lr", type=float, default=5e-4)
     parser.add_argument("--dpo-epochs", type=float, default=2.0)
     parser.add_argument("--max-kl", type=float, default=20.0)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)

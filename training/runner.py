@@ -298,6 +298,9 @@ def run_generate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
     if not prompts:
         return
     settings_ = {**run.project.generation_settings, **run.config.get("generation", {})}
+    # A fresh seed per round: the same policy must not write the same answers twice, or a round
+    # after a failed gate would only repeat the one before it.
+    settings_["seed"] = settings_.get("seed", 0) + round_.number
     config = config_from_dict(GenerationConfig, settings_)
     model, tokenizer = load_policy(
         policy.base_model, adapter=policy.artifact_path or None, cache_dir=settings.MODEL_CACHE_DIR

@@ -294,3 +294,17 @@ def test_an_online_rl_project_trains_against_the_rounds_reward_model(loop_projec
     candidate = policy_run.output_version
     assert candidate.training_data["reward_model"] == reward.number
     assert report.promoted and active_policy(project=loop_project) == candidate
+
+
+def test_each_round_samples_fresh_answers_even_from_the_same_policy(loop_project):
+    first, _ = pipeline.round_start(project=loop_project)
+    execute_generation(first)
+    pipeline.round_finish(round=first)  # closed without training: the base still serves
+    second, _ = pipeline.round_start(project=loop_project)
+    execute_generation(second)
+    assert first.policy == second.policy
+    texts = {
+        number: sorted(Response.objects.filter(round__number=number).values_list("text", flat=True))
+        for number in (1, 2)
+    }
+    assert texts[1] != texts[2]
