@@ -31,7 +31,7 @@ DEMO_TRAINING = {
         "batch_size": 8,
         "max_length": 512,
     },
-    "dpo": {"learning_rate": 2e-4, "epochs": 2},
+    "dpo": {"learning_rate": 5e-4, "epochs": 2},
     "evaluation": {"samples_per_prompt": 2},
 }
 DEMO_ACCOUNTS = [
