@@ -83,9 +83,10 @@ def prompt_is_heldout(prompt_id: int, fraction: float) -> bool:
     return int.from_bytes(digest, "little") / 2**64 < fraction
 
 
-def heldout_prompts(project: Project, fraction: float) -> list[Prompt]:
+def prompts_in_split(project: Project, fraction: float, *, heldout: bool) -> list[Prompt]:
+    """The project's held-out prompts (heldout=True) or the ones training may use."""
     prompts = Prompt.objects.filter(project=project).order_by("id")
-    return [p for p in prompts if prompt_is_heldout(p.pk, fraction)]
+    return [p for p in prompts if prompt_is_heldout(p.pk, fraction) == heldout]
 
 
 # --- rounds ---------------------------------------------------------------------------------

@@ -28,9 +28,9 @@ from training.pipeline import (
     chain_continue,
     evaluation_settings,
     gates_check,
-    heldout_prompts,
     policy_data_scope,
     prompt_is_heldout,
+    prompts_in_split,
     reward_model_for,
 )
 from training.selectors import active_policy
@@ -251,9 +251,7 @@ def run_online_rl(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersio
     }
     config = config_from_dict(config_class, settings_)
     fraction = evaluation_settings(project).heldout_fraction
-    prompts = [
-        p for p in Prompt.objects.filter(project=project) if not prompt_is_heldout(p.pk, fraction)
-    ]
+    prompts = prompts_in_split(project, fraction, heldout=False)
 
     if not prompts:
         raise ValueError("The project has no training prompts to explore.")
@@ -351,7 +349,7 @@ def run_evaluate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
         raise ValueError("Evaluate runs need a trained policy version (with an adapter).")
     project = run.project
     plan = evaluation_settings(project)
-    prompts = heldout_prompts(project, plan.heldout_fraction)
+    prompts = prompts_in_split(project, plan.heldout_fraction, heldout=True)
     if not prompts:
         raise ValueError(
             "The project has no held-out prompts; raise evaluation.heldout_fraction or add prompts."

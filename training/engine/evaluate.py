@@ -32,7 +32,6 @@ from training.engine.data import (
     EncodedPair,
     PreferenceRow,
     Prompt,
-    collate_reward_pairs,
     encode_pairs,
 )
 from training.engine.dpo import decided_rows, reference_logps
@@ -46,7 +45,7 @@ from training.engine.models import (
     load_reward_model,
     unwrap,
 )
-from training.engine.reward import pair_scores
+from training.engine.reward import score_pairs
 
 PARENT_ADAPTER = "parent"
 
@@ -298,7 +297,6 @@ class RewardJudge:
         self.scorer = RewardScorer(model)
         self.context_length = context_length(model)
 
-    @torch.inference_mode()
     def pair_scores(
         self, rows: Sequence[PreferenceRow], batch_size: int = 16
     ) -> torch.Tensor:  # (N, 2): the reward of each row's "chosen" and "rejected" answer
@@ -309,15 +307,9 @@ class RewardJudge:
             max_prompt_length=self.trained_with.max_prompt_length,
             context_length=self.context_length,
         )
-        out = torch.zeros(len(pairs), 2)
-        order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
-            batch = collate_reward_pairs([pairs[i] for i in index], self.tokenizer.pad_token_id)
-            with self.accelerator.autocast():
-                chosen, rejected = pair_scores(self.scorer, batch, self.accelerator.device)
-            out[index, 0], out[index, 1] = chosen.float().cpu(), rejected.float().cpu()
-        return out
+        return score_pairs(
+            self.scorer, pairs, batch_size, self.tokenizer.pad_token_id, self.accelerator
+        )
 
 
 def reward_pair_scores(

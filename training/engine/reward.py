@@ -59,6 +59,28 @@ def pair_loss(
 
 
 @torch.inference_mode()
+def score_pairs(
+    scorer: torch.nn.Module,
+    pairs: list[EncodedPair],
+    batch_size: int,
+    pad_id: int,
+    accelerator: Accelerator,
+) -> torch.Tensor:  # (N, 2): each pair's chosen and rejected reward, in the order given
+    """Score every pair, batched by length so little goes to padding."""
+    was_training = scorer.training
+    scorer.eval()
+    out = torch.zeros(len(pairs), 2)
+    order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        batch = collate_reward_pairs([pairs[i] for i in index], pad_id)
+        with accelerator.autocast():
+            chosen, rejected = pair_scores(scorer, batch, accelerator.device)
+        out[index, 0], out[index, 1] = chosen.float().cpu(), rejected.float().cpu()
+    scorer.train(was_training)
+    return out
+
+
 def evaluate(
     scorer: torch.nn.Module,
     pairs: list[EncodedPair],
@@ -67,19 +89,9 @@ def evaluate(
     accelerator: Accelerator,
 ) -> Metrics:
     """Loss, pairwise accuracy and mean margin on held-out pairs (pooled, not batch-averaged)."""
-    scorer.eval()
-    chosen_all, rejected_all, targets = [], [], []
-    order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
-    for start in range(0, len(order), batch_size):
-        batch = collate_reward_pairs([pairs[i] for i in order[start : start + batch_size]], pad_id)
-        with accelerator.autocast():
-            chosen, rejected = pair_scores(scorer, batch, accelerator.device)
-        chosen_all.append(chosen.float().cpu())
-        rejected_all.append(rejected.float().cpu())
-        targets.append(batch["target"])
-    scorer.train()
-    chosen, rejected, target = torch.cat(chosen_all), torch.cat(rejected_all), torch.cat(targets)
-    loss, stats = bradley_terry_loss(chosen, rejected, target=target)
+    scores = score_pairs(scorer, pairs, batch_size, pad_id, accelerator)
+    target = torch.tensor([pair.target for pair in pairs], dtype=torch.float32)
+    loss, stats = bradley_terry_loss(scores[:, 0], scores[:, 1], target=target)
     return runtime.mean_metrics([{"loss": loss.item(), **stats}])
 
 
