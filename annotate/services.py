@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Count, F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -411,7 +411,7 @@ def round_close(*, round: Round, closed_by: AbstractBaseUser | None = None) -> R
 
 # --- Assignment: leasing pairs to annotators ------------------------------------------------
 
-CANDIDATES_PER_LEASE = 20
+CANDIDATE_SEARCHES = 20
 
 
 def _active_leases(comparison_id: int, now) -> int:
@@ -421,7 +421,11 @@ def _active_leases(comparison_id: int, now) -> int:
 
 
 def _membership_for_judging(project: Project, annotator: AbstractBaseUser) -> Membership:
-    membership = Membership.objects.filter(project=project, user=annotator).first()
+    # The row lock serializes one annotator's concurrent `next` calls (two tabs, a retried
+    # request): the second waits, then finds the first one's lease instead of taking another.
+    membership = (
+        Membership.objects.select_for_update().filter(project=project, user=annotator).first()
+    )
     if membership is None:
         raise ApplicationError(
             "You are not a member of this project.", code="forbidden", http_status=403
@@ -433,10 +437,14 @@ def _membership_for_judging(project: Project, annotator: AbstractBaseUser) -> Me
     return membership
 
 
-def _candidate_ids(
+def _lock_next_candidate(
     project: Project, annotator: AbstractBaseUser, now, *, gold: bool | None, skip: set[int]
-) -> list[int]:
-    """Open pairs this annotator has never had, with a free slot, most urgent first."""
+) -> Comparison | None:
+    """The most urgent open pair this annotator never had, with a free slot, row-locked.
+
+    One statement finds and locks it; rows another annotator is leasing right now are skipped
+    (skip_locked) rather than waited on, so concurrent annotators spread over the queue.
+    """
     live_leases = (
         Assignment.objects.filter(
             comparison=OuterRef("pk"), status=AssignmentStatus.LEASED, expires_at__gt=now
@@ -455,37 +463,19 @@ def _candidate_ids(
     )
     if gold is not None:
         candidates = candidates.filter(gold_outcome__isnull=not gold)
-    ordered = candidates.order_by("-priority", "id").values_list("id", flat=True)
-    return list(ordered[:CANDIDATES_PER_LEASE])
-
-
-def _try_lease(comparison_id: int, annotator: AbstractBaseUser, now, lease_seconds: int):
-    # Lock the comparison row, skipping rows another annotator is leasing right now: the lock
-    # makes "count the leases, then add one" atomic per comparison, so a pair is never leased
-    # beyond its overlap, and skip_locked keeps concurrent annotators from queueing on one row.
-    comparison = (
-        Comparison.objects.select_for_update(skip_locked=True, of=("self",))
+    return (
+        candidates.select_for_update(skip_locked=True, of=("self",))
         .select_related("prompt", "response_a", "response_b")
-        .filter(pk=comparison_id, status=ComparisonStatus.OPEN)
+        .order_by("-priority", "id")
         .first()
     )
-    if comparison is None:
-        return None
-    if comparison.judgment_count + _active_leases(comparison.pk, now) >= (
-        comparison.required_annotations
-    ):
-        return None
-    try:
-        with transaction.atomic():  # a savepoint: the same annotator asking twice at once
-            return Assignment.objects.create(
-                comparison=comparison,
-                annotator=annotator,
-                a_on_left=secrets.randbelow(2) == 1,
-                leased_at=now,
-                expires_at=now + timedelta(seconds=lease_seconds),
-            )
-    except IntegrityError:
-        return None
+
+
+def _has_free_slot(comparison: Comparison, now) -> bool:
+    # Counted again under the row lock: the search above read the leases as of its own start,
+    # and a lease committed since then must count, or the pair could go beyond its overlap.
+    live = _active_leases(comparison.pk, now)
+    return comparison.judgment_count + live < comparison.required_annotations
 
 
 @transaction.atomic
@@ -515,25 +505,57 @@ def assignment_lease_next(
     )
     if live is not None:
         return live
+    return _lease_new_pair(project, annotator, now, lease_seconds)
+
+
+@transaction.atomic
+def assignment_lease_another(
+    *, project: Project, annotator: AbstractBaseUser, now=None, lease_seconds: int | None = None
+) -> Assignment | None:
+    """A new pair beyond the annotator's live leases (the workspace's prefetch).
+
+    The caller bounds how many leases one annotator holds; the overlap rules are the same.
+    """
+    from django.conf import settings
+
+    now = now or timezone.now()
+    _membership_for_judging(project, annotator)
+    return _lease_new_pair(project, annotator, now, lease_seconds or settings.LEASE_SECONDS)
+
+
+def _lease_new_pair(
+    project: Project, annotator: AbstractBaseUser, now, lease_seconds: int
+) -> Assignment | None:
+    """Lease a pair this annotator never had; gold pairs come at the project's gold rate."""
     prefer_gold = project.gold_rate > 0 and secrets.randbelow(10_000) < project.gold_rate * 10_000
     for gold in [True, None] if prefer_gold else [False, None]:
-        tried: set[int] = set()
-        # Rows locked by concurrent leases are skipped; look a little further before giving up.
-        for _ in range(3):
-            candidates = _candidate_ids(project, annotator, now, gold=gold, skip=tried)
-            if not candidates:
+        passed: set[int] = set()
+        # A pair whose last slot was taken since the search began is passed over; a few more
+        # searches find another before giving up.
+        for _ in range(CANDIDATE_SEARCHES):
+            comparison = _lock_next_candidate(project, annotator, now, gold=gold, skip=passed)
+            if comparison is None:
                 break
-            for comparison_id in candidates:
-                assignment = _try_lease(comparison_id, annotator, now, lease_seconds)
-                if assignment is not None:
-                    return assignment
-            tried.update(candidates)
+            if _has_free_slot(comparison, now):
+                return Assignment.objects.create(
+                    comparison=comparison,
+                    annotator=annotator,
+                    a_on_left=secrets.randbelow(2) == 1,
+                    leased_at=now,
+                    expires_at=now + timedelta(seconds=lease_seconds),
+                )
+            passed.add(comparison.pk)
     return None
 
 
-def _own_assignment(assignment_id: int, annotator: AbstractBaseUser) -> Assignment:
+def _own_assignment(
+    assignment_id: int, annotator: AbstractBaseUser, *, lock_pair: bool = False
+) -> Assignment:
+    # Locking the pair too (for a submit) makes its judgment count exact while we hold it:
+    # submits on one pair queue here; leases skip a locked pair rather than wait.
+    lock_of = ("self", "comparison") if lock_pair else ("self",)
     assignment = (
-        Assignment.objects.select_for_update()
+        Assignment.objects.select_for_update(of=lock_of)
         .select_related("comparison")
         .filter(pk=assignment_id, annotator=annotator)
         .first()
@@ -599,11 +621,15 @@ def judgment_submit(
 ) -> SubmitResult:
     """Record a judgment exactly once. A retried submit returns the stored judgment."""
     _validate_choice(choice, strength)
-    assignment = _own_assignment(assignment_id, annotator)
-    stored = Judgment.objects.filter(
-        comparison_id=assignment.comparison_id, annotator=annotator
-    ).first()
-    if stored is not None:
+    assignment = _own_assignment(assignment_id, annotator, lock_pair=True)
+    if assignment.status == AssignmentStatus.SUBMITTED:
+        # A judgment is stored in the same transaction that marks its lease submitted, so
+        # only a submitted lease can have one: a retry, answered with what was stored.
+        stored = Judgment.objects.filter(
+            comparison_id=assignment.comparison_id, annotator=annotator
+        ).first()
+        if stored is None:  # deleted by an admin since: the pair stays judged once
+            raise ConflictError("This pair is already judged.")
         return SubmitResult(stored, created=False)
     if (
         submission_key is not None
@@ -612,15 +638,9 @@ def judgment_submit(
         raise ConflictError("This submission key was already used for another pair.")
     if assignment.status in (AssignmentStatus.SKIPPED, AssignmentStatus.RELEASED):
         raise ConflictError("This pair was skipped or released; ask for the next one.")
-    # Count the judgment with a conditional UPDATE: it succeeds only while the pair still has
-    # room, so a late submit on an expired lease can never push a pair past its overlap.
+    now = timezone.now()
     comparison = assignment.comparison
-    counted = Comparison.objects.filter(
-        pk=comparison.pk,
-        status=ComparisonStatus.OPEN,
-        judgment_count__lt=F("required_annotations"),
-    ).update(judgment_count=F("judgment_count") + 1)
-    if not counted:
+    if not _count_judgment(comparison, now):
         raise ConflictError(
             "Your lease expired and this pair already has all the judgments it needs.",
             extra={"lease_expired": True},
@@ -643,17 +663,38 @@ def judgment_submit(
         source=source,
         submission_key=submission_key or uuid.uuid4(),
     )
-    now = timezone.now()
-    completed = Comparison.objects.filter(
-        pk=comparison.pk, judgment_count=F("required_annotations")
-    ).update(status=ComparisonStatus.COMPLETE, completed_at=now)
-    if completed and comparison.round_id is not None:
+    if comparison.status == ComparisonStatus.COMPLETE and comparison.round_id is not None:
         # The quota trigger runs after commit, so it counts this pair as complete.
         transaction.on_commit(lambda: _round_check_quota(comparison.round_id))
     assignment.status = AssignmentStatus.SUBMITTED
     assignment.finished_at = now
     assignment.save(update_fields=["status", "finished_at"])
     return SubmitResult(judgment, created=True)
+
+
+def _count_judgment(comparison: Comparison, now) -> bool:
+    """Add one judgment to a locked pair, completing it at its quota; False when it is full.
+
+    The UPDATE is also conditional on the count we read, so even without the row lock (SQLite
+    has none; its write lock serializes instead) a pair can never go past its overlap.
+    """
+    if (
+        comparison.status != ComparisonStatus.OPEN
+        or comparison.judgment_count >= comparison.required_annotations
+    ):
+        return False
+    count = comparison.judgment_count + 1
+    changes: dict[str, Any] = {"judgment_count": count}
+    if count == comparison.required_annotations:
+        changes.update(status=ComparisonStatus.COMPLETE, completed_at=now)
+    updated = Comparison.objects.filter(
+        pk=comparison.pk, status=ComparisonStatus.OPEN, judgment_count=comparison.judgment_count
+    ).update(**changes)
+    if not updated:
+        return False
+    for name, value in changes.items():
+        setattr(comparison, name, value)
+    return True
 
 
 def _round_check_quota(round_id: int) -> None:

@@ -23,6 +23,8 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 PORT = 8765
 LABEL_STUDIO = {  # DESIGN.md: Label Studio 1.23, pairwise task, next + submit, this machine kind
@@ -109,6 +111,28 @@ def annotator_loop(project: int, token: str, latencies: list, acknowledged: list
         errors.append(("exception", repr(error)))
 
 
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:  # ended since it was listed
+            continue
+        total += times.user + times.system
+    return total
+
+
+def cpu_split(server: subprocess.Popen) -> dict[str, float]:
+    """CPU seconds so far of the load generator, the web server and the database server."""
+    web = psutil.Process(server.pid)
+    database = [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("postgres",)]
+    return {
+        "client": cpu_seconds([psutil.Process()]),
+        "web": cpu_seconds([web, *web.children(recursive=True)]),
+        "database": cpu_seconds(database),
+    }
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -132,12 +156,14 @@ def run_once(
             )
             for token in setup["tokens"]
         ]
+        cpu_before = cpu_split(server)
         started = time.perf_counter()
         for thread in annotator_threads:
             thread.start()
         for thread in annotator_threads:
             thread.join()
         seconds = time.perf_counter() - started
+        cpu_after = cpu_split(server)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -157,6 +183,10 @@ def run_once(
         "lost": lost,
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
+        # Where the two cores went, per stored judgment (SQLite's share is inside "web").
+        "cpu_ms": {
+            part: (cpu_after[part] - cpu_before[part]) * 1000 / max(stored, 1) for part in cpu_after
+        },
     }
 
 
@@ -206,6 +236,11 @@ def main() -> None:
     for row in [header, ["-" * w for w in widths], *table]:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
     print("* Label Studio 1.23 as measured on this kind of machine (DESIGN.md), not in this run.")
+    print("\nCPU ms per judgment (load generator / web server / PostgreSQL):")
+    for backend, r in rows:
+        cpu = r["cpu_ms"]
+        print(f"  {backend} {r['annotators']}: {cpu['client']:.1f} / {cpu['web']:.1f} / "
+              f"{cpu['database']:.1f}")  # fmt: skip
     for backend, r in rows:
         if r["first_error"]:
             print(f"first error ({backend}, {r['annotators']}): {r['first_error']}")

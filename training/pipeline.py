@@ -128,9 +128,11 @@ def round_quota_reached(round: Round) -> bool:
     counts = round.comparisons.aggregate(
         total=Count("id"), complete=Count("id", filter=Q(status=ComparisonStatus.COMPLETE))
     )
-    if counts["total"] == 0:
-        return False
-    return counts["complete"] >= min(round.quota, counts["total"])
+    return _quota_reached(round.quota, counts["total"], counts["complete"])
+
+
+def _quota_reached(quota: int, total: int, complete: int) -> bool:
+    return total > 0 and complete >= min(quota, total)
 
 
 def round_close_if_complete(*, round_id: int) -> TrainingRun | None:
@@ -139,8 +141,16 @@ def round_close_if_complete(*, round_id: int) -> TrainingRun | None:
     Called after each submit that completes a pair and by beat; many callers may race, and the
     conditional update inside round_close lets exactly one of them close it and start the chain.
     """
-    round_ = Round.objects.filter(pk=round_id, status=RoundStatus.OPEN).first()
-    if round_ is None or not round_quota_reached(round_):
+    # One query after every completed pair: the open round with its pair counts.
+    round_ = (
+        Round.objects.filter(pk=round_id, status=RoundStatus.OPEN)
+        .annotate(
+            pairs=Count("comparisons"),
+            complete=Count("comparisons", filter=Q(comparisons__status=ComparisonStatus.COMPLETE)),
+        )
+        .first()
+    )
+    if round_ is None or not _quota_reached(round_.quota, round_.pairs, round_.complete):
         return None
     try:
         with transaction.atomic():

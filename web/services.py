@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import secrets
-
-from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model, login, logout
 from django.contrib.auth.models import AbstractBaseUser
 from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
 from django.http import HttpRequest
-from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from annotate import services as annotate_services
@@ -39,31 +35,16 @@ def session_logout(*, request: HttpRequest) -> None:
 
 @transaction.atomic
 def assignment_lease_ahead(*, project: Project, annotator: AbstractBaseUser) -> Assignment | None:
-    """Lease one more pair beyond the one on screen, so the next appears without a round trip.
-
-    The annotate service returns the live lease when there is one, so the extra lease uses its
-    candidate query and row-locking lease step directly; the same overlap rules hold.
-    """
-    live = selectors.live_leases(project=project, user=annotator)
-    if len(live) >= MAX_LIVE_LEASES:
-        return live[1]  # asking again returns the pair already prefetched (a reloaded page)
+    """Lease one more pair beyond the one on screen, so the next appears without a round trip."""
+    # First the pair on screen: leasing it locks the annotator's membership row until this
+    # transaction ends, so two tabs asking at once cannot both add a pair.
     current = annotate_services.assignment_lease_next(project=project, annotator=annotator)
     if current is None:
         return None
-    now = timezone.now()
-    # Half of all pairs are served through here, so gold pairs come at the project's rate too.
-    prefer_gold = project.gold_rate > 0 and secrets.randbelow(10_000) < project.gold_rate * 10_000
-    for gold in [True, None] if prefer_gold else [False, None]:
-        candidates = annotate_services._candidate_ids(
-            project, annotator, now, gold=gold, skip=set()
-        )
-        for comparison_id in candidates:
-            assignment = annotate_services._try_lease(
-                comparison_id, annotator, now, settings.LEASE_SECONDS
-            )
-            if assignment is not None:
-                return assignment
-    return None
+    live = selectors.live_leases(project=project, user=annotator)
+    if len(live) >= MAX_LIVE_LEASES:
+        return live[1]  # asking again returns the pair already prefetched (a reloaded page)
+    return annotate_services.assignment_lease_another(project=project, annotator=annotator)
 
 
 @transaction.atomic

@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.db.models import Count
 
-from annotate.models import Comparison, Judgment
+from annotate.models import Assignment, Comparison, Judgment
 from annotate.services import assignment_lease_next, judgment_submit
 from tests.annotate.test_judging import annotators, make_round
 
@@ -48,3 +48,27 @@ def test_eight_concurrent_annotators_fill_every_pair_exactly_to_its_overlap(proj
     assert Judgment.objects.count() == 90
     per_annotator_pair = Judgment.objects.values("comparison", "annotator").annotate(n=Count("id"))
     assert max(row["n"] for row in per_annotator_pair) == 1
+
+
+def test_one_annotator_asking_from_many_tabs_at_once_holds_one_lease(project):
+    make_round(project, prompts=10, required=1)
+    [user] = annotators(project, 1)
+    leases: list = []
+    errors: list = []
+
+    def ask() -> None:
+        try:
+            leases.append(assignment_lease_next(project=project, annotator=user).pk)
+        except Exception as error:  # collected and re-raised in the test thread
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=ask) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    assert len(leases) == 6 and len(set(leases)) == 1
+    assert Assignment.objects.filter(annotator=user).count() == 1
