@@ -8,7 +8,7 @@ from dataclasses import asdict
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
-from annotate import quality
+from annotate import quality, queue
 from annotate.models import Assignment, Judgment, MemberRole, Membership, Project, Prompt
 from config.errors import NotFoundError
 
@@ -48,22 +48,10 @@ def assignment_for_annotator_view(assignment: Assignment) -> dict:
 
     Never which model version wrote an answer, nor whether the pair is gold: blind judging.
     """
-    comparison = assignment.comparison
-    left, right = (
-        (comparison.response_a, comparison.response_b)
-        if assignment.a_on_left
-        else (comparison.response_b, comparison.response_a)
-    )
-    prompt = comparison.prompt
-    return {
-        "assignment_id": assignment.pk,
-        "project_id": comparison.project_id,
-        "prompt": {"text": prompt.text or None, "messages": prompt.messages},
-        "left": {"text": left.text},
-        "right": {"text": right.text},
-        "leased_at": assignment.leased_at,
-        "expires_at": assignment.expires_at,
-    }
+    view = queue.leased_pair(assignment.pk)
+    if view is None:
+        raise NotFoundError(f"Assignment {assignment.pk} does not exist.")
+    return view
 
 
 def judgments_visible_to(*, user: User, project: Project) -> QuerySet[Judgment]:

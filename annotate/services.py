@@ -14,10 +14,9 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Count, F, OuterRef, Q, Subquery
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from annotate import queue
 from annotate.models import (
     Assignment,
     AssignmentStatus,
@@ -414,12 +413,6 @@ def round_close(*, round: Round, closed_by: AbstractBaseUser | None = None) -> R
 CANDIDATE_SEARCHES = 20
 
 
-def _active_leases(comparison_id: int, now) -> int:
-    return Assignment.objects.filter(
-        comparison_id=comparison_id, status=AssignmentStatus.LEASED, expires_at__gt=now
-    ).count()
-
-
 def _membership_for_judging(project: Project, annotator: AbstractBaseUser) -> Membership:
     # The row lock serializes one annotator's concurrent `next` calls (two tabs, a retried
     # request): the second waits, then finds the first one's lease instead of taking another.
@@ -437,47 +430,6 @@ def _membership_for_judging(project: Project, annotator: AbstractBaseUser) -> Me
     return membership
 
 
-def _lock_next_candidate(
-    project: Project, annotator: AbstractBaseUser, now, *, gold: bool | None, skip: set[int]
-) -> Comparison | None:
-    """The most urgent open pair this annotator never had, with a free slot, row-locked.
-
-    One statement finds and locks it; rows another annotator is leasing right now are skipped
-    (skip_locked) rather than waited on, so concurrent annotators spread over the queue.
-    """
-    live_leases = (
-        Assignment.objects.filter(
-            comparison=OuterRef("pk"), status=AssignmentStatus.LEASED, expires_at__gt=now
-        )
-        .values("comparison")
-        .annotate(count=Count("id"))
-        .values("count")
-    )
-    candidates = (
-        Comparison.objects.filter(project=project, status=ComparisonStatus.OPEN)
-        .filter(Q(round__isnull=True) | Q(round__status=RoundStatus.OPEN))
-        .exclude(assignments__annotator=annotator)
-        .exclude(pk__in=skip)
-        .annotate(live=Coalesce(Subquery(live_leases), 0))
-        .filter(judgment_count__lt=F("required_annotations") - F("live"))
-    )
-    if gold is not None:
-        candidates = candidates.filter(gold_outcome__isnull=not gold)
-    return (
-        candidates.select_for_update(skip_locked=True, of=("self",))
-        .select_related("prompt", "response_a", "response_b")
-        .order_by("-priority", "id")
-        .first()
-    )
-
-
-def _has_free_slot(comparison: Comparison, now) -> bool:
-    # Counted again under the row lock: the search above read the leases as of its own start,
-    # and a lease committed since then must count, or the pair could go beyond its overlap.
-    live = _active_leases(comparison.pk, now)
-    return comparison.judgment_count + live < comparison.required_annotations
-
-
 @transaction.atomic
 def assignment_lease_next(
     *, project: Project, annotator: AbstractBaseUser, now=None, lease_seconds: int | None = None
@@ -492,19 +444,9 @@ def assignment_lease_next(
     now = now or timezone.now()
     lease_seconds = lease_seconds or settings.LEASE_SECONDS
     _membership_for_judging(project, annotator)
-    live = (
-        Assignment.objects.filter(
-            annotator=annotator,
-            comparison__project=project,
-            status=AssignmentStatus.LEASED,
-            expires_at__gt=now,
-        )
-        .select_related("comparison__prompt", "comparison__response_a", "comparison__response_b")
-        .order_by("leased_at")
-        .first()
-    )
+    live = queue.oldest_live_lease_id(project_id=project.pk, annotator_id=annotator.pk, now=now)
     if live is not None:
-        return live
+        return Assignment.objects.get(pk=live)
     return _lease_new_pair(project, annotator, now, lease_seconds)
 
 
@@ -533,18 +475,32 @@ def _lease_new_pair(
         # A pair whose last slot was taken since the search began is passed over; a few more
         # searches find another before giving up.
         for _ in range(CANDIDATE_SEARCHES):
-            comparison = _lock_next_candidate(project, annotator, now, gold=gold, skip=passed)
-            if comparison is None:
-                break
-            if _has_free_slot(comparison, now):
+            search = dict(
+                project_id=project.pk, annotator_id=annotator.pk, now=now, gold=gold, passed=passed
+            )
+            candidate = queue.next_candidate(**search)
+            if candidate is None:
+                # Every free pair may be locked this instant by another annotator's lease or
+                # submit; "nothing left" must be true, so wait for such a pair instead.
+                busy = queue.next_candidate(**search, lock=False)
+                if busy is None:
+                    break
+                candidate = queue.lock_open_pair(busy.id)
+                if candidate is None:
+                    passed.add(busy.id)
+                    continue
+            # Counted again under the row lock: the search read the leases as of its own start,
+            # and a lease committed since then must count, or the pair could exceed its overlap.
+            live = queue.live_lease_count(comparison_id=candidate.id, now=now)
+            if candidate.judgment_count + live < candidate.required_annotations:
                 return Assignment.objects.create(
-                    comparison=comparison,
+                    comparison_id=candidate.id,
                     annotator=annotator,
                     a_on_left=secrets.randbelow(2) == 1,
                     leased_at=now,
                     expires_at=now + timedelta(seconds=lease_seconds),
                 )
-            passed.add(comparison.pk)
+            passed.add(candidate.id)
     return None
 
 

@@ -26,6 +26,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Count, Q
 
+from annotate import queue as annotate_queue
 from annotate.models import ComparisonStatus, Project, Prompt, Round, RoundStatus
 from annotate.services import round_close, round_open
 from config.errors import ApplicationError, ConflictError
@@ -141,16 +142,12 @@ def round_close_if_complete(*, round_id: int) -> TrainingRun | None:
     Called after each submit that completes a pair and by beat; many callers may race, and the
     conditional update inside round_close lets exactly one of them close it and start the chain.
     """
-    # One query after every completed pair: the open round with its pair counts.
-    round_ = (
-        Round.objects.filter(pk=round_id, status=RoundStatus.OPEN)
-        .annotate(
-            pairs=Count("comparisons"),
-            complete=Count("comparisons", filter=Q(comparisons__status=ComparisonStatus.COMPLETE)),
-        )
-        .first()
-    )
-    if round_ is None or not _quota_reached(round_.quota, round_.pairs, round_.complete):
+    # Runs after every completed pair, so one light query decides whether to go on.
+    progress = annotate_queue.open_round_progress(round_id)
+    if progress is None or not _quota_reached(progress.quota, progress.pairs, progress.complete):
+        return None
+    round_ = Round.objects.filter(pk=round_id, status=RoundStatus.OPEN).first()
+    if round_ is None:
         return None
     try:
         with transaction.atomic():

@@ -1,0 +1,204 @@
+"""The judging queue's hot reads in hand-written SQL.
+
+Every judgment passes through these statements, under many annotators at once, so they are
+written once here instead of being built by the ORM on each request: building the candidate
+search through querysets cost more CPU than the database spent running it. Table and column
+names come from the models' metadata, so a renamed field still lines up. The same SQL runs on
+PostgreSQL and SQLite; only PostgreSQL gets row locks (SQLite's write lock serializes instead).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any, NamedTuple
+
+from django.db import connection
+
+from annotate.models import (
+    Assignment,
+    AssignmentStatus,
+    Comparison,
+    ComparisonStatus,
+    Prompt,
+    Response,
+    Round,
+    RoundStatus,
+)
+
+
+def _table(model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _db_time(moment: datetime) -> Any:
+    """A timestamp as this backend stores it (SQLite compares text)."""
+    return connection.ops.adapt_datetimefield_value(moment)
+
+
+@cache
+def _candidate_sql(gold: bool | None, passed: int, lock: bool) -> str:
+    gold_filter = {
+        None: "",
+        True: "AND c.gold_outcome IS NOT NULL",
+        False: "AND c.gold_outcome IS NULL",
+    }[gold]
+    passed_filter = f"AND c.id NOT IN ({', '.join(['%s'] * passed)})" if passed else ""
+    # OF c: only the pair is locked, not its round; SKIP LOCKED: a pair another annotator is
+    # leasing right now is passed over instead of waited on.
+    lock_clause = "FOR UPDATE OF c SKIP LOCKED" if lock else ""
+    return f"""
+        SELECT c.id, c.judgment_count, c.required_annotations
+        FROM {_table(Comparison)} c
+        LEFT JOIN {_table(Round)} r ON r.id = c.round_id
+        WHERE c.project_id = %s AND c.status = %s
+          AND (c.round_id IS NULL OR r.status = %s)
+          AND NOT EXISTS (
+              SELECT 1 FROM {_table(Assignment)} mine
+              WHERE mine.comparison_id = c.id AND mine.annotator_id = %s)
+          AND c.judgment_count + (
+              SELECT COUNT(*) FROM {_table(Assignment)} live
+              WHERE live.comparison_id = c.id AND live.status = %s AND live.expires_at > %s
+          ) < c.required_annotations
+          {gold_filter} {passed_filter}
+        ORDER BY c.priority DESC, c.id
+        LIMIT 1 {lock_clause}
+    """
+
+
+class Candidate(NamedTuple):
+    id: int
+    judgment_count: int
+    required_annotations: int
+
+
+def next_candidate(
+    *,
+    project_id: int,
+    annotator_id: int,
+    now: datetime,
+    gold: bool | None,
+    passed: set[int],
+    lock: bool = True,
+) -> Candidate | None:
+    """The most urgent open pair this annotator never had, with a free slot.
+
+    With lock, the pair comes row-locked and pairs locked by others are skipped; without, it is
+    only read (to learn whether a busy pair is worth waiting for).
+    """
+    lock = lock and connection.features.has_select_for_update_skip_locked
+    sql = _candidate_sql(gold, len(passed), lock)
+    params = [
+        project_id,
+        ComparisonStatus.OPEN,
+        RoundStatus.OPEN,
+        annotator_id,
+        AssignmentStatus.LEASED,
+        _db_time(now),
+        *sorted(passed),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return Candidate(*row) if row else None
+
+
+def lock_open_pair(comparison_id: int) -> Candidate | None:
+    """Lock one pair, waiting for whoever holds it; None once it is no longer open."""
+    lock_clause = "FOR UPDATE" if connection.features.has_select_for_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, judgment_count, required_annotations FROM {_table(Comparison)} "
+            f"WHERE id = %s AND status = %s {lock_clause}",
+            [comparison_id, ComparisonStatus.OPEN],
+        )
+        row = cursor.fetchone()
+    return Candidate(*row) if row else None
+
+
+def live_lease_count(*, comparison_id: int, now: datetime) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT COUNT(*) FROM {_table(Assignment)} "
+            "WHERE comparison_id = %s AND status = %s AND expires_at > %s",
+            [comparison_id, AssignmentStatus.LEASED, _db_time(now)],
+        )
+        return int(cursor.fetchone()[0])
+
+
+class RoundProgress(NamedTuple):
+    quota: int
+    pairs: int
+    complete: int
+
+
+def open_round_progress(round_id: int) -> RoundProgress | None:
+    """An open round's quota and pair counts (read after every completed pair); None if closed."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT r.quota, COUNT(c.id), "
+            f"COALESCE(SUM(CASE WHEN c.status = %s THEN 1 ELSE 0 END), 0) "
+            f"FROM {_table(Round)} r LEFT JOIN {_table(Comparison)} c ON c.round_id = r.id "
+            "WHERE r.id = %s AND r.status = %s GROUP BY r.id, r.quota",
+            [ComparisonStatus.COMPLETE, round_id, RoundStatus.OPEN],
+        )
+        row = cursor.fetchone()
+    return RoundProgress(*(int(value) for value in row)) if row else None
+
+
+def oldest_live_lease_id(*, project_id: int, annotator_id: int, now: datetime) -> int | None:
+    """The lease this annotator already holds in the project, if any (a reloaded page)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT a.id FROM {_table(Assignment)} a "
+            f"JOIN {_table(Comparison)} c ON c.id = a.comparison_id "
+            "WHERE a.annotator_id = %s AND c.project_id = %s AND a.status = %s "
+            "AND a.expires_at > %s ORDER BY a.leased_at, a.id LIMIT 1",
+            [annotator_id, project_id, AssignmentStatus.LEASED, _db_time(now)],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def leased_pair(assignment_id: int) -> dict | None:
+    """What the annotator sees of a leased pair, by side: the prompt and the two answers.
+
+    Never which model version wrote an answer, nor whether the pair is gold: blind judging.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT a.id, c.project_id, a.a_on_left, a.leased_at, a.expires_at, "
+            f"p.text, p.messages, ra.text, rb.text FROM {_table(Assignment)} a "
+            f"JOIN {_table(Comparison)} c ON c.id = a.comparison_id "
+            f"JOIN {_table(Prompt)} p ON p.id = c.prompt_id "
+            f"JOIN {_table(Response)} ra ON ra.id = c.response_a_id "
+            f"JOIN {_table(Response)} rb ON rb.id = c.response_b_id "
+            "WHERE a.id = %s",
+            [assignment_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    pk, project_id, a_on_left, leased_at, expires_at, text, messages, a_text, b_text = row
+    left, right = (a_text, b_text) if a_on_left else (b_text, a_text)
+    return {
+        "assignment_id": pk,
+        "project_id": project_id,
+        "prompt": {"text": text or None, "messages": _json_value(messages)},
+        "left": {"text": left},
+        "right": {"text": right},
+        "leased_at": _db_datetime(leased_at),
+        "expires_at": _db_datetime(expires_at),
+    }
+
+
+def _json_value(raw: Any) -> Any:
+    # PostgreSQL's driver decodes jsonb itself; SQLite hands back the stored text.
+    return json.loads(raw) if isinstance(raw, str) else raw
+
+
+def _db_datetime(raw: Any) -> datetime:
+    # SQLite hands back naive UTC (or text); PostgreSQL an aware datetime.
+    value = datetime.fromisoformat(raw) if isinstance(raw, str) else raw
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
