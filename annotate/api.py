@@ -17,6 +17,7 @@ from annotate.serializers import (
     ExternalComparisonInputSerializer,
     JudgmentOutputSerializer,
     JudgmentSubmitInputSerializer,
+    JudgmentSubmittedSerializer,
     LeasedPairSerializer,
     MembershipInputSerializer,
     MembershipOutputSerializer,
@@ -130,6 +131,13 @@ class PromptUploadApi(APIView):
         return intake_response(result)
 
 
+def next_pair_view(user, project_id: int) -> dict | None:
+    """Lease the user's next pair in a project and show it blind; None when nothing is left."""
+    project = selectors.project_get_for_user(user=user, project_id=project_id)
+    assignment = services.assignment_lease_next(project=project, annotator=user)
+    return None if assignment is None else selectors.assignment_for_annotator_view(assignment)
+
+
 class NextPairApi(APIView):
     """Lease the next pair to judge; 204 when there is nothing left for this annotator."""
 
@@ -137,29 +145,40 @@ class NextPairApi(APIView):
 
     @extend_schema(request=None, responses={200: LeasedPairSerializer, 204: None})
     def post(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
-        assignment = services.assignment_lease_next(project=project, annotator=request.user)
-        if assignment is None:
+        view = next_pair_view(request.user, project_id)
+        if view is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        view = selectors.assignment_for_annotator_view(assignment)
-        return Response(LeasedPairSerializer(view).data)
+        return Response(view)  # already plain JSON values, in LeasedPairSerializer's shape
 
 
 class SubmitJudgmentApi(APIView):
+    """Record a judgment; with lease_next, also lease the next pair in the same round trip."""
+
     permission_classes = [IsAuthenticated]
 
     @extend_schema(
         request=JudgmentSubmitInputSerializer,
-        responses={201: JudgmentOutputSerializer, 200: JudgmentOutputSerializer},
+        responses={201: JudgmentSubmittedSerializer, 200: JudgmentSubmittedSerializer},
     )
     def post(self, request: Request, assignment_id: int) -> Response:
         data = JudgmentSubmitInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        lease_next = fields.pop("lease_next")
         result = services.judgment_submit(
-            assignment_id=assignment_id, annotator=request.user, **data.validated_data
+            assignment_id=assignment_id, annotator=request.user, **fields
         )
+        body = JudgmentOutputSerializer(result.judgment).data
+        if lease_next:
+            # The judgment is committed already; a failure to lease (a pause, say) is reported
+            # beside it and never turns the stored judgment into an error.
+            try:
+                body["next"] = next_pair_view(request.user, result.project_id)
+            except ApplicationError as error:
+                body["next"] = None
+                body["next_error"] = {"error": error.code, "detail": error.message}
         code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
-        return Response(JudgmentOutputSerializer(result.judgment).data, status=code)
+        return Response(body, status=code)
 
 
 class SkipPairApi(APIView):

@@ -116,6 +116,11 @@ class JudgmentSubmitInputSerializer(serializers.Serializer):
     )
     time_spent_ms = serializers.IntegerField(required=False, min_value=0, max_value=86_400_000)
     submission_key = serializers.UUIDField(required=False)
+    lease_next = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Also lease the next pair and return it as `next`: one round trip per pair.",
+    )
 
 
 class JudgmentOutputSerializer(serializers.ModelSerializer):
@@ -135,6 +140,25 @@ class JudgmentOutputSerializer(serializers.ModelSerializer):
             "submission_key",
             "created_at",
         ]
+
+
+class NextErrorSerializer(serializers.Serializer):
+    error = serializers.CharField()
+    detail = serializers.CharField()
+
+
+class JudgmentSubmittedSerializer(JudgmentOutputSerializer):
+    """A submit's answer: the stored judgment, and the next pair when lease_next was asked."""
+
+    next = LeasedPairSerializer(
+        required=False, allow_null=True, help_text="Only with lease_next; null when none is left."
+    )
+    next_error = NextErrorSerializer(
+        required=False, help_text="Why no next pair was leased (the judgment is stored)."
+    )
+
+    class Meta(JudgmentOutputSerializer.Meta):
+        fields = [*JudgmentOutputSerializer.Meta.fields, "next", "next_error"]
 
 
 class AnnotatorStatsSerializer(serializers.Serializer):

@@ -552,6 +552,7 @@ def _finish_lease(assignment_id: int, annotator: AbstractBaseUser, status: str) 
 class SubmitResult:
     judgment: Judgment
     created: bool
+    project_id: int
 
 
 def _validate_choice(choice: str, strength: str | None) -> None:
@@ -586,7 +587,7 @@ def judgment_submit(
         ).first()
         if stored is None:  # deleted by an admin since: the pair stays judged once
             raise ConflictError("This pair is already judged.")
-        return SubmitResult(stored, created=False)
+        return SubmitResult(stored, created=False, project_id=assignment.comparison.project_id)
     if (
         submission_key is not None
         and Judgment.objects.filter(submission_key=submission_key).exists()
@@ -625,7 +626,7 @@ def judgment_submit(
     assignment.status = AssignmentStatus.SUBMITTED
     assignment.finished_at = now
     assignment.save(update_fields=["status", "finished_at"])
-    return SubmitResult(judgment, created=True)
+    return SubmitResult(judgment, created=True, project_id=comparison.project_id)
 
 
 def _count_judgment(comparison: Comparison, now) -> bool:

@@ -4,8 +4,9 @@
         [--database postgres://postgres@127.0.0.1:5432/tandem_bench] [--sqlite]
 
 Each simulated annotator loops `next` then `submit` over HTTP keep-alive against gunicorn on
-loopback, until the queue is empty. Afterwards the database is checked: duplicate judgments
-(same annotator, same pair), pairs judged beyond their overlap, and submits the server
+loopback, until the queue is empty (--loops chained: one submit with lease_next per pair, which
+returns the next pair with the stored judgment). Afterwards the database is checked: duplicate
+judgments (same annotator, same pair), pairs judged beyond their overlap, and submits the server
 acknowledged but did not store must all be 0. Label Studio's figures measured on this kind of
 machine (DESIGN.md) are printed beside ours for reference.
 """
@@ -77,7 +78,9 @@ def start_server(env: dict[str, str], workers: int, threads: int) -> subprocess.
     raise SystemExit("gunicorn did not start")
 
 
-def annotator_loop(project: int, token: str, latencies: list, acknowledged: list, errors: list):
+def annotator_loop(
+    project: int, token: str, chained: bool, latencies: list, acknowledged: list, errors: list
+):
     connection = http.client.HTTPConnection("127.0.0.1", PORT, timeout=60)
     headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
 
@@ -90,23 +93,32 @@ def annotator_loop(project: int, token: str, latencies: list, acknowledged: list
         return response.status, payload
 
     try:
+        lease = None
         while True:
-            status, payload = call("POST", f"/api/projects/{project}/comparisons/next/")
-            if status == 204:
-                return
-            if status != 200:
+            if lease is None:
+                status, payload = call("POST", f"/api/projects/{project}/comparisons/next/")
+                if status == 204:
+                    return
+                if status != 200:
+                    errors.append((status, payload[:200]))
+                    return
+                lease = json.loads(payload)
+            body = {"choice": "left", "strength": "clear", "time_spent_ms": 1200}
+            if chained:
+                body["lease_next"] = True
+            submit_url = f"/api/assignments/{lease['assignment_id']}/submit/"
+            status, payload = call("POST", submit_url, body)
+            if status not in (200, 201):
                 errors.append((status, payload[:200]))
                 return
-            lease = json.loads(payload)
-            status, payload = call(
-                "POST",
-                f"/api/assignments/{lease['assignment_id']}/submit/",
-                {"choice": "left", "strength": "clear", "time_spent_ms": 1200},
-            )
-            if status in (200, 201):
-                acknowledged.append(json.loads(payload)["id"])
+            answer = json.loads(payload)
+            acknowledged.append(answer["id"])
+            if not chained:
+                lease = None
+            elif answer["next"] is None:
+                return
             else:
-                errors.append((status, payload[:200]))
+                lease = answer["next"]
     except Exception as error:  # reported, not hidden
         errors.append(("exception", repr(error)))
 
@@ -139,7 +151,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_once(
-    database_url: str, annotators: int, pairs: int, overlap: int, workers: int, threads: int
+    database_url: str,
+    annotators: int,
+    pairs: int,
+    overlap: int,
+    workers: int,
+    threads: int,
+    chained: bool,
 ) -> dict:
     env = django_env(database_url)
     tag = f"{annotators}-{int(time.time())}"
@@ -152,7 +170,7 @@ def run_once(
         annotator_threads = [
             threading.Thread(
                 target=annotator_loop,
-                args=(setup["project"], token, latencies, acknowledged, errors),
+                args=(setup["project"], token, chained, latencies, acknowledged, errors),
             )
             for token in setup["tokens"]
         ]
@@ -171,6 +189,7 @@ def run_once(
     lost = len(set(acknowledged) - set(verify["ids"]))
     stored = len(verify["ids"])
     return {
+        "loop": "submit+lease_next" if chained else "next, submit",
         "annotators": annotators,
         "judgments": stored,
         "expected": pairs * overlap,
@@ -202,7 +221,13 @@ def main() -> None:
         help="PostgreSQL URL (the database is created if missing)",
     )  # fmt: skip
     parser.add_argument("--sqlite", action="store_true", help="also run on the embedded SQLite")
+    parser.add_argument(
+        "--loops", default="classic",
+        help="classic (next, then submit: two requests per pair), chained (submit with "
+        "lease_next: one request per pair), or both",
+    )  # fmt: skip
     args = parser.parse_args()
+    chained_modes = {"classic": [False], "chained": [True], "both": [False, True]}[args.loops]
     counts = [int(n) for n in args.annotators.split(",")]
     targets = [("postgresql", args.database)]
     if args.sqlite:
@@ -213,24 +238,29 @@ def main() -> None:
                        capture_output=True)  # fmt: skip
     rows = []
     for backend, url in targets:
-        for count in counts:
-            result = run_once(url, count, args.pairs, args.overlap, args.workers, args.threads)
-            rows.append((backend, result))
-            print(f"  {backend} {count} annotators: {result['judgments_per_s']:.1f} judgments/s",
-                  flush=True)  # fmt: skip
+        for chained in chained_modes:
+            for count in counts:
+                result = run_once(
+                    url, count, args.pairs, args.overlap, args.workers, args.threads, chained
+                )
+                rows.append((backend, result))
+                print(f"  {backend} {result['loop']} {count} annotators: "
+                      f"{result['judgments_per_s']:.1f} judgments/s", flush=True)  # fmt: skip
     print(
         f"\nAnnotation load, {args.pairs} pairs x overlap {args.overlap}, gunicorn "
         f"{args.workers} workers x {args.threads} threads, loopback, {os.cpu_count()} cores"
     )
-    header = ["system", "db", "annotators", "judgments", "judg/s", "p50 ms", "p99 ms",
+    header = ["system", "db", "loop", "annotators", "judgments", "judg/s", "p50 ms", "p99 ms",
               "dupes", "over-quota", "lost", "errors"]  # fmt: skip
     table = []
     for backend, r in rows:
-        table.append(["tandem", backend, r["annotators"], f"{r['judgments']}/{r['expected']}",
+        table.append(["tandem", backend, r["loop"], r["annotators"],
+                      f"{r['judgments']}/{r['expected']}",
                       f"{r['judgments_per_s']:.1f}", f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}",
                       r["duplicates"], r["over_quota"], r["lost"], r["errors"]])  # fmt: skip
     for count, ls in LABEL_STUDIO.items():
-        table.append(["label-studio*", "sqlite", count, "", f"{ls['judgments_per_s']:.1f}",
+        table.append(["label-studio*", "sqlite", "next, submit", count, "",
+                      f"{ls['judgments_per_s']:.1f}",
                       ls["p50_ms"], ls["p99_ms"], "", "", "", ""])  # fmt: skip
     widths = [max(len(str(c)) for c in col) for col in zip(header, *table, strict=True)]
     for row in [header, ["-" * w for w in widths], *table]:
@@ -239,11 +269,11 @@ def main() -> None:
     print("\nCPU ms per judgment (load generator / web server / PostgreSQL):")
     for backend, r in rows:
         cpu = r["cpu_ms"]
-        print(f"  {backend} {r['annotators']}: {cpu['client']:.1f} / {cpu['web']:.1f} / "
-              f"{cpu['database']:.1f}")  # fmt: skip
+        print(f"  {backend} {r['loop']} {r['annotators']}: {cpu['client']:.1f} / "
+              f"{cpu['web']:.1f} / {cpu['database']:.1f}")  # fmt: skip
     for backend, r in rows:
         if r["first_error"]:
-            print(f"first error ({backend}, {r['annotators']}): {r['first_error']}")
+            print(f"first error ({backend}, {r['loop']}, {r['annotators']}): {r['first_error']}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from annotate.models import Judgment
+from annotate.models import Judgment, Membership
 from tests.annotate.test_judging import annotators, make_round
 
 pytestmark = pytest.mark.django_db
@@ -114,3 +114,48 @@ def test_skip_and_release(project, annotator_api):
     assert nxt["assignment_id"] != lease["assignment_id"]
     url = f"/api/assignments/{nxt['assignment_id']}/release/"
     assert annotator_api.post(url).status_code == 204
+
+
+def test_submit_with_lease_next_judges_a_queue_in_one_round_trip_per_pair(project, annotator_api):
+    make_round(project, prompts=3)
+    lease = annotator_api.post(f"/api/projects/{project.pk}/comparisons/next/").json()
+    seen = [lease["assignment_id"]]
+    while True:
+        response = annotator_api.post(
+            f"/api/assignments/{lease['assignment_id']}/submit/",
+            {"choice": "left", "lease_next": True},
+            format="json",
+        )
+        assert response.status_code == 201
+        lease = response.json()["next"]
+        if lease is None:
+            break
+        assert set(lease) >= {"assignment_id", "prompt", "left", "right"}
+        assert "model_version" not in str(lease)
+        seen.append(lease["assignment_id"])
+    assert len(seen) == len(set(seen)) == 3
+    assert Judgment.objects.count() == 3
+    # Without the flag the answer is the judgment alone, as before.
+    assert (
+        "next"
+        not in annotator_api.post(
+            f"/api/assignments/{seen[0]}/submit/", {"choice": "left"}, format="json"
+        ).json()
+    )
+
+
+def test_a_pause_after_the_submit_keeps_the_judgment_and_says_why_no_next(
+    project, annotator_api, annotator
+):
+    make_round(project, prompts=2)
+    lease = annotator_api.post(f"/api/projects/{project.pk}/comparisons/next/").json()
+    Membership.objects.filter(project=project, user=annotator).update(paused=True)
+    response = annotator_api.post(
+        f"/api/assignments/{lease['assignment_id']}/submit/",
+        {"choice": "tie", "lease_next": True},
+        format="json",
+    )
+    assert response.status_code == 201
+    body = response.json()
+    assert body["next"] is None and body["next_error"]["error"] == "paused"
+    assert Judgment.objects.filter(pk=body["id"]).exists()
