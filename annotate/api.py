@@ -133,8 +133,7 @@ class PromptUploadApi(APIView):
 
 def next_pair_view(user, project_id: int) -> dict | None:
     """Lease the user's next pair in a project and show it blind; None when nothing is left."""
-    project = selectors.project_get_for_user(user=user, project_id=project_id)
-    assignment = services.assignment_lease_next(project=project, annotator=user)
+    assignment = services.assignment_lease_next_in(project_id=project_id, annotator=user)
     return None if assignment is None else selectors.assignment_for_annotator_view(assignment)
 
 

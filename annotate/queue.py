@@ -21,6 +21,8 @@ from annotate.models import (
     AssignmentStatus,
     Comparison,
     ComparisonStatus,
+    Membership,
+    Project,
     Prompt,
     Response,
     Round,
@@ -125,6 +127,98 @@ def live_lease_count(*, comparison_id: int, now: datetime) -> int:
             [comparison_id, AssignmentStatus.LEASED, _db_time(now)],
         )
         return int(cursor.fetchone()[0])
+
+
+class JudgingRights(NamedTuple):
+    paused: bool
+    gold_rate: float
+
+
+def lock_membership(*, project_id: int, user_id: int) -> JudgingRights | None:
+    """Lock the user's membership row and read what judging needs; None if not a member.
+
+    The lock serializes one annotator's concurrent `next` calls (two tabs, a retried request):
+    the second waits, then finds the first one's lease instead of taking another.
+    """
+    lock_clause = "FOR UPDATE OF m" if connection.features.has_select_for_update_of else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT m.paused, p.gold_rate FROM {_table(Membership)} m "
+            f"JOIN {_table(Project)} p ON p.id = m.project_id "
+            f"WHERE m.project_id = %s AND m.user_id = %s {lock_clause}",
+            [project_id, user_id],
+        )
+        row = cursor.fetchone()
+    return JudgingRights(bool(row[0]), float(row[1])) if row else None
+
+
+class LeaseToSubmit(NamedTuple):
+    assignment_id: int
+    status: str
+    a_on_left: bool
+    comparison_id: int
+    project_id: int
+    round_id: int | None
+    comparison_status: str
+    judgment_count: int
+    required_annotations: int
+    response_a_id: int
+    response_b_id: int
+
+
+def lock_lease_for_submit(*, assignment_id: int, annotator_id: int) -> LeaseToSubmit | None:
+    """Lock a lease and its pair: while held, the pair's judgment count read here is exact.
+
+    Submits on one pair queue on the pair's row; leases skip a locked pair rather than wait.
+    """
+    lock_clause = "FOR UPDATE OF a, c" if connection.features.has_select_for_update_of else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT a.id, a.status, a.a_on_left, c.id, c.project_id, c.round_id, c.status, "
+            f"c.judgment_count, c.required_annotations, c.response_a_id, c.response_b_id "
+            f"FROM {_table(Assignment)} a JOIN {_table(Comparison)} c ON c.id = a.comparison_id "
+            f"WHERE a.id = %s AND a.annotator_id = %s {lock_clause}",
+            [assignment_id, annotator_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    lease = LeaseToSubmit(*row)
+    return lease._replace(a_on_left=bool(lease.a_on_left))
+
+
+def count_judgment(lease: LeaseToSubmit, now: datetime) -> str | None:
+    """Add one judgment to the locked pair; its new status, or None when it is already full.
+
+    The UPDATE is also conditional on the count read under the lock, so even where there are
+    no row locks (SQLite, whose write lock serializes instead) a pair never passes its overlap.
+    """
+    if (
+        lease.comparison_status != ComparisonStatus.OPEN
+        or lease.judgment_count >= lease.required_annotations
+    ):
+        return None
+    count = lease.judgment_count + 1
+    complete = count == lease.required_annotations
+    status = ComparisonStatus.COMPLETE if complete else ComparisonStatus.OPEN
+    completed_at = ", completed_at = %s" if complete else ""
+    params: list[Any] = [count, status, *([_db_time(now)] if complete else [])]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_table(Comparison)} SET judgment_count = %s, status = %s{completed_at} "
+            "WHERE id = %s AND status = %s AND judgment_count = %s",
+            [*params, lease.comparison_id, ComparisonStatus.OPEN, lease.judgment_count],
+        )
+        updated = cursor.rowcount
+    return status if updated else None
+
+
+def mark_lease_submitted(assignment_id: int, now: datetime) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_table(Assignment)} SET status = %s, finished_at = %s WHERE id = %s",
+            [AssignmentStatus.SUBMITTED, _db_time(now), assignment_id],
+        )
 
 
 class RoundProgress(NamedTuple):

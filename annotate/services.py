@@ -413,28 +413,37 @@ def round_close(*, round: Round, closed_by: AbstractBaseUser | None = None) -> R
 CANDIDATE_SEARCHES = 20
 
 
-def _membership_for_judging(project: Project, annotator: AbstractBaseUser) -> Membership:
-    # The row lock serializes one annotator's concurrent `next` calls (two tabs, a retried
-    # request): the second waits, then finds the first one's lease instead of taking another.
-    membership = (
-        Membership.objects.select_for_update().filter(project=project, user=annotator).first()
-    )
-    if membership is None:
+def _judging_rights(project_id: int, annotator: AbstractBaseUser) -> queue.JudgingRights:
+    """Lock the annotator's membership (see queue.lock_membership); refuse if not judging."""
+    rights = queue.lock_membership(project_id=project_id, user_id=annotator.pk)
+    if rights is None:
+        # Only admins may learn that a project they are not a member of exists.
+        if not (annotator.is_staff and Project.objects.filter(pk=project_id).exists()):
+            raise NotFoundError(f"Project {project_id} does not exist or you are not a member.")
         raise ApplicationError(
             "You are not a member of this project.", code="forbidden", http_status=403
         )
-    if membership.paused:
+    if rights.paused:
         raise ApplicationError(
             "Your judging in this project is paused; ask an admin.", code="paused", http_status=403
         )
-    return membership
+    return rights
 
 
-@transaction.atomic
 def assignment_lease_next(
     *, project: Project, annotator: AbstractBaseUser, now=None, lease_seconds: int | None = None
 ) -> Assignment | None:
-    """The annotator's next pair, leased; None when nothing is left for them.
+    """The annotator's next pair, leased; None when nothing is left for them."""
+    return assignment_lease_next_in(
+        project_id=project.pk, annotator=annotator, now=now, lease_seconds=lease_seconds
+    )
+
+
+@transaction.atomic
+def assignment_lease_next_in(
+    *, project_id: int, annotator: AbstractBaseUser, now=None, lease_seconds: int | None = None
+) -> Assignment | None:
+    """The annotator's next pair in a project given by id (no need to load it first).
 
     Asking again while a lease is live returns that same lease (a reloaded page loses nothing).
     Gold pairs are mixed in at the project's gold rate.
@@ -443,11 +452,11 @@ def assignment_lease_next(
 
     now = now or timezone.now()
     lease_seconds = lease_seconds or settings.LEASE_SECONDS
-    _membership_for_judging(project, annotator)
-    live = queue.oldest_live_lease_id(project_id=project.pk, annotator_id=annotator.pk, now=now)
+    rights = _judging_rights(project_id, annotator)
+    live = queue.oldest_live_lease_id(project_id=project_id, annotator_id=annotator.pk, now=now)
     if live is not None:
         return Assignment.objects.get(pk=live)
-    return _lease_new_pair(project, annotator, now, lease_seconds)
+    return _lease_new_pair(project_id, rights.gold_rate, annotator, now, lease_seconds)
 
 
 @transaction.atomic
@@ -461,22 +470,23 @@ def assignment_lease_another(
     from django.conf import settings
 
     now = now or timezone.now()
-    _membership_for_judging(project, annotator)
-    return _lease_new_pair(project, annotator, now, lease_seconds or settings.LEASE_SECONDS)
+    rights = _judging_rights(project.pk, annotator)
+    lease_seconds = lease_seconds or settings.LEASE_SECONDS
+    return _lease_new_pair(project.pk, rights.gold_rate, annotator, now, lease_seconds)
 
 
 def _lease_new_pair(
-    project: Project, annotator: AbstractBaseUser, now, lease_seconds: int
+    project_id: int, gold_rate: float, annotator: AbstractBaseUser, now, lease_seconds: int
 ) -> Assignment | None:
     """Lease a pair this annotator never had; gold pairs come at the project's gold rate."""
-    prefer_gold = project.gold_rate > 0 and secrets.randbelow(10_000) < project.gold_rate * 10_000
+    prefer_gold = gold_rate > 0 and secrets.randbelow(10_000) < gold_rate * 10_000
     for gold in [True, None] if prefer_gold else [False, None]:
         passed: set[int] = set()
         # A pair whose last slot was taken since the search began is passed over; a few more
         # searches find another before giving up.
         for _ in range(CANDIDATE_SEARCHES):
             search = dict(
-                project_id=project.pk, annotator_id=annotator.pk, now=now, gold=gold, passed=passed
+                project_id=project_id, annotator_id=annotator.pk, now=now, gold=gold, passed=passed
             )
             candidate = queue.next_candidate(**search)
             if candidate is None:
@@ -504,17 +514,9 @@ def _lease_new_pair(
     return None
 
 
-def _own_assignment(
-    assignment_id: int, annotator: AbstractBaseUser, *, lock_pair: bool = False
-) -> Assignment:
-    # Locking the pair too (for a submit) makes its judgment count exact while we hold it:
-    # submits on one pair queue here; leases skip a locked pair rather than wait.
-    lock_of = ("self", "comparison") if lock_pair else ("self",)
+def _own_assignment(assignment_id: int, annotator: AbstractBaseUser) -> Assignment:
     assignment = (
-        Assignment.objects.select_for_update(of=lock_of)
-        .select_related("comparison")
-        .filter(pk=assignment_id, annotator=annotator)
-        .first()
+        Assignment.objects.select_for_update().filter(pk=assignment_id, annotator=annotator).first()
     )
     if assignment is None:
         raise NotFoundError(f"Assignment {assignment_id} does not exist or is not yours.")
@@ -578,39 +580,41 @@ def judgment_submit(
 ) -> SubmitResult:
     """Record a judgment exactly once. A retried submit returns the stored judgment."""
     _validate_choice(choice, strength)
-    assignment = _own_assignment(assignment_id, annotator, lock_pair=True)
-    if assignment.status == AssignmentStatus.SUBMITTED:
+    lease = queue.lock_lease_for_submit(assignment_id=assignment_id, annotator_id=annotator.pk)
+    if lease is None:
+        raise NotFoundError(f"Assignment {assignment_id} does not exist or is not yours.")
+    if lease.status == AssignmentStatus.SUBMITTED:
         # A judgment is stored in the same transaction that marks its lease submitted, so
         # only a submitted lease can have one: a retry, answered with what was stored.
         stored = Judgment.objects.filter(
-            comparison_id=assignment.comparison_id, annotator=annotator
+            comparison_id=lease.comparison_id, annotator=annotator
         ).first()
         if stored is None:  # deleted by an admin since: the pair stays judged once
             raise ConflictError("This pair is already judged.")
-        return SubmitResult(stored, created=False, project_id=assignment.comparison.project_id)
+        return SubmitResult(stored, created=False, project_id=lease.project_id)
     if (
         submission_key is not None
         and Judgment.objects.filter(submission_key=submission_key).exists()
     ):
         raise ConflictError("This submission key was already used for another pair.")
-    if assignment.status in (AssignmentStatus.SKIPPED, AssignmentStatus.RELEASED):
+    if lease.status in (AssignmentStatus.SKIPPED, AssignmentStatus.RELEASED):
         raise ConflictError("This pair was skipped or released; ask for the next one.")
     now = timezone.now()
-    comparison = assignment.comparison
-    if not _count_judgment(comparison, now):
+    pair_status = queue.count_judgment(lease, now)
+    if pair_status is None:
         raise ConflictError(
             "Your lease expired and this pair already has all the judgments it needs.",
             extra={"lease_expired": True},
         )
     left, right = (
-        (comparison.response_a_id, comparison.response_b_id)
-        if assignment.a_on_left
-        else (comparison.response_b_id, comparison.response_a_id)
+        (lease.response_a_id, lease.response_b_id)
+        if lease.a_on_left
+        else (lease.response_b_id, lease.response_a_id)
     )
     judgment = Judgment.objects.create(
-        comparison_id=comparison.pk,
+        comparison_id=lease.comparison_id,
         annotator=annotator,
-        assignment=assignment,
+        assignment_id=lease.assignment_id,
         choice=choice,
         strength=strength,
         rationale=rationale,
@@ -620,38 +624,12 @@ def judgment_submit(
         source=source,
         submission_key=submission_key or uuid.uuid4(),
     )
-    if comparison.status == ComparisonStatus.COMPLETE and comparison.round_id is not None:
+    round_id = lease.round_id
+    if pair_status == ComparisonStatus.COMPLETE and round_id is not None:
         # The quota trigger runs after commit, so it counts this pair as complete.
-        transaction.on_commit(lambda: _round_check_quota(comparison.round_id))
-    assignment.status = AssignmentStatus.SUBMITTED
-    assignment.finished_at = now
-    assignment.save(update_fields=["status", "finished_at"])
-    return SubmitResult(judgment, created=True, project_id=comparison.project_id)
-
-
-def _count_judgment(comparison: Comparison, now) -> bool:
-    """Add one judgment to a locked pair, completing it at its quota; False when it is full.
-
-    The UPDATE is also conditional on the count we read, so even without the row lock (SQLite
-    has none; its write lock serializes instead) a pair can never go past its overlap.
-    """
-    if (
-        comparison.status != ComparisonStatus.OPEN
-        or comparison.judgment_count >= comparison.required_annotations
-    ):
-        return False
-    count = comparison.judgment_count + 1
-    changes: dict[str, Any] = {"judgment_count": count}
-    if count == comparison.required_annotations:
-        changes.update(status=ComparisonStatus.COMPLETE, completed_at=now)
-    updated = Comparison.objects.filter(
-        pk=comparison.pk, status=ComparisonStatus.OPEN, judgment_count=comparison.judgment_count
-    ).update(**changes)
-    if not updated:
-        return False
-    for name, value in changes.items():
-        setattr(comparison, name, value)
-    return True
+        transaction.on_commit(lambda: _round_check_quota(round_id))
+    queue.mark_lease_submitted(lease.assignment_id, now)
+    return SubmitResult(judgment, created=True, project_id=lease.project_id)
 
 
 def _round_check_quota(round_id: int) -> None:

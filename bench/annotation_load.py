@@ -1,7 +1,7 @@
 """Many annotators judging at once over HTTP: throughput, latency, and proof nothing was lost.
 
     .venv/bin/python bench/annotation_load.py [--annotators 8,32] [--pairs 600] [--overlap 1]
-        [--database postgres://postgres@127.0.0.1:5432/tandem_bench] [--sqlite]
+        [--database postgres://postgres@127.0.0.1:5432/tandem_bench] [--sqlite] [--loops both]
 
 Each simulated annotator loops `next` then `submit` over HTTP keep-alive against gunicorn on
 loopback, until the queue is empty (--loops chained: one submit with lease_next per pair, which
@@ -218,7 +218,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
     parser.add_argument(
         "--database", default="postgres://postgres@127.0.0.1:5432/tandem_bench",
-        help="PostgreSQL URL (the database is created if missing)",
+        help="PostgreSQL URL (the database is dropped and created afresh)",
     )  # fmt: skip
     parser.add_argument("--sqlite", action="store_true", help="also run on the embedded SQLite")
     parser.add_argument(
@@ -231,11 +231,16 @@ def main() -> None:
     counts = [int(n) for n in args.annotators.split(",")]
     targets = [("postgresql", args.database)]
     if args.sqlite:
-        targets.append(("sqlite", f"sqlite:///{ROOT / 'var' / 'bench' / 'load.sqlite3'}"))
+        sqlite_file = ROOT / "var" / "bench" / "load.sqlite3"
+        for stale in sqlite_file.parent.glob(f"{sqlite_file.name}*"):
+            stale.unlink()
+        targets.append(("sqlite", f"sqlite:///{sqlite_file}"))
     if args.database.startswith("postgres"):
+        # A fresh database each time: one grown by earlier runs is slower and not comparable.
         name = args.database.rsplit("/", 1)[1]
-        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", name],
-                       capture_output=True)  # fmt: skip
+        for command in ("dropdb", "createdb"):
+            subprocess.run([command, "-h", "127.0.0.1", "-U", "postgres", name],
+                           capture_output=True)  # fmt: skip
     rows = []
     for backend, url in targets:
         for chained in chained_modes:
