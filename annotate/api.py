@@ -167,7 +167,7 @@ class SubmitJudgmentApi(APIView):
         result = services.judgment_submit(
             assignment_id=assignment_id, annotator=request.user, **fields
         )
-        body = JudgmentOutputSerializer(result.judgment).data
+        body = selectors.judgment_view(result.judgment)
         if lease_next:
             # The judgment is committed already; a failure to lease (a pause, say) is reported
             # beside it and never turns the stored judgment into an error.

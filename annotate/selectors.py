@@ -54,6 +54,24 @@ def assignment_for_annotator_view(assignment: Assignment) -> dict:
     return view
 
 
+def judgment_view(judgment: Judgment) -> dict:
+    """A judgment in JudgmentOutputSerializer's shape, without a serializer per submit."""
+    return {
+        "id": judgment.pk,
+        "comparison": judgment.comparison_id,
+        "annotator": judgment.annotator_id,
+        "choice": judgment.choice,
+        "strength": judgment.strength,
+        "rationale": judgment.rationale,
+        "time_spent_ms": judgment.time_spent_ms,
+        "left_response": judgment.left_response_id,
+        "right_response": judgment.right_response_id,
+        "source": judgment.source,
+        "submission_key": str(judgment.submission_key),
+        "created_at": judgment.created_at,
+    }
+
+
 def judgments_visible_to(*, user: User, project: Project) -> QuerySet[Judgment]:
     """Admins and the project's API clients see every judgment; annotators only their own."""
     judgments = Judgment.objects.filter(comparison__project=project).order_by("id")

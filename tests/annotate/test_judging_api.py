@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
+from rest_framework.renderers import JSONRenderer
 
 from annotate.models import Judgment, Membership
+from annotate.serializers import JudgmentOutputSerializer
 from tests.annotate.test_judging import annotators, make_round
 
 pytestmark = pytest.mark.django_db
@@ -159,3 +162,15 @@ def test_a_pause_after_the_submit_keeps_the_judgment_and_says_why_no_next(
     body = response.json()
     assert body["next"] is None and body["next_error"]["error"] == "paused"
     assert Judgment.objects.filter(pk=body["id"]).exists()
+
+
+def test_the_submit_answer_is_exactly_the_judgment_serializer_shape(project, annotator_api):
+    make_round(project, prompts=1)
+    lease = annotator_api.post(f"/api/projects/{project.pk}/comparisons/next/").json()
+    body = annotator_api.post(
+        f"/api/assignments/{lease['assignment_id']}/submit/",
+        {"choice": "right", "strength": "slight", "rationale": "<b>x</b>"},
+        format="json",
+    ).json()
+    stored = Judgment.objects.get(pk=body["id"])
+    assert body == json.loads(JSONRenderer().render(JudgmentOutputSerializer(stored).data))
