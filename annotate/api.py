@@ -163,7 +163,7 @@ class SubmitJudgmentApi(APIView):
         data = JudgmentSubmitInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         fields = dict(data.validated_data)
-        lease_next = fields.pop("lease_next")
+        lease_next = fields.pop("lease_next", False)
         result = services.judgment_submit(
             assignment_id=assignment_id, annotator=request.user, **fields
         )

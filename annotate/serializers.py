@@ -117,8 +117,7 @@ class JudgmentSubmitInputSerializer(serializers.Serializer):
     time_spent_ms = serializers.IntegerField(required=False, min_value=0, max_value=86_400_000)
     submission_key = serializers.UUIDField(required=False)
     lease_next = serializers.BooleanField(
-        required=False,
-        default=False,
+        required=False,  # no default, so generated clients may leave it out
         help_text="Also lease the next pair and return it as `next`: one round trip per pair.",
     )
 

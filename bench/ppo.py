@@ -11,7 +11,7 @@ passes over them in minibatches of 8. Rewards:
 - rm: a Bradley-Terry reward model, all-MiniLM-L6-v2 fine-tuned with the engine's train_reward on
   the alpaca_eval pairs (GPT-4's preferences; ties as half targets), or --reward-model DIR.
 The KL penalty starts at beta --kl-coef (0.1) with the adaptive controller aiming at --kl-target
-(6) nats, moving beta by up to 10% per iteration (--kl-horizon 32).
+(6) nats, moving beta by up to 10% per iteration (--kl-horizon 32), or stays fixed (--fixed-kl).
 Prints per iteration: mean reward (score after the penalty), raw score, KL to the reference,
 answer length in tokens and words, share of answers that ended, seconds of generation (sampling,
 scoring, log-probs) and of update; then first-5 against last-5 means.
@@ -130,7 +130,7 @@ def run(algorithm: str, reward_name: str, reward, prompts: list[str], args) -> l
         learning_rate=args.lr,
         temperature=0.7,
         kl_coef=args.kl_coef,
-        adaptive_kl=True,
+        adaptive_kl=not args.fixed_kl,
         kl_target=args.kl_target,
         kl_horizon=args.kl_horizon,
         checkpoint_every=1000,
@@ -176,6 +176,7 @@ def main() -> None:
     # 20 iterations of 16 answers are only 320 episodes: a horizon of 32 lets beta move up to
     # 10% per iteration, enough to hold the KL near its target within such a short run.
     parser.add_argument("--kl-horizon", type=int, default=32)
+    parser.add_argument("--fixed-kl", action="store_true", help="keep beta at --kl-coef")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench-ppo")

@@ -328,8 +328,10 @@ def forward_in_chunks(
     logprobs = torch.zeros(n, width, device=accelerator.device)
     entropy = torch.zeros(n, width, device=accelerator.device)
     values = torch.zeros(n, width, device=accelerator.device) if with_values else None
+    # Rows of similar length go through together, so the chunks carry little padding.
+    by_length = tensors["attention_mask"].sum(dim=1).argsort(stable=True).cpu()
     for start in range(0, n, chunk):
-        rows = torch.arange(start, min(start + chunk, n))
+        rows = by_length[start : start + chunk]
         part = trimmed(tensors, rows)
         with accelerator.autocast():
             lp, ent, val = scorer(**part, with_values=with_values)
@@ -487,11 +489,18 @@ def iteration_prompts(count: int, per_iteration: int, iteration: int, seed: int)
     return chosen
 
 
-def minibatches(rows: int, batch_size: int, accum: int, rng: random.Random) -> list[list[Tensor]]:
-    """A shuffled pass over the rollout: optimizer steps, each a list of micro-batches."""
-    order = list(range(rows))
-    rng.shuffle(order)
-    micro = [torch.tensor(order[i : i + batch_size]) for i in range(0, rows, batch_size)]
+def minibatches(
+    lengths: Sequence[int], batch_size: int, accum: int, rng: random.Random
+) -> list[list[Tensor]]:
+    """One pass over the rollout: optimizer steps, each a list of micro-batches.
+
+    A micro-batch holds rows of similar length (prompt + answer), so little of it is padding:
+    prompts differ a lot in length, and a random mix padded every row to the longest. Rows of
+    equal length are shuffled among themselves, and the order of the steps is shuffled.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
+    micro = [torch.tensor(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
+    rng.shuffle(micro)
     return [micro[i : i + accum] for i in range(0, len(micro), accum)]
 
 
@@ -686,11 +695,12 @@ def _train_online(
             "mask": rollout.mask,
         }
         rng = random.Random(f"{config.seed}:{iteration}")
+        row_lengths = rollout.attention_mask.sum(dim=1).tolist()
         step_stats: list[Metrics] = []
         update_tokens = 0
         for _ in range(config.update_epochs):
             for step_rows in minibatches(
-                len(rollout), config.batch_size, config.grad_accum_steps, rng
+                row_lengths, config.batch_size, config.grad_accum_steps, rng
             ):
                 step_tokens = sum(int(rollout.mask[rows].sum()) for rows in step_rows)
                 for i, rows in enumerate(step_rows):
