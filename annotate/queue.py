@@ -1,11 +1,10 @@
-"""The judging queue's hot reads in hand-written SQL.
+"""The judging queue's hot statements (leasing and submitting) in hand-written SQL.
 
 Every judgment passes through these statements, under many annotators at once, so they are
 written once here instead of being built by the ORM on each request: building the candidate
-search through querysets cost more CPU than the database spent running it. Table and column
-names come from the models' metadata, so a renamed field still lines up. The same SQL runs on
-PostgreSQL and SQLite; only PostgreSQL gets row locks (SQLite's write lock serializes instead).
-"""
+search through querysets cost more CPU than the database spent running it. Table names come
+from the models' metadata; the columns are the models' own. The same SQL runs on PostgreSQL and
+SQLite; only PostgreSQL gets row locks (SQLite's write lock serializes instead)."""
 
 from __future__ import annotations
 
