@@ -61,6 +61,7 @@ def read_instructions(path: Path, count: int, skip: int = 0) -> list[str]:
 
 
 def create_project(args: argparse.Namespace, prompts: list[str]):
+    from annotate.management.commands.seed_demo import DEMO_TRAINING
     from annotate.services import project_create, prompts_create
 
     project = project_create(
@@ -79,15 +80,8 @@ def create_project(args: argparse.Namespace, prompts: list[str]):
         "samples_per_prompt": 2,
     }
     project.training_settings = {
-        # The whole answer must fit for its length to be seen: MiniLM reads 512 tokens. A few
-        # dozen pairs need several passes at a brisk rate to move a fresh head.
-        "reward": {
-            "use_lora": False,
-            "learning_rate": 2e-4,
-            "epochs": 4,
-            "batch_size": 8,
-            "max_length": 512,
-        },
+        # The demo's reward settings: the whole answer must fit for its length to be seen.
+        "reward": dict(DEMO_TRAINING["reward"]),
         "dpo": {"learning_rate": args.dpo_lr, "epochs": args.dpo_epochs, "beta": 0.1},
         "evaluation": {"heldout_fraction": 0.2, "samples_per_prompt": 2},
     }

@@ -24,7 +24,6 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Count, Q
 
 from annotate import queue as annotate_queue
 from annotate.models import ComparisonStatus, Project, Prompt, Round, RoundStatus
@@ -124,16 +123,9 @@ def round_training_start(
     )
 
 
-def round_quota_reached(round: Round) -> bool:
+def _quota_reached(progress: annotate_queue.RoundProgress) -> bool:
     """Complete pairs reached the quota, or every pair of the round is complete."""
-    counts = round.comparisons.aggregate(
-        total=Count("id"), complete=Count("id", filter=Q(status=ComparisonStatus.COMPLETE))
-    )
-    return _quota_reached(round.quota, counts["total"], counts["complete"])
-
-
-def _quota_reached(quota: int, total: int, complete: int) -> bool:
-    return total > 0 and complete >= min(quota, total)
+    return progress.pairs > 0 and progress.complete >= min(progress.quota, progress.pairs)
 
 
 def round_close_if_complete(*, round_id: int) -> TrainingRun | None:
@@ -144,7 +136,7 @@ def round_close_if_complete(*, round_id: int) -> TrainingRun | None:
     """
     # Runs after every completed pair, so one light query decides whether to go on.
     progress = annotate_queue.open_round_progress(round_id)
-    if progress is None or not _quota_reached(progress.quota, progress.pairs, progress.complete):
+    if progress is None or not _quota_reached(progress):
         return None
     round_ = Round.objects.filter(pk=round_id, status=RoundStatus.OPEN).first()
     if round_ is None:
