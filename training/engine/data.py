@@ -1,7 +1,9 @@
 """Preference data: JSONL rows -> token ids -> length-bucketed, padded batches.
 
-A pair batch of B comparisons is stacked as 2B sequences: the B chosen ones, then the B rejected
-ones, each prompt + completion, right-padded to the longest in the batch.
+A pair batch of B comparisons takes one of two layouts. Packed (decoders; collate_packed_pairs):
+B rows of prompt + chosen + rejected, the prompt computed once for both answers. Sequences
+(encoders, which see both ways; collate_policy_pairs and collate_reward_pairs): 2B rows, the B
+chosen then the B rejected, each prompt + completion, right-padded to the longest in the batch.
 
 Masking convention: `loss_mask[i, t]` is True exactly where `input_ids[i, t]` is a completion
 token (the answer and its closing eos). It marks *targets* in input_ids, not logits, so a causal
@@ -60,6 +62,11 @@ class EncodedPair:
     def length(self) -> int:
         """Tokens of the longer of the two sequences: what the pair costs in a padded batch."""
         return len(self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids))
+
+    @property
+    def packed_length(self) -> int:
+        """Tokens of its row in a packed batch: the prompt once, then both answers."""
+        return len(self.prompt_ids) + len(self.chosen_ids) + len(self.rejected_ids)
 
 
 # --- reading JSONL -----------------------------------------------------------------------------
@@ -371,13 +378,15 @@ def collate_policy_pairs(pairs: Sequence[EncodedPair], pad_id: int) -> dict[str,
     """A DPO batch: B pairs -> 2B sequences, chosen rows first, then rejected (see module doc).
 
     input_ids, attention_mask (2B, T) long; loss_mask (2B, T) bool on completion tokens;
-    weight, margin, target (B,) float32; num_tokens int, the non-pad tokens.
+    answer_lengths (2B,) its row sums; weight, margin, target (B,) float32; num_tokens int, the
+    non-pad tokens.
     """
     input_ids, attention_mask, loss_mask = _stack_pairs(pairs, pad_id)
     return {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "loss_mask": loss_mask,
+        "answer_lengths": loss_mask.sum(dim=1),
         **_pair_fields(pairs),
         "num_tokens": int(attention_mask.sum()),
     }
@@ -392,6 +401,69 @@ def collate_reward_pairs(pairs: Sequence[EncodedPair], pad_id: int) -> dict[str,
         "attention_mask": attention_mask,
         **_pair_fields(pairs),
         "num_tokens": int(attention_mask.sum()),
+    }
+
+
+def collate_packed_pairs(pairs: Sequence[EncodedPair], pad_id: int) -> dict[str, Any]:
+    """A decoder's pair batch with the prompt computed once: B rows of prompt + chosen + rejected.
+
+    Attention is causal, except that rejected tokens do not see the chosen ones, and the
+    rejected answer's positions restart where the prompt ends: each answer sees exactly the
+    prompt and itself, as if it were alone, while the prompt goes through the model once
+    instead of twice (a third of a chat pair's tokens on SmolLM2, whose template adds a system
+    prompt). Each row is only as long as its pair's real tokens, so bucketed batches waste
+    little on padding, where two padded sequences per pair would pad the shorter answer.
+
+    input_ids, position_ids (B, T) long; attention_mask (B, 1, T, T) bool, True where the query
+    (row) may attend the key (column); pads attend causally and are never read.
+    Per answer token, M in all, flat indices into the B*T positions: targets (M,) the token,
+    predictors (M,) the hidden state that predicts it (the token before; for an answer's first
+    token, the prompt's last); owners (M,) its answer, i for pair i's chosen and B + i for its
+    rejected (the order of collate_policy_pairs). answer_lengths (2B,) tokens per answer;
+    last_positions (2B,) each answer's last token, where a reward model scores.
+    weight, margin, target (B,) float32; num_tokens int, the non-pad tokens.
+    """
+    if not pairs:
+        raise ValueError("cannot collate an empty batch")
+    count, width = len(pairs), max(pair.packed_length for pair in pairs)
+    input_ids = torch.full((count, width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((count, width), dtype=torch.long)
+    attention_mask = torch.ones((width, width), dtype=torch.bool).tril().repeat(count, 1, 1)
+    targets: list[int] = []
+    predictors: list[int] = []
+    owners: list[int] = []
+    last_positions = [0] * (2 * count)
+    for i, pair in enumerate(pairs):
+        prompt, chosen, rejected = (
+            len(pair.prompt_ids),
+            len(pair.chosen_ids),
+            len(pair.rejected_ids),
+        )
+        end = prompt + chosen + rejected
+        input_ids[i, :end] = torch.tensor(pair.prompt_ids + pair.chosen_ids + pair.rejected_ids)
+        position_ids[i, : prompt + chosen] = torch.arange(prompt + chosen)
+        position_ids[i, prompt + chosen : end] = torch.arange(prompt, prompt + rejected)
+        attention_mask[i, prompt + chosen : end, prompt : prompt + chosen] = False
+        row = i * width
+        for owner, start, size in ((i, prompt, chosen), (count + i, prompt + chosen, rejected)):
+            tokens = range(row + start, row + start + size)
+            targets += tokens
+            predictors += [row + prompt - 1, *tokens[:-1]]
+            owners += [owner] * size
+            last_positions[owner] = row + start + size - 1
+    return {
+        "input_ids": input_ids,
+        "position_ids": position_ids,
+        "attention_mask": attention_mask[:, None],
+        "targets": torch.tensor(targets, dtype=torch.long),
+        "predictors": torch.tensor(predictors, dtype=torch.long),
+        "owners": torch.tensor(owners, dtype=torch.long),
+        "answer_lengths": torch.tensor(
+            [len(p.chosen_ids) for p in pairs] + [len(p.rejected_ids) for p in pairs]
+        ),
+        "last_positions": torch.tensor(last_positions, dtype=torch.long),
+        **_pair_fields(pairs),
+        "num_tokens": sum(pair.packed_length for pair in pairs),
     }
 
 

@@ -20,7 +20,6 @@ from training.engine.config import DPOConfig
 from training.engine.data import (
     EncodedPair,
     PreferenceRow,
-    collate_policy_pairs,
     encode_pairs,
 )
 from training.engine.losses import dpo_loss
@@ -57,16 +56,14 @@ def policy_logps(
     *,
     per_token: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B,) chosen and (B,) rejected log-probs; the 2B sequences go through in one forward.
+    """(B,) chosen and (B,) rejected log-probs; both answers of every pair in one forward.
 
     per_token averages over each answer's tokens instead of summing (what IPO is defined on).
     """
-    loss_mask = batch["loss_mask"].to(device)
-    logps = scorer(
-        batch["input_ids"].to(device), batch["attention_mask"].to(device), loss_mask
-    )  # (2B,)
+    batch = runtime.to_device(batch, device)
+    logps = scorer(batch)  # (2B,)
     if per_token:
-        logps = logps / loss_mask[:, 1:].sum(dim=1).clamp(min=1)
+        logps = logps / batch["answer_lengths"].clamp(min=1)
     half = logps.shape[0] // 2
     return logps[:half], logps[half:]
 
@@ -84,13 +81,13 @@ def reference_logps(
 ) -> torch.Tensor:  # (N, 2): chosen, rejected
     """The reference model's log-probs, computed once per data set instead of every step."""
     out = torch.zeros(len(pairs), 2)
-    order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
+    order = sorted(range(len(pairs)), key=lambda i: scorer.cost(pairs[i]))
     model = scorer.model
     was_training = model.training
     model.eval()
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
-        batch = collate_policy_pairs([pairs[i] for i in index], pad_id)
+        batch = scorer.collate([pairs[i] for i in index], pad_id)
         with accelerator.autocast():
             if adapter_off:
                 with model.disable_adapter():
@@ -131,7 +128,7 @@ def evaluate(
     rows: list[Metrics] = []
     for start in range(0, len(pairs), config.batch_size * 2):
         chunk = list(range(start, min(start + config.batch_size * 2, len(pairs))))
-        batch = collate_policy_pairs([pairs[i] for i in chunk], pad_id)
+        batch = scorer.collate([pairs[i] for i in chunk], pad_id)
         with accelerator.autocast():
             chosen, rejected = policy_logps(
                 scorer, batch, accelerator.device, per_token=config.loss_type == "ipo"
@@ -180,6 +177,7 @@ def train_dpo(
     )
     freeze_in_low_precision(model, autocast_dtype(config.precision, device))
     scorer = PolicyLogprobs(model)
+    collate = scorer.collate  # accelerate may wrap the scorer later
     pad_id = tokenizer.pad_token_id
 
     # --- data: token ids, a held-out slice ------------------------------------------------------
@@ -216,7 +214,7 @@ def train_dpo(
     per_token = config.loss_type == "ipo"
 
     def batch_loss(scorer: torch.nn.Module, batch_index: list[int]):
-        batch = collate_policy_pairs([train_pairs[i] for i in batch_index], pad_id)
+        batch = collate([train_pairs[i] for i in batch_index], pad_id)
         ref = train_reference[batch_index].to(device)
         with accelerator.autocast():
             chosen, rejected = policy_logps(scorer, batch, device, per_token=per_token)
@@ -232,14 +230,16 @@ def train_dpo(
         )
         return loss, stats, int(batch["num_tokens"])
 
-    def held_out(scorer: torch.nn.Module) -> Metrics:
+    def held_out(prepared: torch.nn.Module) -> Metrics:
+        # No gradients here, so the wrapper accelerate put around the scorer is not needed.
+        scorer = accelerator.unwrap_model(prepared)
         return evaluate(scorer, eval_pairs, eval_reference, config, pad_id, accelerator)
 
     scorer, result = runtime.optimize(
         accelerator=accelerator,
         model=scorer,
         config=config,
-        lengths=[pair.length for pair in train_pairs],
+        lengths=[scorer.cost(pair) for pair in train_pairs],
         batch_loss=batch_loss,
         evaluate=held_out if eval_pairs else None,
         output_dir=output_dir,

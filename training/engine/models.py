@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,12 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from training.engine.config import ConfigError, LoraSettings, save_config
+from training.engine.data import (
+    EncodedPair,
+    collate_packed_pairs,
+    collate_policy_pairs,
+    collate_reward_pairs,
+)
 from training.engine.packaged import resolve_model_path
 
 ARTIFACT_FILE = "tandem_artifact.json"
@@ -173,12 +180,36 @@ def completion_logprobs(
     targets_mask = loss_mask[:, 1:].bool()  # hidden[t] predicts token t + 1
     selected = hidden[:, :-1][targets_mask]  # (M, H)
     targets = input_ids[:, 1:][targets_mask]  # (M,)
-    logits = inner.get_output_embeddings()(selected).float()  # (M, V)
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None]
+    owners = rows.expand_as(targets_mask)[targets_mask]  # (M,) which sequence each token is in
+    return _summed_token_logprobs(inner, selected, targets, owners, input_ids.shape[0])
+
+
+def packed_completion_logprobs(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> torch.Tensor:  # (2B,) summed log-probability of each chosen, then each rejected answer
+    """completion_logprobs on a packed batch (data.collate_packed_pairs): the same numbers, with
+    each prompt computed once for both of its answers."""
+    inner = unwrap(model)
+    hidden = packed_hidden_states(inner, batch)  # (B*T, H)
+    targets = batch["input_ids"].flatten()[batch["targets"]]  # (M,)
+    answers = batch["answer_lengths"].shape[0]
+    return _summed_token_logprobs(
+        inner, hidden[batch["predictors"]], targets, batch["owners"], answers
+    )
+
+
+def _summed_token_logprobs(
+    inner: PreTrainedModel,
+    hidden: torch.Tensor,  # (M, H) the states that predict the M tokens
+    targets: torch.Tensor,  # (M,) token ids
+    owners: torch.Tensor,  # (M,) which of the `count` sequences each token belongs to
+    count: int,
+) -> torch.Tensor:  # (count,)
+    logits = inner.get_output_embeddings()(hidden).float()  # (M, V)
     # cross_entropy fuses log-softmax and its backward: one pass over (M, V), not three.
     token_logps = -torch.nn.functional.cross_entropy(logits, targets, reduction="none")  # (M,)
-    rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None]
-    rows = rows.expand_as(targets_mask)[targets_mask]  # (M,) which sequence each token is in
-    return torch.zeros(input_ids.shape[0], device=input_ids.device).index_add(0, rows, token_logps)
+    return torch.zeros(count, device=hidden.device).index_add(0, owners, token_logps)
 
 
 def backbone_hidden_states(
@@ -188,12 +219,36 @@ def backbone_hidden_states(
 
     With right padding a real token never attends to a pad (pads come after it, and attention
     is causal), so the mask can be left out: that takes the plain causal attention kernel,
-    which is much faster than a masked one, and positions 0..T-1 are already right.
+    and positions 0..T-1 are already right.
     """
     backbone = getattr(inner, inner.base_model_prefix)
     right_padded = bool((attention_mask[:, :1] == 1).all())
     mask = None if right_padded else attention_mask
     return backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
+
+
+def packed_hidden_states(
+    inner: PreTrainedModel, batch: dict[str, torch.Tensor]
+) -> torch.Tensor:  # (B*T, H), flat so the batch's flat indices pick from it
+    """Last hidden states of a decoder on a packed pair batch, under its own mask and positions."""
+    backbone = getattr(inner, inner.base_model_prefix)
+    hidden = backbone(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"],
+    ).last_hidden_state
+    return hidden.flatten(0, 1)
+
+
+def packs_pairs(model: torch.nn.Module) -> bool:
+    """Whether pair batches can be packed (data.collate_packed_pairs): the model is a decoder
+    whose attention takes a custom mask. Encoders see both ways, so their prompt's states
+    depend on the answer and cannot be shared."""
+    inner = unwrap(model)
+    decoder = isinstance(inner, PreTrainedModel) and (
+        hasattr(inner, "score") or inner.get_output_embeddings() is not None
+    )
+    return decoder and getattr(inner.config, "_attn_implementation", None) == "sdpa"
 
 
 def freeze_in_low_precision(model: torch.nn.Module, dtype: torch.dtype | None) -> None:
@@ -255,6 +310,15 @@ def reward_scores(
     hidden = backbone_hidden_states(inner, input_ids, attention_mask)
     last = attention_mask.sum(dim=1) - 1  # (N,)
     pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (N, H)
+    return inner.score(pooled)[:, 0].float()
+
+
+def packed_reward_scores(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> torch.Tensor:  # (2B,) float32: each chosen, then each rejected answer's reward
+    """reward_scores on a packed batch (a decoder's): the score at each answer's last token."""
+    inner = unwrap(model)
+    pooled = packed_hidden_states(inner, batch)[batch["last_positions"]]  # (2B, H)
     return inner.score(pooled)[:, 0].float()
 
 
@@ -347,24 +411,50 @@ def merge_adapter(adapter: str | Path, out: Path, *, cache_dir: Path | None = No
 
 
 class PolicyLogprobs(torch.nn.Module):
-    """forward(input_ids, attention_mask, loss_mask) -> (N,) completion log-probs."""
+    """forward(batch) -> (2B,) log-probs of each pair's chosen, then rejected answer.
+
+    collate() makes the batch in the layout the model takes: packed where it can share the
+    prompt, else two sequences per pair.
+    """
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.packed = packs_pairs(model)
 
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor
-    ) -> torch.Tensor:
-        return completion_logprobs(self.model, input_ids, attention_mask, loss_mask)
+    def collate(self, pairs: Sequence[EncodedPair], pad_id: int) -> dict[str, Any]:
+        return (collate_packed_pairs if self.packed else collate_policy_pairs)(pairs, pad_id)
+
+    def cost(self, pair: EncodedPair) -> int:
+        """The pair's tokens in a batch of this layout, to bucket batches by."""
+        return pair.packed_length if self.packed else pair.length
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.packed:
+            return packed_completion_logprobs(self.model, batch)
+        return completion_logprobs(
+            self.model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"]
+        )
 
 
 class RewardScorer(torch.nn.Module):
-    """forward(input_ids, attention_mask) -> (N,) rewards."""
+    """forward(batch) -> (2B,) rewards of each pair's chosen, then rejected answer.
+
+    collate() makes the batch in the layout the model takes (see PolicyLogprobs).
+    """
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.packed = packs_pairs(model)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return reward_scores(self.model, input_ids, attention_mask)
+    def collate(self, pairs: Sequence[EncodedPair], pad_id: int) -> dict[str, Any]:
+        return (collate_packed_pairs if self.packed else collate_reward_pairs)(pairs, pad_id)
+
+    def cost(self, pair: EncodedPair) -> int:
+        return pair.packed_length if self.packed else pair.length
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.packed:
+            return packed_reward_scores(self.model, batch)
+        return reward_scores(self.model, batch["input_ids"], batch["attention_mask"])

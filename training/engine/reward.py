@@ -19,7 +19,6 @@ from training.engine.config import RewardConfig, load_config
 from training.engine.data import (
     EncodedPair,
     PreferenceRow,
-    collate_reward_pairs,
     encode_pairs,
 )
 from training.engine.losses import bradley_terry_loss
@@ -40,8 +39,8 @@ from training.engine.runtime import Callbacks, Metrics, TrainResult
 def pair_scores(
     scorer: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B,) chosen and (B,) rejected rewards; the 2B sequences go through in one forward."""
-    scores = scorer(batch["input_ids"].to(device), batch["attention_mask"].to(device))  # (2B,)
+    """(B,) chosen and (B,) rejected rewards; both answers of every pair in one forward."""
+    scores = scorer(runtime.to_device(batch, device))  # (2B,)
     half = scores.shape[0] // 2
     return scores[:half], scores[half:]
 
@@ -60,7 +59,7 @@ def pair_loss(
 
 @torch.inference_mode()
 def score_pairs(
-    scorer: torch.nn.Module,
+    scorer: RewardScorer,
     pairs: list[EncodedPair],
     batch_size: int,
     pad_id: int,
@@ -70,10 +69,10 @@ def score_pairs(
     was_training = scorer.training
     scorer.eval()
     out = torch.zeros(len(pairs), 2)
-    order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
+    order = sorted(range(len(pairs)), key=lambda i: scorer.cost(pairs[i]))
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
-        batch = collate_reward_pairs([pairs[i] for i in index], pad_id)
+        batch = scorer.collate([pairs[i] for i in index], pad_id)
         with accelerator.autocast():
             chosen, rejected = pair_scores(scorer, batch, accelerator.device)
         out[index, 0], out[index, 1] = chosen.float().cpu(), rejected.float().cpu()
@@ -82,7 +81,7 @@ def score_pairs(
 
 
 def evaluate(
-    scorer: torch.nn.Module,
+    scorer: RewardScorer,
     pairs: list[EncodedPair],
     batch_size: int,
     pad_id: int,
@@ -123,6 +122,7 @@ def train_reward(
     )
     freeze_in_low_precision(model, autocast_dtype(config.precision, device))
     scorer = RewardScorer(model)
+    collate, cost = scorer.collate, scorer.cost  # accelerate may wrap the scorer later
     pad_id = tokenizer.pad_token_id
 
     # --- data: the backbone's own tokens, a held-out slice --------------------------------------
@@ -141,20 +141,22 @@ def train_reward(
 
     # --- the loop: score chosen and rejected in one forward, Bradley-Terry loss -----------------
     def batch_loss(scorer: torch.nn.Module, batch_index: list[int]):
-        batch = collate_reward_pairs([train_pairs[i] for i in batch_index], pad_id)
+        batch = collate([train_pairs[i] for i in batch_index], pad_id)
         with accelerator.autocast():
             chosen, rejected = pair_scores(scorer, batch, device)
         loss, stats = pair_loss(chosen.float(), rejected.float(), batch)
         return loss, stats, int(batch["num_tokens"])
 
-    def held_out(scorer: torch.nn.Module) -> Metrics:
+    def held_out(prepared: torch.nn.Module) -> Metrics:
+        # No gradients here, so the wrapper accelerate put around the scorer is not needed.
+        scorer = accelerator.unwrap_model(prepared)
         return evaluate(scorer, eval_pairs, config.batch_size * 2, pad_id, accelerator)
 
     scorer, result = runtime.optimize(
         accelerator=accelerator,
         model=scorer,
         config=config,
-        lengths=[pair.length for pair in train_pairs],
+        lengths=[cost(pair) for pair in train_pairs],
         batch_loss=batch_loss,
         evaluate=held_out if eval_pairs else None,
         output_dir=output_dir,
