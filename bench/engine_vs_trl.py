@@ -34,7 +34,7 @@ from training.engine.config import DPOConfig, LoraSettings, RewardConfig  # noqa
 from training.engine.data import PreferenceRow, collate_policy_pairs, encode_pairs  # noqa: E402
 from training.engine.dpo import train_dpo  # noqa: E402
 from training.engine.losses import dpo_loss  # noqa: E402
-from training.engine.models import PolicyLogprobs, load_tokenizer, resolve  # noqa: E402
+from training.engine.models import completion_logprobs, load_tokenizer, resolve  # noqa: E402
 from training.engine.reward import evaluate_reward_model, train_reward  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "alpaca_eval_pairs.jsonl"
@@ -135,18 +135,18 @@ def dpo_heldout(adapter: Path, rows: list[PreferenceRow]) -> dict:
     model = PeftModel.from_pretrained(
         AutoModelForCausalLM.from_pretrained(resolve(BASE), dtype=torch.float32), str(adapter)
     ).eval()
-    scorer = PolicyLogprobs(model)
     pairs = encode_pairs(
         rows, tokenizer, max_length=MAX_LENGTH, max_prompt_length=MAX_PROMPT_LENGTH
     )
     policy, reference = [], []
     for start in range(0, len(pairs), 8):
         batch = collate_policy_pairs(pairs[start : start + 8], tokenizer.pad_token_id)
+        # Two plain sequences per pair (not the trainer's packed rows): an independent check.
         args = (batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            policy.append(scorer(*args).float())
+            policy.append(completion_logprobs(model, *args).float())
             with model.disable_adapter():
-                reference.append(scorer(*args).float())
+                reference.append(completion_logprobs(model, *args).float())
     half = lambda t: (t[: len(t) // 2], t[len(t) // 2 :])  # noqa: E731
     pc, pr = zip(*(half(t) for t in policy), strict=True)
     rc, rr = zip(*(half(t) for t in reference), strict=True)

@@ -6,10 +6,12 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from training.engine.losses import (
     bradley_terry_loss,
     dpo_loss,
+    projected_token_logprobs,
     sequence_logprobs,
     shift_for_next_token,
 )
@@ -235,3 +237,30 @@ def test_dpo_refuses_bad_settings(kwargs, message):
     settings = {"beta": 0.1, **kwargs}
     with pytest.raises(ValueError, match=message):
         dpo_loss(*POLICY, *REF, **settings)
+
+
+# --- log-probs through a frozen projection, a chunk at a time -------------------------------------
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 64])
+def test_projected_token_logprobs_equal_cross_entropy_in_value_and_gradient(chunk):
+    torch.manual_seed(0)
+    hidden = torch.randn(7, 5, requires_grad=True)
+    weight = torch.randn(11, 5)
+    targets = torch.randint(0, 11, (7,))
+    upstream = torch.randn(7)  # distinct per token, as a DPO batch's sequences give
+
+    want = -F.cross_entropy(hidden @ weight.T, targets, reduction="none")
+    (want_grad,) = torch.autograd.grad((want * upstream).sum(), hidden)
+    got = projected_token_logprobs(hidden, weight, targets, chunk=chunk)
+    (got_grad,) = torch.autograd.grad((got * upstream).sum(), hidden)
+
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got_grad, want_grad)
+
+
+def test_projected_token_logprobs_refuse_a_trainable_weight():
+    with pytest.raises(ValueError, match="frozen"):
+        projected_token_logprobs(
+            torch.randn(2, 3), torch.randn(4, 3, requires_grad=True), torch.tensor([0, 1])
+        )

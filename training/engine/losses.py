@@ -59,6 +59,61 @@ def sequence_logprobs(logits: Tensor, labels: Tensor, loss_mask: Tensor) -> Tens
 # --- reward model ------------------------------------------------------------------------------
 
 
+class _ProjectedTokenLogprobs(torch.autograd.Function):
+    """log p(target) under softmax(hidden @ weight.T), a chunk of tokens at a time.
+
+    The plain route materialises (M, V) fp32 logits, their log-softmax and its gradient: on a
+    49k vocabulary several hundred MB a step, whose allocation and memory traffic cost more than
+    the projection itself on a CPU. Here only one chunk's logits exist at a time, forward and
+    backward; the backward recomputes them (one more matmul) instead of keeping them.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: Tensor, weight: Tensor, targets: Tensor, chunk: int) -> Tensor:
+        # hidden (M, H), weight (V, H), targets (M,) -> (M,) float32
+        logps = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        log_normalizers = torch.empty_like(logps)
+        for start in range(0, hidden.shape[0], chunk):
+            part = slice(start, start + chunk)
+            logits = (hidden[part] @ weight.T).float()  # (chunk, V)
+            log_normalizers[part] = torch.logsumexp(logits, dim=-1)
+            picked = logits.gather(1, targets[part, None])[:, 0]
+            logps[part] = picked - log_normalizers[part]
+        ctx.save_for_backward(hidden, weight, targets, log_normalizers)
+        ctx.chunk = chunk
+        return logps
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        hidden, weight, targets, log_normalizers = ctx.saved_tensors
+        grad_hidden = torch.empty_like(hidden)
+        for start in range(0, hidden.shape[0], ctx.chunk):
+            part = slice(start, start + ctx.chunk)
+            logits = (hidden[part] @ weight.T).float()
+            # d log p(target) / d logits = onehot(target) - softmax(logits)
+            grad_logits = torch.exp(logits - log_normalizers[part, None]).mul_(-grad[part, None])
+            rows = torch.arange(grad_logits.shape[0], device=grad.device)
+            grad_logits[rows, targets[part]] += grad[part]
+            grad_hidden[part] = grad_logits.to(hidden.dtype) @ weight
+        return grad_hidden, None, None, None
+
+
+def projected_token_logprobs(
+    hidden: Tensor, weight: Tensor, targets: Tensor, *, chunk: int = 128
+) -> Tensor:
+    """log p(targets[m]) when hidden[m] @ weight.T are the logits: (M, H), (V, H), (M,) -> (M,).
+
+    Equal to -cross_entropy(hidden @ weight.T, targets) in value and in its gradient to hidden,
+    without the (M, V) tensors (see _ProjectedTokenLogprobs). The weight must be frozen; its
+    gradient is not computed. Runs in the autocast dtype when autocast is on, as a Linear would.
+    """
+    if weight.requires_grad:
+        raise ValueError("projected_token_logprobs needs a frozen projection weight")
+    device = hidden.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+    return _ProjectedTokenLogprobs.apply(hidden.to(dtype), weight.to(dtype), targets, chunk)
+
+
 def bradley_terry_loss(
     chosen_rewards: Tensor,
     rejected_rewards: Tensor,

@@ -33,6 +33,7 @@ from training.engine.data import (
     collate_policy_pairs,
     collate_reward_pairs,
 )
+from training.engine.losses import projected_token_logprobs
 from training.engine.packaged import resolve_model_path
 
 ARTIFACT_FILE = "tandem_artifact.json"
@@ -206,9 +207,12 @@ def _summed_token_logprobs(
     owners: torch.Tensor,  # (M,) which of the `count` sequences each token belongs to
     count: int,
 ) -> torch.Tensor:  # (count,)
-    logits = inner.get_output_embeddings()(hidden).float()  # (M, V)
-    # cross_entropy fuses log-softmax and its backward: one pass over (M, V), not three.
-    token_logps = -torch.nn.functional.cross_entropy(logits, targets, reduction="none")  # (M,)
+    head = inner.get_output_embeddings()
+    if head.weight.requires_grad or getattr(head, "bias", None) is not None:
+        logits = head(hidden).float()  # (M, V)
+        token_logps = -torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    else:  # the usual frozen head: a chunk of (M, V) at a time
+        token_logps = projected_token_logprobs(hidden, head.weight, targets)  # (M,)
     return torch.zeros(count, device=hidden.device).index_add(0, owners, token_logps)
 
 
