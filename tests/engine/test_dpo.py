@@ -166,3 +166,19 @@ def test_gradient_accumulation_counts_optimizer_steps(base, tmp_path):
     assert progress == [1, 2, 3] and result.steps == 3
     # Cosine over 3 optimizer steps: the rate falls once per optimizer step, not per micro-batch.
     assert rates[0] > rates[1] > rates[2] == 0.0
+
+
+def test_bf16_autocast_run_trains_the_fp32_adapter(base, tmp_path):
+    """Frozen weights in bf16 and LoRA inputs left to autocast: the adapter still learns."""
+    metrics: list[dict] = []
+    callbacks = Callbacks(on_metrics=lambda step, split, m: metrics.append(m))
+    train_dpo(
+        separable_rows(32),
+        small_config(base, precision="bf16", max_steps=4, eval_every=100),
+        tmp_path / "out",
+        callbacks=callbacks,
+    )
+    weights = adapter_weights(tmp_path / "out")
+    assert all(w.dtype == torch.float32 for w in weights.values())
+    assert any(w.abs().sum() > 0 for name, w in weights.items() if "lora_B" in name)
+    assert len(metrics) >= 4 and all(m["loss"] == m["loss"] for m in metrics)  # no NaN

@@ -242,21 +242,27 @@ def test_dpo_refuses_bad_settings(kwargs, message):
 # --- log-probs through a frozen projection, a chunk at a time -------------------------------------
 
 
-@pytest.mark.parametrize("chunk", [1, 3, 7, 64])
-def test_projected_token_logprobs_equal_cross_entropy_in_value_and_gradient(chunk):
+@pytest.mark.parametrize(("chunk", "temperature"), [(1, 1.0), (3, 0.7), (7, 1.0), (64, 1.3)])
+def test_projected_token_logprobs_equal_cross_entropy_in_value_and_gradient(chunk, temperature):
     torch.manual_seed(0)
     hidden = torch.randn(7, 5, requires_grad=True)
     weight = torch.randn(11, 5)
     targets = torch.randint(0, 11, (7,))
     upstream = torch.randn(7)  # distinct per token, as a DPO batch's sequences give
 
-    want = -F.cross_entropy(hidden @ weight.T, targets, reduction="none")
+    logits = hidden @ weight.T / temperature
+    want = -F.cross_entropy(logits, targets, reduction="none")
+    want_entropy = -(logits.log_softmax(-1).exp() * logits.log_softmax(-1)).sum(-1)
     (want_grad,) = torch.autograd.grad((want * upstream).sum(), hidden)
-    got = projected_token_logprobs(hidden, weight, targets, chunk=chunk)
+    got, got_entropy = projected_token_logprobs(
+        hidden, weight, targets, temperature=temperature, chunk=chunk
+    )
     (got_grad,) = torch.autograd.grad((got * upstream).sum(), hidden)
 
     torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got_entropy, want_entropy.detach())
     torch.testing.assert_close(got_grad, want_grad)
+    assert not got_entropy.requires_grad  # reported, never trained on
 
 
 def test_projected_token_logprobs_refuse_a_trainable_weight():

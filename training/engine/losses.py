@@ -60,58 +60,77 @@ def sequence_logprobs(logits: Tensor, labels: Tensor, loss_mask: Tensor) -> Tens
 
 
 class _ProjectedTokenLogprobs(torch.autograd.Function):
-    """log p(target) under softmax(hidden @ weight.T), a chunk of tokens at a time.
+    """log p(target) and the entropy under softmax(hidden @ weight.T / temperature), a chunk of
+    tokens at a time.
 
     The plain route materialises (M, V) fp32 logits, their log-softmax and its gradient: on a
     49k vocabulary several hundred MB a step, whose allocation and memory traffic cost more than
     the projection itself on a CPU. Here only one chunk's logits exist at a time, forward and
-    backward; the backward recomputes them (one more matmul) instead of keeping them.
+    backward; the backward recomputes them (one more matmul) instead of keeping them. The
+    entropy is for reporting: it carries no gradient.
     """
 
     @staticmethod
-    def forward(ctx, hidden: Tensor, weight: Tensor, targets: Tensor, chunk: int) -> Tensor:
-        # hidden (M, H), weight (V, H), targets (M,) -> (M,) float32
+    def forward(ctx, hidden, weight, targets, temperature: float, chunk: int):
+        # hidden (M, H), weight (V, H), targets (M,) -> (M,) log-probs, (M,) entropies, float32
         logps = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
-        log_normalizers = torch.empty_like(logps)
+        entropies, log_normalizers = torch.empty_like(logps), torch.empty_like(logps)
         for start in range(0, hidden.shape[0], chunk):
             part = slice(start, start + chunk)
-            logits = (hidden[part] @ weight.T).float()  # (chunk, V)
+            logits = (hidden[part] @ weight.T).float().div_(temperature)  # (chunk, V)
             log_normalizers[part] = torch.logsumexp(logits, dim=-1)
-            picked = logits.gather(1, targets[part, None])[:, 0]
-            logps[part] = picked - log_normalizers[part]
+            logps[part] = logits.gather(1, targets[part, None])[:, 0] - log_normalizers[part]
+            probs = torch.exp(logits - log_normalizers[part, None])
+            entropies[part] = log_normalizers[part] - (probs * logits).sum(dim=-1)
         ctx.save_for_backward(hidden, weight, targets, log_normalizers)
-        ctx.chunk = chunk
-        return logps
+        ctx.temperature, ctx.chunk = temperature, chunk
+        ctx.mark_non_differentiable(entropies)
+        return logps, entropies
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
+    def backward(ctx, grad, _grad_entropies):
         hidden, weight, targets, log_normalizers = ctx.saved_tensors
         grad_hidden = torch.empty_like(hidden)
         for start in range(0, hidden.shape[0], ctx.chunk):
             part = slice(start, start + ctx.chunk)
-            logits = (hidden[part] @ weight.T).float()
+            logits = (hidden[part] @ weight.T).float().div_(ctx.temperature)
             # d log p(target) / d logits = onehot(target) - softmax(logits)
             grad_logits = torch.exp(logits - log_normalizers[part, None]).mul_(-grad[part, None])
             rows = torch.arange(grad_logits.shape[0], device=grad.device)
             grad_logits[rows, targets[part]] += grad[part]
+            grad_logits.div_(ctx.temperature)
             grad_hidden[part] = grad_logits.to(hidden.dtype) @ weight
-        return grad_hidden, None, None, None
+        return grad_hidden, None, None, None, None
 
 
 def projected_token_logprobs(
-    hidden: Tensor, weight: Tensor, targets: Tensor, *, chunk: int = 128
-) -> Tensor:
-    """log p(targets[m]) when hidden[m] @ weight.T are the logits: (M, H), (V, H), (M,) -> (M,).
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    *,
+    temperature: float = 1.0,
+    chunk: int = 128,
+) -> tuple[Tensor, Tensor]:
+    """log p(targets[m]) and the entropy of p when hidden[m] @ weight.T / temperature are the
+    logits: (M, H), (V, H), (M,) -> (M,) log-probs, (M,) entropies (no gradient).
 
-    Equal to -cross_entropy(hidden @ weight.T, targets) in value and in its gradient to hidden,
-    without the (M, V) tensors (see _ProjectedTokenLogprobs). The weight must be frozen; its
-    gradient is not computed. Runs in the autocast dtype when autocast is on, as a Linear would.
+    The log-probs equal -cross_entropy(logits, targets) in value and in their gradient to
+    hidden, without the (M, V) tensors (see _ProjectedTokenLogprobs). The weight must be frozen;
+    its gradient is not computed. Runs in the autocast dtype when autocast is on, as a Linear
+    would.
     """
     if weight.requires_grad:
         raise ValueError("projected_token_logprobs needs a frozen projection weight")
     device = hidden.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
-    return _ProjectedTokenLogprobs.apply(hidden.to(dtype), weight.to(dtype), targets, chunk)
+    return _ProjectedTokenLogprobs.apply(
+        hidden.to(dtype), weight.to(dtype), targets, temperature, chunk
+    )
+
+
+def frozen_plain_projection(head: torch.nn.Module) -> bool:
+    """Whether projected_token_logprobs can stand in for this output layer: frozen, no bias."""
+    return not head.weight.requires_grad and getattr(head, "bias", None) is None
 
 
 def bradley_terry_loss(

@@ -33,7 +33,7 @@ from training.engine.data import (
     collate_policy_pairs,
     collate_reward_pairs,
 )
-from training.engine.losses import projected_token_logprobs
+from training.engine.losses import frozen_plain_projection, projected_token_logprobs
 from training.engine.packaged import resolve_model_path
 
 ARTIFACT_FILE = "tandem_artifact.json"
@@ -208,11 +208,11 @@ def _summed_token_logprobs(
     count: int,
 ) -> torch.Tensor:  # (count,)
     head = inner.get_output_embeddings()
-    if head.weight.requires_grad or getattr(head, "bias", None) is not None:
+    if frozen_plain_projection(head):  # the usual case: a chunk of (M, V) at a time
+        token_logps, _ = projected_token_logprobs(hidden, head.weight, targets)  # (M,)
+    else:
         logits = head(hidden).float()  # (M, V)
         token_logps = -torch.nn.functional.cross_entropy(logits, targets, reduction="none")
-    else:  # the usual frozen head: a chunk of (M, V) at a time
-        token_logps = projected_token_logprobs(hidden, head.weight, targets)  # (M,)
     return torch.zeros(count, device=hidden.device).index_add(0, owners, token_logps)
 
 
@@ -256,7 +256,8 @@ def packs_pairs(model: torch.nn.Module) -> bool:
 
 
 def freeze_in_low_precision(model: torch.nn.Module, dtype: torch.dtype | None) -> None:
-    """Store frozen weights in the autocast dtype; trained ones stay fp32.
+    """Store frozen weights in the autocast dtype; trained ones stay fp32. For models that then
+    run under autocast, as every loop here does.
 
     Autocast would otherwise re-cast every frozen fp32 weight on every forward. The frozen base
     is never updated, so nothing is lost by keeping it in bf16 once.
@@ -266,6 +267,11 @@ def freeze_in_low_precision(model: torch.nn.Module, dtype: torch.dtype | None) -
     for param in model.parameters():
         if not param.requires_grad and param.dtype == torch.float32:
             param.data = param.data.to(dtype)
+    # Autocast hands each LoRA matmul bf16 inputs anyway; peft's own cast of the input to the
+    # fp32 adapter weight would copy every activation twice more (a tenth of a DPO step).
+    for module in model.modules():
+        if hasattr(module, "cast_input_dtype_enabled"):
+            module.cast_input_dtype_enabled = False
 
 
 # --- reward models -------------------------------------------------------------------------------

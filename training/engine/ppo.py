@@ -53,10 +53,12 @@ from training.engine.losses import (
     clipped_policy_loss,
     clipped_value_loss,
     explained_variance,
+    frozen_plain_projection,
     gae_advantages,
     kl_per_token,
     masked_mean,
     masked_whiten,
+    projected_token_logprobs,
     rloo_advantages,
     token_rewards,
 )
@@ -150,13 +152,21 @@ class PolicyAndValue(torch.nn.Module):
         hidden = backbone_hidden_states(inner, input_ids, attention_mask)  # (N, T, H)
         index = positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])  # (N, R, H)
         hidden = hidden.gather(1, index)  # (N, R, H)
-        logits = inner.get_output_embeddings()(hidden[mask]).float() / self.temperature  # (M, V)
-        token_logps = -F.cross_entropy(logits, answer_ids[mask], reduction="none")  # (M,)
-        zeros = torch.zeros(mask.shape, device=logits.device)  # (N, R)
+        head = inner.get_output_embeddings()
+        zeros = torch.zeros(mask.shape, device=hidden.device)  # (N, R)
+        if frozen_plain_projection(head) and not self.entropy_grad:
+            # A chunk of (M, V) at a time; the entropy is only reported.
+            token_logps, token_entropy = projected_token_logprobs(
+                hidden[mask], head.weight, answer_ids[mask], temperature=self.temperature
+            )  # (M,), (M,)
+        else:
+            logits = head(hidden[mask]).float() / self.temperature  # (M, V)
+            token_logps = -F.cross_entropy(logits, answer_ids[mask], reduction="none")  # (M,)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.entropy_grad):
+                log_p = logits.log_softmax(-1)  # (M, V)
+                token_entropy = -(log_p.exp() * log_p).sum(-1)  # (M,)
         logprobs = zeros.masked_scatter(mask, token_logps)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.entropy_grad):
-            log_p = logits.log_softmax(-1)  # (M, V)
-            entropy = zeros.masked_scatter(mask, -(log_p.exp() * log_p).sum(-1))
+        entropy = zeros.masked_scatter(mask, token_entropy)
         values = None
         if with_values and self.value_head is not None:
             values = self.value_head(hidden).squeeze(-1).float()  # (N, R)
