@@ -60,7 +60,7 @@ class EncodedPair:
 
     @property
     def length(self) -> int:
-        """Tokens of the longer of the two sequences: what the pair costs in a padded batch."""
+        """Tokens of the longer of its two sequences: its cost in a batch of sequences."""
         return len(self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids))
 
     @property
