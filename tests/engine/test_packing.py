@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+from transformers import LlamaForCausalLM, LlamaForSequenceClassification
 
-from tests.engine.tiny import VOCAB, save_tiny_bert
+from tests.engine.tiny import VOCAB, save_tiny_bert, tiny_llama_config
 from training.engine.config import LoraSettings
 from training.engine.data import EncodedPair, collate_packed_pairs
 from training.engine.models import (
@@ -79,20 +79,6 @@ def random_pairs(count: int, seed: int) -> list[EncodedPair]:
     ]
 
 
-def tiny_llama_config(**overrides) -> LlamaConfig:
-    values = dict(
-        vocab_size=len(VOCAB),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        pad_token_id=0,
-    )
-    return LlamaConfig(**(values | overrides))
-
-
 def lora_policy(attention: str = "sdpa") -> torch.nn.Module:
     torch.manual_seed(0)
     config = tiny_llama_config()
@@ -113,34 +99,30 @@ def scores_and_grads(scorer: torch.nn.Module, batch: dict) -> tuple[torch.Tensor
     return scores.detach(), grads
 
 
-def test_packed_log_probs_and_their_gradients_equal_two_sequences_per_pair():
-    model = lora_policy()
-    pairs = random_pairs(5, seed=1)
-    packed = PolicyLogprobs(model)
+def assert_packing_changes_nothing(scorer_class, model, pairs, *, atol: float) -> None:
+    """Scores and trained-weight gradients of packed rows equal those of two sequences a pair."""
+    packed = scorer_class(model)
     assert packed.packed
-    sequences = PolicyLogprobs(model)
+    sequences = scorer_class(model)
     sequences.packed = False
     want, want_grads = scores_and_grads(sequences, sequences.collate(pairs, pad_id=0))
     got, got_grads = scores_and_grads(packed, packed.collate(pairs, pad_id=0))
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(got, want, atol=atol, rtol=1e-5)
     assert len(got_grads) == len(want_grads) > 0
     for got_grad, want_grad in zip(got_grads, want_grads, strict=True):
         torch.testing.assert_close(got_grad, want_grad, atol=1e-5, rtol=1e-4)
 
 
+def test_packed_log_probs_and_their_gradients_equal_two_sequences_per_pair():
+    assert_packing_changes_nothing(
+        PolicyLogprobs, lora_policy(), random_pairs(5, seed=1), atol=1e-4
+    )
+
+
 def test_packed_rewards_equal_two_sequences_per_pair():
     torch.manual_seed(0)
     model = LlamaForSequenceClassification(tiny_llama_config(num_labels=1))
-    pairs = random_pairs(5, seed=2)
-    packed = RewardScorer(model)
-    assert packed.packed
-    sequences = RewardScorer(model)
-    sequences.packed = False
-    want, want_grads = scores_and_grads(sequences, sequences.collate(pairs, pad_id=0))
-    got, got_grads = scores_and_grads(packed, packed.collate(pairs, pad_id=0))
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    for got_grad, want_grad in zip(got_grads, want_grads, strict=True):
-        torch.testing.assert_close(got_grad, want_grad, atol=1e-5, rtol=1e-4)
+    assert_packing_changes_nothing(RewardScorer, model, random_pairs(5, seed=2), atol=1e-5)
 
 
 def test_only_decoders_with_a_mask_taking_attention_pack(tmp_path):

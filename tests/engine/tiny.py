@@ -40,9 +40,9 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def save_tiny_llama(folder: Path, *, seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
+def tiny_llama_config(**overrides) -> LlamaConfig:
+    """The tiny Llama's shape over tiny_tokenizer's vocabulary; overrides win."""
+    values = dict(
         vocab_size=len(VOCAB),
         hidden_size=32,
         intermediate_size=64,
@@ -55,7 +55,12 @@ def save_tiny_llama(folder: Path, *, seed: int = 0) -> Path:
         eos_token_id=2,
         bos_token_id=3,
     )
-    LlamaForCausalLM(config).save_pretrained(folder)
+    return LlamaConfig(**(values | overrides))
+
+
+def save_tiny_llama(folder: Path, *, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    LlamaForCausalLM(tiny_llama_config()).save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
     return folder
 
