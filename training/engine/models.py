@@ -420,12 +420,11 @@ def merge_adapter(adapter: str | Path, out: Path, *, cache_dir: Path | None = No
 # gradient sync is set up by the wrapped module's forward, so it must be the one called.
 
 
-class PolicyLogprobs(torch.nn.Module):
-    """forward(batch) -> (2B,) log-probs of each pair's chosen, then rejected answer.
+class _PairModule(torch.nn.Module):
+    """A model scoring both answers of each pair, and the batch layout it takes: packed where it
+    can share the prompt (packs_pairs), else two sequences per pair (`sequence_collate`)."""
 
-    collate() makes the batch in the layout the model takes: packed where it can share the
-    prompt, else two sequences per pair.
-    """
+    sequence_collate: staticmethod
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
@@ -433,11 +432,18 @@ class PolicyLogprobs(torch.nn.Module):
         self.packed = packs_pairs(model)
 
     def collate(self, pairs: Sequence[EncodedPair], pad_id: int) -> dict[str, Any]:
-        return (collate_packed_pairs if self.packed else collate_policy_pairs)(pairs, pad_id)
+        collate = collate_packed_pairs if self.packed else self.sequence_collate
+        return collate(pairs, pad_id)
 
     def cost(self, pair: EncodedPair) -> int:
         """The pair's tokens in a batch of this layout, to bucket batches by."""
         return pair.packed_length if self.packed else pair.length
+
+
+class PolicyLogprobs(_PairModule):
+    """forward(batch) -> (2B,) log-probs of each pair's chosen, then rejected answer."""
+
+    sequence_collate = staticmethod(collate_policy_pairs)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.packed:
@@ -447,22 +453,10 @@ class PolicyLogprobs(torch.nn.Module):
         )
 
 
-class RewardScorer(torch.nn.Module):
-    """forward(batch) -> (2B,) rewards of each pair's chosen, then rejected answer.
+class RewardScorer(_PairModule):
+    """forward(batch) -> (2B,) rewards of each pair's chosen, then rejected answer."""
 
-    collate() makes the batch in the layout the model takes (see PolicyLogprobs).
-    """
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.packed = packs_pairs(model)
-
-    def collate(self, pairs: Sequence[EncodedPair], pad_id: int) -> dict[str, Any]:
-        return (collate_packed_pairs if self.packed else collate_reward_pairs)(pairs, pad_id)
-
-    def cost(self, pair: EncodedPair) -> int:
-        return pair.packed_length if self.packed else pair.length
+    sequence_collate = staticmethod(collate_reward_pairs)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.packed:
