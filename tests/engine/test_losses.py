@@ -255,7 +255,7 @@ def test_projected_token_logprobs_equal_cross_entropy_in_value_and_gradient(chun
     want_entropy = -(logits.log_softmax(-1).exp() * logits.log_softmax(-1)).sum(-1)
     (want_grad,) = torch.autograd.grad((want * upstream).sum(), hidden)
     got, got_entropy = projected_token_logprobs(
-        hidden, weight, targets, temperature=temperature, chunk=chunk
+        hidden, weight, targets, temperature=temperature, chunk=chunk, with_entropy=True
     )
     (got_grad,) = torch.autograd.grad((got * upstream).sum(), hidden)
 

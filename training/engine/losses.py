@@ -67,21 +67,24 @@ class _ProjectedTokenLogprobs(torch.autograd.Function):
     49k vocabulary several hundred MB a step, whose allocation and memory traffic cost more than
     the projection itself on a CPU. Here only one chunk's logits exist at a time, forward and
     backward; the backward recomputes them (one more matmul) instead of keeping them. The
-    entropy is for reporting: it carries no gradient.
+    entropy, when asked for, is for reporting: it carries no gradient.
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, temperature: float, chunk: int):
-        # hidden (M, H), weight (V, H), targets (M,) -> (M,) log-probs, (M,) entropies, float32
+    def forward(ctx, hidden, weight, targets, temperature: float, chunk: int, with_entropy: bool):
+        # hidden (M, H), weight (V, H), targets (M,) -> (M,) log-probs and (M,) entropies
+        # (empty unless with_entropy), float32
         logps = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
-        entropies, log_normalizers = torch.empty_like(logps), torch.empty_like(logps)
+        log_normalizers = torch.empty_like(logps)
+        entropies = torch.empty_like(logps) if with_entropy else logps.new_empty(0)
         for start in range(0, hidden.shape[0], chunk):
             part = slice(start, start + chunk)
             logits = (hidden[part] @ weight.T).float().div_(temperature)  # (chunk, V)
             log_normalizers[part] = torch.logsumexp(logits, dim=-1)
             logps[part] = logits.gather(1, targets[part, None])[:, 0] - log_normalizers[part]
-            probs = torch.exp(logits - log_normalizers[part, None])
-            entropies[part] = log_normalizers[part] - (probs * logits).sum(dim=-1)
+            if with_entropy:
+                probs = torch.exp(logits - log_normalizers[part, None])
+                entropies[part] = log_normalizers[part] - (probs * logits).sum(dim=-1)
         ctx.save_for_backward(hidden, weight, targets, log_normalizers)
         ctx.temperature, ctx.chunk = temperature, chunk
         ctx.mark_non_differentiable(entropies)
@@ -100,7 +103,7 @@ class _ProjectedTokenLogprobs(torch.autograd.Function):
             grad_logits[rows, targets[part]] += grad[part]
             grad_logits.div_(ctx.temperature)
             grad_hidden[part] = grad_logits.to(hidden.dtype) @ weight
-        return grad_hidden, None, None, None, None
+        return grad_hidden, None, None, None, None, None
 
 
 def projected_token_logprobs(
@@ -110,9 +113,11 @@ def projected_token_logprobs(
     *,
     temperature: float = 1.0,
     chunk: int = 128,
-) -> tuple[Tensor, Tensor]:
-    """log p(targets[m]) and the entropy of p when hidden[m] @ weight.T / temperature are the
-    logits: (M, H), (V, H), (M,) -> (M,) log-probs, (M,) entropies (no gradient).
+    with_entropy: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """log p(targets[m]), and with_entropy the entropy of p, when hidden[m] @ weight.T /
+    temperature are the logits: (M, H), (V, H), (M,) -> (M,) log-probs, and (M,) entropies (no
+    gradient) or None: DPO's log-probs skip that work.
 
     The log-probs equal -cross_entropy(logits, targets) in value and in their gradient to
     hidden, without the (M, V) tensors (see _ProjectedTokenLogprobs). The weight must be frozen;
@@ -123,9 +128,10 @@ def projected_token_logprobs(
         raise ValueError("projected_token_logprobs needs a frozen projection weight")
     device = hidden.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
-    return _ProjectedTokenLogprobs.apply(
-        hidden.to(dtype), weight.to(dtype), targets, temperature, chunk
+    logps, entropies = _ProjectedTokenLogprobs.apply(
+        hidden.to(dtype), weight.to(dtype), targets, temperature, chunk, with_entropy
     )
+    return logps, entropies if with_entropy else None
 
 
 def frozen_plain_projection(head: torch.nn.Module) -> bool:

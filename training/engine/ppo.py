@@ -157,7 +157,11 @@ class PolicyAndValue(torch.nn.Module):
         if frozen_plain_projection(head) and not self.entropy_grad:
             # A chunk of (M, V) at a time; the entropy is only reported.
             token_logps, token_entropy = projected_token_logprobs(
-                hidden[mask], head.weight, answer_ids[mask], temperature=self.temperature
+                hidden[mask],
+                head.weight,
+                answer_ids[mask],
+                temperature=self.temperature,
+                with_entropy=True,
             )  # (M,), (M,)
         else:
             logits = head(hidden[mask]).float() / self.temperature  # (M, V)
