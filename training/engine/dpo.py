@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import send_to_device
 
 from training.engine import runtime
 from training.engine.config import DPOConfig
@@ -60,7 +61,7 @@ def policy_logps(
 
     per_token averages over each answer's tokens instead of summing (what IPO is defined on).
     """
-    batch = runtime.to_device(batch, device)
+    batch = send_to_device(batch, device)
     logps = scorer(batch)  # (2B,)
     if per_token:
         logps = logps / batch["answer_lengths"].clamp(min=1)

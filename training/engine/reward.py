@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import send_to_device
 
 from training.engine import runtime
 from training.engine.config import RewardConfig, load_config
@@ -40,7 +41,7 @@ def pair_scores(
     scorer: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B,) chosen and (B,) rejected rewards; both answers of every pair in one forward."""
-    scores = scorer(runtime.to_device(batch, device))  # (2B,)
+    scores = scorer(send_to_device(batch, device))  # (2B,)
     half = scores.shape[0] // 2
     return scores[:half], scores[half:]
 

@@ -78,14 +78,6 @@ def configure_threads() -> None:
             torch.set_num_interop_threads(1)
 
 
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """A collated batch with its tensors on the device (counts stay plain numbers)."""
-    return {
-        key: value.to(device) if isinstance(value, torch.Tensor) else value
-        for key, value in batch.items()
-    }
-
-
 def split_train_eval(count: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """A seeded held-out slice; at least one eval row when a fraction is asked for and possible."""
     order = list(range(count))
