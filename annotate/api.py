@@ -6,6 +6,7 @@ from django.contrib.auth import get_user_model
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -141,6 +142,7 @@ class NextPairApi(APIView):
     """Lease the next pair to judge; 204 when there is nothing left for this annotator."""
 
     permission_classes = [IsAuthenticated]
+    renderer_classes = [JSONRenderer]  # POST-only: no browsable page, no negotiation per call
 
     @extend_schema(request=None, responses={200: LeasedPairSerializer, 204: None})
     def post(self, request: Request, project_id: int) -> Response:
@@ -154,6 +156,7 @@ class SubmitJudgmentApi(APIView):
     """Record a judgment; with lease_next, also lease the next pair in the same round trip."""
 
     permission_classes = [IsAuthenticated]
+    renderer_classes = [JSONRenderer]
 
     @extend_schema(
         request=JudgmentSubmitInputSerializer,

@@ -4,7 +4,8 @@ Every judgment passes through these statements, under many annotators at once, s
 written once here instead of being built by the ORM on each request: building the candidate
 search through querysets cost more CPU than the database spent running it. Table names come
 from the models' metadata; the columns are the models' own. The same SQL runs on PostgreSQL and
-SQLite; only PostgreSQL gets row locks (SQLite's write lock serializes instead)."""
+SQLite; only PostgreSQL gets row locks (SQLite's write lock serializes instead). On PostgreSQL
+each statement is prepared once per connection (config.db)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from functools import cache
 from typing import Any, NamedTuple
 
 from django.db import connection
+from django.db.models import Model
 
 from annotate.models import (
     Assignment,
@@ -27,10 +29,25 @@ from annotate.models import (
     Round,
     RoundStatus,
 )
+from config.db import prepared_cursor
 
 
-def _table(model) -> str:
+@cache
+def _table(model: type[Model]) -> str:
     return connection.ops.quote_name(model._meta.db_table)
+
+
+@cache
+def _lock(clause: str) -> str:
+    """A row-lock clause where this backend has it (FOR UPDATE [OF ...] [SKIP LOCKED])."""
+    features = connection.features
+    if not features.has_select_for_update:
+        return ""
+    if " OF " in clause and not features.has_select_for_update_of:
+        return ""
+    if "SKIP LOCKED" in clause and not features.has_select_for_update_skip_locked:
+        return ""
+    return clause
 
 
 def _db_time(moment: datetime) -> Any:
@@ -48,7 +65,7 @@ def _candidate_sql(gold: bool | None, passed: int, lock: bool) -> str:
     passed_filter = f"AND c.id NOT IN ({', '.join(['%s'] * passed)})" if passed else ""
     # OF c: only the pair is locked, not its round; SKIP LOCKED: a pair another annotator is
     # leasing right now is passed over instead of waited on.
-    lock_clause = "FOR UPDATE OF c SKIP LOCKED" if lock else ""
+    lock_clause = _lock("FOR UPDATE OF c SKIP LOCKED") if lock else ""
     return f"""
         SELECT c.id, c.judgment_count, c.required_annotations
         FROM {_table(Comparison)} c
@@ -66,6 +83,34 @@ def _candidate_sql(gold: bool | None, passed: int, lock: bool) -> str:
         ORDER BY c.priority DESC, c.id
         LIMIT 1 {lock_clause}
     """
+
+
+@cache
+def _insert_sql(model: type[Model], attnames: tuple[str, ...]) -> str:
+    fields = [model._meta.get_field(name) for name in attnames]
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    pk = connection.ops.quote_name(model._meta.pk.column)
+    return f"INSERT INTO {_table(model)} ({columns}) VALUES ({placeholders}) RETURNING {pk}"
+
+
+def insert_row(instance: Model, attnames: tuple[str, ...]) -> None:
+    """INSERT a new model instance's given fields with a prepared statement; sets its pk.
+
+    The hot path's replacement for Model.save(): the values pass through each field's own
+    pre_save (auto_now_add) and database preparation, as the ORM's insert would.
+    """
+    model = type(instance)
+    values = []
+    for name in attnames:
+        field = model._meta.get_field(name)
+        value = field.pre_save(instance, add=True)
+        values.append(field.get_db_prep_save(value, connection))
+    with prepared_cursor() as cursor:
+        cursor.execute(_insert_sql(model, attnames), values)
+        instance.pk = cursor.fetchone()[0]
+    instance._state.adding = False
+    instance._state.db = connection.alias
 
 
 class Candidate(NamedTuple):
@@ -88,7 +133,6 @@ def next_candidate(
     With lock, the pair comes row-locked and pairs locked by others are skipped; without, it is
     only read (to learn whether a busy pair is worth waiting for).
     """
-    lock = lock and connection.features.has_select_for_update_skip_locked
     sql = _candidate_sql(gold, len(passed), lock)
     params = [
         project_id,
@@ -99,7 +143,7 @@ def next_candidate(
         _db_time(now),
         *sorted(passed),
     ]
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     return Candidate(*row) if row else None
@@ -107,11 +151,10 @@ def next_candidate(
 
 def lock_open_pair(comparison_id: int) -> Candidate | None:
     """Lock one pair, waiting for whoever holds it; None once it is no longer open."""
-    lock_clause = "FOR UPDATE" if connection.features.has_select_for_update else ""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             f"SELECT id, judgment_count, required_annotations FROM {_table(Comparison)} "
-            f"WHERE id = %s AND status = %s {lock_clause}",
+            f"WHERE id = %s AND status = %s {_lock('FOR UPDATE')}",
             [comparison_id, ComparisonStatus.OPEN],
         )
         row = cursor.fetchone()
@@ -119,7 +162,7 @@ def lock_open_pair(comparison_id: int) -> Candidate | None:
 
 
 def live_lease_count(*, comparison_id: int, now: datetime) -> int:
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             f"SELECT COUNT(*) FROM {_table(Assignment)} "
             "WHERE comparison_id = %s AND status = %s AND expires_at > %s",
@@ -139,12 +182,11 @@ def lock_membership(*, project_id: int, user_id: int) -> JudgingRights | None:
     The lock serializes one annotator's concurrent `next` calls (two tabs, a retried request):
     the second waits, then finds the first one's lease instead of taking another.
     """
-    lock_clause = "FOR UPDATE OF m" if connection.features.has_select_for_update_of else ""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             f"SELECT m.paused, p.gold_rate FROM {_table(Membership)} m "
             f"JOIN {_table(Project)} p ON p.id = m.project_id "
-            f"WHERE m.project_id = %s AND m.user_id = %s {lock_clause}",
+            f"WHERE m.project_id = %s AND m.user_id = %s {_lock('FOR UPDATE OF m')}",
             [project_id, user_id],
         )
         row = cursor.fetchone()
@@ -170,13 +212,12 @@ def lock_lease_for_submit(*, assignment_id: int, annotator_id: int) -> LeaseToSu
 
     Submits on one pair queue on the pair's row; leases skip a locked pair rather than wait.
     """
-    lock_clause = "FOR UPDATE OF a, c" if connection.features.has_select_for_update_of else ""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             f"SELECT a.id, a.status, a.a_on_left, c.id, c.project_id, c.round_id, c.status, "
             f"c.judgment_count, c.required_annotations, c.response_a_id, c.response_b_id "
             f"FROM {_table(Assignment)} a JOIN {_table(Comparison)} c ON c.id = a.comparison_id "
-            f"WHERE a.id = %s AND a.annotator_id = %s {lock_clause}",
+            f"WHERE a.id = %s AND a.annotator_id = %s {_lock('FOR UPDATE OF a, c')}",
             [assignment_id, annotator_id],
         )
         row = cursor.fetchone()
@@ -202,7 +243,7 @@ def count_judgment(lease: LeaseToSubmit, now: datetime) -> str | None:
     status = ComparisonStatus.COMPLETE if complete else ComparisonStatus.OPEN
     completed_at = ", completed_at = %s" if complete else ""
     params: list[Any] = [count, status, *([_db_time(now)] if complete else [])]
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             f"UPDATE {_table(Comparison)} SET judgment_count = %s, status = %s{completed_at} "
             "WHERE id = %s AND status = %s AND judgment_count = %s",
@@ -213,7 +254,7 @@ def count_judgment(lease: LeaseToSubmit, now: datetime) -> str | None:
 
 
 def mark_lease_submitted(assignment_id: int, now: datetime) -> None:
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             f"UPDATE {_table(Assignment)} SET status = %s, finished_at = %s WHERE id = %s",
             [AssignmentStatus.SUBMITTED, _db_time(now), assignment_id],
@@ -228,7 +269,7 @@ class RoundProgress(NamedTuple):
 
 def open_round_progress(round_id: int) -> RoundProgress | None:
     """An open round's quota and pair counts (read after every completed pair); None if closed."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             f"SELECT r.quota, COUNT(c.id), "
             f"COALESCE(SUM(CASE WHEN c.status = %s THEN 1 ELSE 0 END), 0) "
@@ -242,7 +283,7 @@ def open_round_progress(round_id: int) -> RoundProgress | None:
 
 def oldest_live_lease_id(*, project_id: int, annotator_id: int, now: datetime) -> int | None:
     """The lease this annotator already holds in the project, if any (a reloaded page)."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             f"SELECT a.id FROM {_table(Assignment)} a "
             f"JOIN {_table(Comparison)} c ON c.id = a.comparison_id "
@@ -259,7 +300,7 @@ def leased_pair(assignment_id: int) -> dict | None:
 
     Never which model version wrote an answer, nor whether the pair is gold: blind judging.
     """
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             f"SELECT a.id, c.project_id, a.a_on_left, a.leased_at, a.expires_at, "
             f"p.text, p.messages, ra.text, rb.text FROM {_table(Assignment)} a "

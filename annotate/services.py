@@ -411,6 +411,9 @@ def round_close(*, round: Round, closed_by: AbstractBaseUser | None = None) -> R
 # --- Assignment: leasing pairs to annotators ------------------------------------------------
 
 CANDIDATE_SEARCHES = 20
+LEASE_COLUMNS = (
+    "comparison_id", "annotator_id", "status", "a_on_left", "leased_at", "expires_at"
+)  # fmt: skip
 
 
 def _judging_rights(project_id: int, annotator: AbstractBaseUser) -> queue.JudgingRights:
@@ -503,13 +506,16 @@ def _lease_new_pair(
             # and a lease committed since then must count, or the pair could exceed its overlap.
             live = queue.live_lease_count(comparison_id=candidate.id, now=now)
             if candidate.judgment_count + live < candidate.required_annotations:
-                return Assignment.objects.create(
+                lease = Assignment(
                     comparison_id=candidate.id,
                     annotator=annotator,
+                    status=AssignmentStatus.LEASED,
                     a_on_left=secrets.randbelow(2) == 1,
                     leased_at=now,
                     expires_at=now + timedelta(seconds=lease_seconds),
                 )
+                queue.insert_row(lease, LEASE_COLUMNS)
+                return lease
             passed.add(candidate.id)
     return None
 
@@ -548,6 +554,13 @@ def _finish_lease(assignment_id: int, annotator: AbstractBaseUser, status: str) 
 
 
 # --- Judgments ------------------------------------------------------------------------------
+
+
+JUDGMENT_COLUMNS = (
+    "comparison_id", "annotator_id", "assignment_id", "choice", "strength", "rationale",
+    "time_spent_ms", "left_response_id", "right_response_id", "source", "submission_key",
+    "created_at",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -611,7 +624,7 @@ def judgment_submit(
         if lease.a_on_left
         else (lease.response_b_id, lease.response_a_id)
     )
-    judgment = Judgment.objects.create(
+    judgment = Judgment(
         comparison_id=lease.comparison_id,
         annotator=annotator,
         assignment_id=lease.assignment_id,
@@ -624,6 +637,7 @@ def judgment_submit(
         source=source,
         submission_key=submission_key or uuid.uuid4(),
     )
+    queue.insert_row(judgment, JUDGMENT_COLUMNS)
     round_id = lease.round_id
     if pair_status == ComparisonStatus.COMPLETE and round_id is not None:
         # The quota trigger runs after commit, so it counts this pair as complete.

@@ -59,9 +59,10 @@ def run_django(args: list[str], env: dict[str, str]) -> dict:
 
 
 def start_server(env: dict[str, str], workers: int, threads: int) -> subprocess.Popen:
+    worker_class = os.environ.get("BENCH_WORKER_CLASS", "gthread")
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{PORT}",
-         "--workers", str(workers), "--worker-class", "gthread", "--threads", str(threads),
+         "--workers", str(workers), "--worker-class", worker_class, "--threads", str(threads),
          "--log-level", "warning"],
         cwd=ROOT, env=env,
     )  # fmt: skip

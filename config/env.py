@@ -69,8 +69,13 @@ SUPPORTED_DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql", "pgsql")
 SUPPORTED_BROKER_SCHEMES = ("filesystem", "redis", "rediss", "memory", "amqp", "pyamqp")
 
 
-def database_config(url: str) -> dict:
-    """A Django DATABASES entry from DATABASE_URL (SQLite gets WAL mode and immediate locks)."""
+def database_config(url: str, *, prepared_statements: bool = True) -> dict:
+    """A Django DATABASES entry from DATABASE_URL (SQLite gets WAL mode and immediate locks).
+
+    On PostgreSQL, prepared_statements lets config.db.prepared_cursor's statements be prepared
+    (turn it off behind a connection pooler that cannot keep them, such as PgBouncer < 1.21 in
+    transaction mode); the ORM's own queries are never prepared.
+    """
     import dj_database_url
 
     scheme = urlparse(url).scheme
@@ -97,6 +102,9 @@ def database_config(url: str) -> dict:
         }
         # A file (not :memory:) so that a worker process in the tests can share the test database.
         config["TEST"] = {"NAME": str(Path(config["NAME"]).with_name("test_tandem.sqlite3"))}
+    else:
+        # psycopg prepares a statement the fifth time a connection runs it; None: never.
+        config.setdefault("OPTIONS", {})["prepare_threshold"] = 5 if prepared_statements else None
     return config
 
 

@@ -79,7 +79,8 @@ TEMPLATES = [
 
 DATABASES = {
     "default": database_config(
-        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'tandem.sqlite3'}") or ""
+        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'tandem.sqlite3'}") or "",
+        prepared_statements=env_bool("DATABASE_PREPARED_STATEMENTS", True),
     )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
