@@ -278,7 +278,11 @@ class Comparison(models.Model):
 
     class Meta:
         ordering = ["-priority", "id"]
-        indexes = [models.Index(fields=["project", "status", "-priority", "id"])]
+        indexes = [
+            models.Index(fields=["project", "status", "-priority", "id"]),
+            # The quota check after each completed pair counts a round's pairs by status.
+            models.Index(fields=["round", "status"], name="comparison_round_status"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=~Q(response_a=F("response_b")), name="comparison_distinct_responses"
@@ -323,7 +327,10 @@ class Assignment(models.Model):
 
     comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="assignments")
     annotator = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="assignments",
+        db_index=False,  # assignment_annotator_live leads with the annotator
     )
     status = models.CharField(
         max_length=10, choices=AssignmentStatus.choices, default=AssignmentStatus.LEASED
@@ -335,7 +342,14 @@ class Assignment(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["status", "expires_at"])]
+        indexes = [
+            models.Index(fields=["status", "expires_at"]),
+            # `next` looks up the annotator's live lease: without this it read every lease
+            # the annotator ever had.
+            models.Index(
+                fields=["annotator", "status", "expires_at"], name="assignment_annotator_live"
+            ),
+        ]
         constraints = [
             # An annotator is never served the same comparison twice.
             models.UniqueConstraint(

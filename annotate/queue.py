@@ -22,6 +22,7 @@ from annotate.models import (
     AssignmentStatus,
     Comparison,
     ComparisonStatus,
+    Judgment,
     Membership,
     Project,
     Prompt,
@@ -253,6 +254,97 @@ def count_judgment(lease: LeaseToSubmit, now: datetime) -> str | None:
     return status if updated else None
 
 
+class StoredSubmit(NamedTuple):
+    judgment_id: int
+    pair_status: str
+    project_id: int
+    round_id: int | None
+    comparison_id: int
+    left_response_id: int
+    right_response_id: int
+
+
+def submits_in_one_statement() -> bool:
+    """PostgreSQL can lock, count, insert and mark a submit in one statement (SQLite cannot)."""
+    return connection.vendor == "postgresql"
+
+
+@cache
+def _one_statement_submit_sql() -> str:
+    assignments, comparisons = _table(Assignment), _table(Comparison)
+    # Each write feeds the next, so nothing is written unless all of it is: `counted` only if
+    # the lease may still be judged and the pair has room, `stored` only if counted, `marked`
+    # only if stored. The row lock in `lease` queues submits on one pair; the UPDATE's own
+    # condition is rechecked on the newest row version, so the count never passes the overlap.
+    return f"""
+    WITH lease AS (
+        SELECT a.id AS assignment_id, a.status, c.id AS comparison_id, c.project_id,
+               c.round_id,
+               CASE WHEN a.a_on_left THEN c.response_a_id ELSE c.response_b_id END AS left_id,
+               CASE WHEN a.a_on_left THEN c.response_b_id ELSE c.response_a_id END AS right_id
+        FROM {assignments} a JOIN {comparisons} c ON c.id = a.comparison_id
+        WHERE a.id = %(assignment)s AND a.annotator_id = %(annotator)s
+        FOR UPDATE OF a, c
+    ), counted AS (
+        UPDATE {comparisons} c SET
+            judgment_count = c.judgment_count + 1,
+            status = CASE WHEN c.judgment_count + 1 >= c.required_annotations
+                          THEN %(complete)s ELSE c.status END,
+            completed_at = CASE WHEN c.judgment_count + 1 >= c.required_annotations
+                                THEN %(now)s ELSE c.completed_at END
+        FROM lease
+        WHERE c.id = lease.comparison_id AND lease.status IN (%(leased)s, %(expired)s)
+          AND c.status = %(open)s AND c.judgment_count < c.required_annotations
+          AND NOT EXISTS (SELECT 1 FROM {_table(Judgment)} used
+                          WHERE used.submission_key = %(key)s)
+        RETURNING c.status
+    ), stored AS (
+        INSERT INTO {_table(Judgment)} (comparison_id, annotator_id, assignment_id, choice,
+            strength, rationale, time_spent_ms, left_response_id, right_response_id, source,
+            submission_key, created_at)
+        SELECT lease.comparison_id, %(annotator)s, lease.assignment_id,
+               CAST(%(choice)s AS varchar), CAST(%(strength)s AS varchar),
+               CAST(%(rationale)s AS text), CAST(%(time_spent_ms)s AS integer),
+               lease.left_id, lease.right_id, CAST(%(source)s AS varchar),
+               CAST(%(key)s AS uuid), CAST(%(now)s AS timestamptz)
+        FROM lease, counted
+        RETURNING id
+    ), marked AS (
+        UPDATE {assignments} SET status = %(submitted)s, finished_at = %(now)s
+        WHERE id = %(assignment)s AND EXISTS (SELECT 1 FROM stored)
+    )
+    SELECT stored.id, counted.status, lease.project_id, lease.round_id, lease.comparison_id,
+           lease.left_id, lease.right_id
+    FROM lease, counted, stored
+    """
+
+
+def submit_in_one_statement(
+    *, assignment_id: int, annotator_id: int, now: datetime, fields: dict[str, Any]
+) -> StoredSubmit | None:
+    """Store a judgment on a lease that may take it, in one statement; None if it may not.
+
+    None changes nothing: the caller then takes the checked path, which tells a retry, a
+    skipped lease or a full pair apart. fields: choice, strength, rationale, time_spent_ms,
+    source and key (the submission key).
+    """
+    params = {
+        **fields,
+        "assignment": assignment_id,
+        "annotator": annotator_id,
+        "now": now,
+        "leased": AssignmentStatus.LEASED,
+        "expired": AssignmentStatus.EXPIRED,
+        "submitted": AssignmentStatus.SUBMITTED,
+        "open": ComparisonStatus.OPEN,
+        "complete": ComparisonStatus.COMPLETE,
+    }
+    with prepared_cursor() as cursor:
+        cursor.execute(_one_statement_submit_sql(), params)
+        row = cursor.fetchone()
+    return StoredSubmit(*row) if row else None
+
+
 def mark_lease_submitted(assignment_id: int, now: datetime) -> None:
     with prepared_cursor() as cursor:
         cursor.execute(
@@ -268,13 +360,17 @@ class RoundProgress(NamedTuple):
 
 
 def open_round_progress(round_id: int) -> RoundProgress | None:
-    """An open round's quota and pair counts (read after every completed pair); None if closed."""
+    """An open round's quota and pair counts (read after every completed pair); None if closed.
+
+    Two counts on the (round, status) index rather than one pass over the round's pairs.
+    """
+    comparisons = _table(Comparison)
     with prepared_cursor() as cursor:
         cursor.execute(
-            f"SELECT r.quota, COUNT(c.id), "
-            f"COALESCE(SUM(CASE WHEN c.status = %s THEN 1 ELSE 0 END), 0) "
-            f"FROM {_table(Round)} r LEFT JOIN {_table(Comparison)} c ON c.round_id = r.id "
-            "WHERE r.id = %s AND r.status = %s GROUP BY r.id, r.quota",
+            f"SELECT r.quota, "
+            f"(SELECT COUNT(*) FROM {comparisons} c WHERE c.round_id = r.id), "
+            f"(SELECT COUNT(*) FROM {comparisons} c WHERE c.round_id = r.id AND c.status = %s) "
+            f"FROM {_table(Round)} r WHERE r.id = %s AND r.status = %s",
             [ComparisonStatus.COMPLETE, round_id, RoundStatus.OPEN],
         )
         row = cursor.fetchone()

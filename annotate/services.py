@@ -579,7 +579,6 @@ def _validate_choice(choice: str, strength: str | None) -> None:
         raise ApplicationError("strength applies only when one side wins (left or right).")
 
 
-@transaction.atomic
 def judgment_submit(
     *,
     assignment_id: int,
@@ -593,6 +592,58 @@ def judgment_submit(
 ) -> SubmitResult:
     """Record a judgment exactly once. A retried submit returns the stored judgment."""
     _validate_choice(choice, strength)
+    if queue.submits_in_one_statement():
+        key = submission_key or uuid.uuid4()
+        # The common case in one round trip, and outside a transaction one implicit one: no
+        # BEGIN and COMMIT of its own. Anything else (a retry, a conflict) changes nothing
+        # there and is told apart by the checked path.
+        now = timezone.now()
+        fields = dict(
+            choice=choice, strength=strength, rationale=rationale, time_spent_ms=time_spent_ms,
+            source=source, key=key,
+        )  # fmt: skip
+        stored = queue.submit_in_one_statement(
+            assignment_id=assignment_id, annotator_id=annotator.pk, now=now, fields=fields
+        )
+        if stored is not None:
+            judgment = Judgment(
+                pk=stored.judgment_id,
+                comparison_id=stored.comparison_id,
+                annotator=annotator,
+                assignment_id=assignment_id,
+                choice=choice,
+                strength=strength,
+                rationale=rationale,
+                time_spent_ms=time_spent_ms,
+                left_response_id=stored.left_response_id,
+                right_response_id=stored.right_response_id,
+                source=source,
+                submission_key=key,
+                created_at=now,
+            )
+            judgment._state.adding = False
+            _after_pair_counted(stored.pair_status, stored.round_id)
+            return SubmitResult(judgment, created=True, project_id=stored.project_id)
+    return _judgment_submit_checked(
+        assignment_id=assignment_id, annotator=annotator, choice=choice, strength=strength,
+        rationale=rationale, time_spent_ms=time_spent_ms, submission_key=submission_key,
+        source=source,
+    )  # fmt: skip
+
+
+@transaction.atomic
+def _judgment_submit_checked(
+    *,
+    assignment_id: int,
+    annotator: AbstractBaseUser,
+    choice: str,
+    strength: str | None,
+    rationale: str,
+    time_spent_ms: int | None,
+    submission_key: uuid.UUID | None,
+    source: str,
+) -> SubmitResult:
+    """judgment_submit under row locks, step by step: every path, on every database."""
     lease = queue.lock_lease_for_submit(assignment_id=assignment_id, annotator_id=annotator.pk)
     if lease is None:
         raise NotFoundError(f"Assignment {assignment_id} does not exist or is not yours.")
@@ -636,20 +687,24 @@ def judgment_submit(
         right_response_id=right,
         source=source,
         submission_key=submission_key or uuid.uuid4(),
+        created_at=now,
     )
     queue.insert_row(judgment, JUDGMENT_COLUMNS)
-    round_id = lease.round_id
+    _after_pair_counted(pair_status, lease.round_id)
+    queue.mark_lease_submitted(lease.assignment_id, now)
+    return SubmitResult(judgment, created=True, project_id=lease.project_id)
+
+
+def _after_pair_counted(pair_status: str, round_id: int | None) -> None:
     if pair_status == ComparisonStatus.COMPLETE and round_id is not None:
         # The quota trigger runs after commit, so it counts this pair as complete.
         transaction.on_commit(lambda: _round_check_quota(round_id))
-    queue.mark_lease_submitted(lease.assignment_id, now)
-    return SubmitResult(judgment, created=True, project_id=lease.project_id)
 
 
 def _round_check_quota(round_id: int) -> None:
     from training.pipeline import round_close_if_complete  # training builds on annotate
 
-    round_close_if_complete(round_id=round_id)
+    round_close_if_complete(round_id=round_id, after_submit=True)
 
 
 # --- Quality control ------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,14 +129,40 @@ def _quota_reached(progress: annotate_queue.RoundProgress) -> bool:
     return progress.pairs > 0 and progress.complete >= min(progress.quota, progress.pairs)
 
 
-def round_close_if_complete(*, round_id: int) -> TrainingRun | None:
+# Counting a round's pairs costs in proportion to its size, and under load pairs complete many
+# times a second. A round that this process counted within the last QUOTA_RECOUNT_SECONDS and
+# found more than QUOTA_RECOUNT_MARGIN pairs short of its quota cannot have reached it since
+# (that would take thousands of judgments a second), so it is not counted again yet. Rounds near
+# their quota are counted after every completed pair; beat's check is the safety net.
+QUOTA_RECOUNT_SECONDS = 0.25
+QUOTA_RECOUNT_MARGIN = 250
+_last_count: dict[int, tuple[float, int]] = {}  # round id -> (monotonic time, pairs short)
+
+
+def _pairs_short(progress: annotate_queue.RoundProgress) -> int:
+    return min(progress.quota, progress.pairs) - progress.complete
+
+
+def _recently_far_from_quota(round_id: int) -> bool:
+    counted = _last_count.get(round_id)
+    if counted is None:
+        return False
+    counted_at, short = counted
+    return time.monotonic() - counted_at < QUOTA_RECOUNT_SECONDS and short > QUOTA_RECOUNT_MARGIN
+
+
+def round_close_if_complete(*, round_id: int, after_submit: bool = False) -> TrainingRun | None:
     """The quota trigger: close the round and start training once enough pairs are complete.
 
-    Called after each submit that completes a pair and by beat; many callers may race, and the
-    conditional update inside round_close lets exactly one of them close it and start the chain.
+    Called after each submit that completes a pair (after_submit) and by beat; many callers may
+    race, and the conditional update inside round_close lets exactly one of them close it and
+    start the chain.
     """
-    # Runs after every completed pair, so one light query decides whether to go on.
+    if after_submit and _recently_far_from_quota(round_id):
+        return None
     progress = annotate_queue.open_round_progress(round_id)
+    if progress is not None:
+        _last_count[round_id] = (time.monotonic(), _pairs_short(progress))
     if progress is None or not _quota_reached(progress):
         return None
     round_ = Round.objects.filter(pk=round_id, status=RoundStatus.OPEN).first()

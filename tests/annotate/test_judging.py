@@ -6,6 +6,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from annotate.models import (
@@ -130,6 +131,42 @@ def test_retried_submit_returns_the_stored_judgment(project, annotator):
     assert retry.judgment.pk == first.judgment.pk
     assert Judgment.objects.count() == 1
     assert Comparison.objects.get().judgment_count == 1
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="SQLite cannot write from a WITH clause"
+)
+def test_a_submit_is_one_statement_on_postgresql(project, annotator, django_assert_num_queries):
+    make_round(project, prompts=1)
+    lease = assignment_lease_next(project=project, annotator=annotator)
+    with django_assert_num_queries(1):
+        result = judgment_submit(
+            assignment_id=lease.pk, annotator=annotator, choice="right", strength="slight",
+            rationale="terse", time_spent_ms=900,
+        )  # fmt: skip
+    stored = Judgment.objects.get()
+    assert (stored.pk, stored.choice, stored.strength, stored.rationale, stored.time_spent_ms) == (
+        result.judgment.pk, "right", "slight", "terse", 900,
+    )  # fmt: skip
+    assert (stored.left_response_id, stored.right_response_id) == (
+        result.judgment.left_response_id, result.judgment.right_response_id,
+    )  # fmt: skip
+    assert stored.submission_key == result.judgment.submission_key
+
+
+def test_a_submission_key_used_on_another_pair_is_refused_and_counts_nothing(project, annotator):
+    make_round(project, prompts=2)
+    key = uuid.uuid4()
+    first = assignment_lease_next(project=project, annotator=annotator)
+    judgment_submit(assignment_id=first.pk, annotator=annotator, choice="left", submission_key=key)
+    second = assignment_lease_next(project=project, annotator=annotator)
+    with pytest.raises(ConflictError, match="already used for another pair"):
+        judgment_submit(assignment_id=second.pk, annotator=annotator, choice="left",
+                        submission_key=key)  # fmt: skip
+    assert Judgment.objects.count() == 1
+    assert Comparison.objects.get(pk=second.comparison_id).judgment_count == 0
+    second.refresh_from_db()
+    assert second.status == AssignmentStatus.LEASED
 
 
 def test_late_submit_on_a_full_pair_is_refused_and_counts_nothing(project):

@@ -181,6 +181,28 @@ def test_quota_trigger_closes_the_round_once(loop_project):
     assert TrainingRun.objects.filter(kind=RunKind.REWARD).count() == 1
 
 
+def test_a_round_far_from_its_quota_is_not_recounted_after_every_submit(
+    loop_project, monkeypatch, django_assert_num_queries
+):
+    monkeypatch.setattr(pipeline, "QUOTA_RECOUNT_MARGIN", 2)  # far: more than 2 pairs short
+    round_, _ = pipeline.round_start(project=loop_project)
+    execute_generation(round_)
+    simulate_judging(project=loop_project, oracle=AlphabeticalOracle(), round=round_, limit=5)
+    with django_assert_num_queries(1):  # counted: 7 of 12 pairs short
+        assert pipeline.round_close_if_complete(round_id=round_.pk, after_submit=True) is None
+    with django_assert_num_queries(0):  # far from the quota and counted just now
+        assert pipeline.round_close_if_complete(round_id=round_.pk, after_submit=True) is None
+    with django_assert_num_queries(1):  # beat always counts
+        assert pipeline.round_close_if_complete(round_id=round_.pk) is None
+    simulate_judging(project=loop_project, oracle=AlphabeticalOracle(), round=round_, limit=5)
+    monkeypatch.setattr(pipeline, "QUOTA_RECOUNT_SECONDS", 0.0)  # the last count is stale
+    with django_assert_num_queries(1):  # 2 short: near the quota from now on
+        assert pipeline.round_close_if_complete(round_id=round_.pk, after_submit=True) is None
+    monkeypatch.setattr(pipeline, "QUOTA_RECOUNT_SECONDS", 60.0)
+    simulate_judging(project=loop_project, oracle=AlphabeticalOracle(), round=round_)
+    assert pipeline.round_close_if_complete(round_id=round_.pk, after_submit=True) is not None
+
+
 def test_quota_counts_complete_pairs(loop_project):
     loop_project.round_quota = 3
     loop_project.save()
