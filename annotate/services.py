@@ -592,43 +592,51 @@ def judgment_submit(
 ) -> SubmitResult:
     """Record a judgment exactly once. A retried submit returns the stored judgment."""
     _validate_choice(choice, strength)
-    if queue.submits_in_one_statement():
-        key = submission_key or uuid.uuid4()
-        # The common case in one round trip, and outside a transaction one implicit one: no
-        # BEGIN and COMMIT of its own. Anything else (a retry, a conflict) changes nothing
-        # there and is told apart by the checked path.
-        now = timezone.now()
-        fields = dict(
-            choice=choice, strength=strength, rationale=rationale, time_spent_ms=time_spent_ms,
-            source=source, key=key,
-        )  # fmt: skip
-        stored = queue.submit_in_one_statement(
-            assignment_id=assignment_id, annotator_id=annotator.pk, now=now, fields=fields
-        )
-        if stored is not None:
-            judgment = Judgment(
-                pk=stored.judgment_id,
-                comparison_id=stored.comparison_id,
-                annotator=annotator,
-                assignment_id=assignment_id,
-                choice=choice,
-                strength=strength,
-                rationale=rationale,
-                time_spent_ms=time_spent_ms,
-                left_response_id=stored.left_response_id,
-                right_response_id=stored.right_response_id,
-                source=source,
-                submission_key=key,
-                created_at=now,
-            )
-            judgment._state.adding = False
-            _after_pair_counted(stored.pair_status, stored.round_id)
-            return SubmitResult(judgment, created=True, project_id=stored.project_id)
-    return _judgment_submit_checked(
-        assignment_id=assignment_id, annotator=annotator, choice=choice, strength=strength,
-        rationale=rationale, time_spent_ms=time_spent_ms, submission_key=submission_key,
+    fields = dict(
+        choice=choice, strength=strength, rationale=rationale, time_spent_ms=time_spent_ms,
         source=source,
     )  # fmt: skip
+    if queue.submits_in_one_statement():
+        stored = _judgment_submit_in_one_statement(
+            assignment_id, annotator, key=submission_key or uuid.uuid4(), **fields
+        )
+        if stored is not None:
+            return stored
+    return _judgment_submit_checked(
+        assignment_id=assignment_id, annotator=annotator, submission_key=submission_key, **fields
+    )
+
+
+def _judgment_submit_in_one_statement(
+    assignment_id: int, annotator: AbstractBaseUser, *, key: uuid.UUID, **fields: Any
+) -> SubmitResult | None:
+    """The common case in one round trip, and outside a transaction in its own implicit one
+    (no BEGIN and COMMIT). None when the lease may not take a judgment as it stands: nothing
+    was written, and the checked path tells a retry, a used key, a skip or a full pair apart.
+    """
+    now = timezone.now()
+    stored = queue.submit_in_one_statement(
+        assignment_id=assignment_id,
+        annotator_id=annotator.pk,
+        now=now,
+        fields={**fields, "key": key},
+    )
+    if stored is None:
+        return None
+    judgment = Judgment(
+        pk=stored.judgment_id,
+        comparison_id=stored.comparison_id,
+        annotator=annotator,
+        assignment_id=assignment_id,
+        left_response_id=stored.left_response_id,
+        right_response_id=stored.right_response_id,
+        submission_key=key,
+        created_at=now,
+        **fields,
+    )
+    judgment._state.adding = False
+    _after_pair_counted(stored.pair_status, stored.round_id)
+    return SubmitResult(judgment, created=True, project_id=stored.project_id)
 
 
 @transaction.atomic

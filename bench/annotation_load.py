@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/annotation_load.py [--annotators 8,32] [--pairs 600] [--overlap 1]
         [--database postgres://postgres@127.0.0.1:5432/tandem_bench] [--sqlite] [--loops both]
+        [--worker-class sync] [--workers 4] [--threads 1]
 
 Each simulated annotator loops `next` then `submit` over HTTP keep-alive against gunicorn on
 loopback, until the queue is empty (--loops chained: one submit with lease_next per pair, which
@@ -58,8 +59,9 @@ def run_django(args: list[str], env: dict[str, str]) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def start_server(env: dict[str, str], workers: int, threads: int) -> subprocess.Popen:
-    worker_class = os.environ.get("BENCH_WORKER_CLASS", "gthread")
+def start_server(
+    env: dict[str, str], worker_class: str, workers: int, threads: int
+) -> subprocess.Popen:
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{PORT}",
          "--workers", str(workers), "--worker-class", worker_class, "--threads", str(threads),
@@ -156,14 +158,13 @@ def run_once(
     annotators: int,
     pairs: int,
     overlap: int,
-    workers: int,
-    threads: int,
+    server_config: tuple[str, int, int],
     chained: bool,
 ) -> dict:
     env = django_env(database_url)
     tag = f"{annotators}-{int(time.time())}"
     setup = run_django(["setup", str(annotators), str(pairs), str(overlap), tag], env)
-    server = start_server(env, workers, threads)
+    server = start_server(env, *server_config)
     latencies: list[float] = []
     acknowledged: list[int] = []
     errors: list = []
@@ -215,8 +216,13 @@ def main() -> None:
     parser.add_argument("--annotators", default="8,32")
     parser.add_argument("--pairs", type=int, default=600)
     parser.add_argument("--overlap", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    parser.add_argument(
+        "--worker-class", default="sync",
+        help="gunicorn worker class: sync (one request at a time per process; the kernel's "
+        "accept queue hands each request to the next free worker) or gthread",
+    )  # fmt: skip
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker")
     parser.add_argument(
         "--database", default="postgres://postgres@127.0.0.1:5432/tandem_bench",
         help="PostgreSQL URL (the database is dropped and created afresh)",
@@ -246,15 +252,15 @@ def main() -> None:
     for backend, url in targets:
         for chained in chained_modes:
             for count in counts:
-                result = run_once(
-                    url, count, args.pairs, args.overlap, args.workers, args.threads, chained
-                )
+                server_config = (args.worker_class, args.workers, args.threads)
+                result = run_once(url, count, args.pairs, args.overlap, server_config, chained)
                 rows.append((backend, result))
                 print(f"  {backend} {result['loop']} {count} annotators: "
                       f"{result['judgments_per_s']:.1f} judgments/s", flush=True)  # fmt: skip
     print(
         f"\nAnnotation load, {args.pairs} pairs x overlap {args.overlap}, gunicorn "
-        f"{args.workers} workers x {args.threads} threads, loopback, {os.cpu_count()} cores"
+        f"{args.worker_class} {args.workers} workers x {args.threads} threads, loopback, "
+        f"{os.cpu_count()} cores"
     )
     header = ["system", "db", "loop", "annotators", "judgments", "judg/s", "p50 ms", "p99 ms",
               "dupes", "over-quota", "lost", "errors"]  # fmt: skip

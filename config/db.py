@@ -20,6 +20,7 @@ def prepared_cursor() -> CursorWrapper:
     database = connections[DEFAULT_DB_ALIAS]  # one lookup: each `connection.x` repeats it
     if database.vendor != "postgresql":
         return database.cursor()
+    database.close_if_health_check_failed()  # as Django's own cursor() does
     database.ensure_connection()
     with database.wrap_database_errors:
         # Wrapped as Django wraps its own cursors: errors, query logging and thread checks.
