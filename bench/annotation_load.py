@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/annotation_load.py [--annotators 8,32] [--pairs 600] [--overlap 1]
         [--database postgres://postgres@127.0.0.1:5432/tandem_bench] [--sqlite] [--loops both]
-        [--worker-class sync] [--workers 4] [--threads 1]
+        [--worker-class gthread] [--workers 3] [--threads 4]
 
 Each simulated annotator loops `next` then `submit` over HTTP keep-alive against gunicorn on
 loopback, until the queue is empty (--loops chained: one submit with lease_next per pair, which
@@ -217,12 +217,12 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=600)
     parser.add_argument("--overlap", type=int, default=1)
     parser.add_argument(
-        "--worker-class", default="sync",
-        help="gunicorn worker class: sync (one request at a time per process; the kernel's "
-        "accept queue hands each request to the next free worker) or gthread",
+        "--worker-class", default="gthread",
+        help="gunicorn worker class: gthread (keep-alive, threads share a process) or sync "
+        "(one request at a time per process, a new connection per request)",
     )  # fmt: skip
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker")
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
     parser.add_argument(
         "--database", default="postgres://postgres@127.0.0.1:5432/tandem_bench",
         help="PostgreSQL URL (the database is dropped and created afresh)",
