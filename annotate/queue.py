@@ -15,7 +15,7 @@ from functools import cache
 from typing import Any, NamedTuple
 
 from django.db import connection
-from django.db.models import Model
+from django.db.models import Field, Model
 
 from annotate.models import (
     Assignment,
@@ -87,8 +87,13 @@ def _candidate_sql(gold: bool | None, passed: int, lock: bool) -> str:
 
 
 @cache
+def _insert_fields(model: type[Model], attnames: tuple[str, ...]) -> tuple[Field, ...]:
+    return tuple(model._meta.get_field(name) for name in attnames)
+
+
+@cache
 def _insert_sql(model: type[Model], attnames: tuple[str, ...]) -> str:
-    fields = [model._meta.get_field(name) for name in attnames]
+    fields = _insert_fields(model, attnames)
     columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
     placeholders = ", ".join(["%s"] * len(fields))
     pk = connection.ops.quote_name(model._meta.pk.column)
@@ -102,11 +107,10 @@ def insert_row(instance: Model, attnames: tuple[str, ...]) -> None:
     pre_save (auto_now_add) and database preparation, as the ORM's insert would.
     """
     model = type(instance)
-    values = []
-    for name in attnames:
-        field = model._meta.get_field(name)
-        value = field.pre_save(instance, add=True)
-        values.append(field.get_db_prep_save(value, connection))
+    values = [
+        field.get_db_prep_save(field.pre_save(instance, add=True), connection)
+        for field in _insert_fields(model, attnames)
+    ]
     with prepared_cursor() as cursor:
         cursor.execute(_insert_sql(model, attnames), values)
         instance.pk = cursor.fetchone()[0]

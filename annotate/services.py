@@ -644,12 +644,8 @@ def _judgment_submit_checked(
     *,
     assignment_id: int,
     annotator: AbstractBaseUser,
-    choice: str,
-    strength: str | None,
-    rationale: str,
-    time_spent_ms: int | None,
     submission_key: uuid.UUID | None,
-    source: str,
+    **fields: Any,
 ) -> SubmitResult:
     """judgment_submit under row locks, step by step: every path, on every database."""
     lease = queue.lock_lease_for_submit(assignment_id=assignment_id, annotator_id=annotator.pk)
@@ -687,15 +683,11 @@ def _judgment_submit_checked(
         comparison_id=lease.comparison_id,
         annotator=annotator,
         assignment_id=lease.assignment_id,
-        choice=choice,
-        strength=strength,
-        rationale=rationale,
-        time_spent_ms=time_spent_ms,
         left_response_id=left,
         right_response_id=right,
-        source=source,
         submission_key=submission_key or uuid.uuid4(),
         created_at=now,
+        **fields,
     )
     queue.insert_row(judgment, JUDGMENT_COLUMNS)
     _after_pair_counted(pair_status, lease.round_id)

@@ -124,9 +124,14 @@ def round_training_start(
     )
 
 
+def _pairs_short(progress: annotate_queue.RoundProgress) -> int:
+    """Pairs still to complete before the quota (or every pair of the round) is reached."""
+    return min(progress.quota, progress.pairs) - progress.complete
+
+
 def _quota_reached(progress: annotate_queue.RoundProgress) -> bool:
     """Complete pairs reached the quota, or every pair of the round is complete."""
-    return progress.pairs > 0 and progress.complete >= min(progress.quota, progress.pairs)
+    return progress.pairs > 0 and _pairs_short(progress) <= 0
 
 
 # Counting a round's pairs costs in proportion to its size, and under load pairs complete many
@@ -137,10 +142,6 @@ def _quota_reached(progress: annotate_queue.RoundProgress) -> bool:
 QUOTA_RECOUNT_SECONDS = 0.25
 QUOTA_RECOUNT_MARGIN = 250
 _last_count: dict[int, tuple[float, int]] = {}  # round id -> (monotonic time, pairs short)
-
-
-def _pairs_short(progress: annotate_queue.RoundProgress) -> int:
-    return min(progress.quota, progress.pairs) - progress.complete
 
 
 def _recently_far_from_quota(round_id: int) -> bool:
