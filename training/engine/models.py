@@ -26,6 +26,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from training.engine.attention import pair_attention
 from training.engine.config import ConfigError, LoraSettings, save_config
 from training.engine.data import (
     EncodedPair,
@@ -236,11 +237,12 @@ def packed_hidden_states(
 ) -> torch.Tensor:  # (B*T, H), flat so the batch's flat indices pick from it
     """Last hidden states of a decoder on a packed pair batch, under its own mask and positions."""
     backbone = getattr(inner, inner.base_model_prefix)
-    hidden = backbone(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        position_ids=batch["position_ids"],
-    ).last_hidden_state
+    with pair_attention(backbone):
+        hidden = backbone(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            position_ids=batch["position_ids"],
+        ).last_hidden_state
     return hidden.flatten(0, 1)
 
 
