@@ -185,6 +185,7 @@ def trl_reward(rows, steps, lr, out: Path, heldout) -> dict:
     started = time.perf_counter()
     path = resolve(BASE)
     tokenizer = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(0)  # the score head is drawn at load, before TRL seeds; Tandem seeds too
     model = AutoModelForSequenceClassification.from_pretrained(
         path, num_labels=1, dtype=torch.float32
     )
