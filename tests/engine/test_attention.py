@@ -75,6 +75,15 @@ def test_row_attention_is_chosen_for_bf16_on_the_cpu_only():
     assert not rows_pay_off(q[:, :, -1:], k, mask, dropout=0.0)  # a cached decoding step
 
 
+def test_row_attention_leaves_batches_whose_saved_scores_would_be_too_large_to_sdpa(monkeypatch):
+    q, k, _, mask = pair_mask_inputs(torch.bfloat16)
+    batch, heads, length = q.shape[:3]
+    monkeypatch.setattr(attention, "ROW_ATTENTION_MAX_SCORES", batch * heads * length**2)
+    assert rows_pay_off(q, k, mask, dropout=0.0)
+    monkeypatch.setattr(attention, "ROW_ATTENTION_MAX_SCORES", batch * heads * length**2 - 1)
+    assert not rows_pay_off(q, k, mask, dropout=0.0)
+
+
 @pytest.fixture
 def row_attention_calls(monkeypatch) -> list[int]:
     calls: list[int] = []

@@ -10,7 +10,8 @@ backward in between. At 260 to 450 tokens a layer's attention forward and backwa
 in eager attention).
 
 The scores are materialised (T x T per head), so this is for short bf16 rows on the CPU only;
-everywhere else (fp32, GPUs, long rows) the layers keep PyTorch's SDPA (`rows_pay_off`).
+everywhere else (fp32, GPUs, large batches of long rows) the layers keep PyTorch's SDPA
+(`rows_pay_off`).
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ class RowAttention(torch.autograd.Function):
         return grad_q, grad_k, grad_v, None, None
 
 
-ROW_ATTENTION_MAX_LENGTH = 1024  # beyond this the saved (T x T) probabilities grow too large
+# Row attention keeps every layer's probabilities for the backward pass (flash keeps O(T) per
+# query): at most this many scores per layer, 64 MiB in bf16, e.g. 4 rows x 9 heads x 943 tokens.
+ROW_ATTENTION_MAX_SCORES = 2**25
 
 
 def runs_in_bf16(query: Tensor) -> bool:
@@ -82,7 +85,8 @@ def runs_in_bf16(query: Tensor) -> bool:
 
 
 def rows_pay_off(query: Tensor, key: Tensor, mask: Tensor | None, dropout: float) -> bool:
-    """Whether RowAttention is the faster choice: bf16 on the CPU, a full boolean mask, no cache.
+    """Whether RowAttention is the better choice: bf16 on the CPU, a full boolean mask, no cache,
+    scores that fit ROW_ATTENTION_MAX_SCORES.
 
     In fp32 the flash kernel is faster (row attention runs 0.8x at 260 tokens), and GPUs have
     fused kernels that never materialise the scores.
@@ -94,7 +98,8 @@ def rows_pay_off(query: Tensor, key: Tensor, mask: Tensor | None, dropout: float
         and mask.dtype == torch.bool
         and mask.dim() == 4
         and not dropout
-        and query.shape[2] == key.shape[2] <= ROW_ATTENTION_MAX_LENGTH
+        and query.shape[2] == key.shape[2]
+        and query.shape[0] * query.shape[1] * query.shape[2] ** 2 <= ROW_ATTENTION_MAX_SCORES
     )
 
 
