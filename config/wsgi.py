@@ -11,6 +11,6 @@ application = get_wsgi_application()
 get_resolver().url_patterns  # noqa: B018
 # Everything loaded so far lives as long as the worker: move it out of the garbage collector's
 # reach, so the full collections that requests trigger stop re-walking it (p99 at 32 annotators
-# fell from 100-129 ms to 76-85 ms in bench/annotation_load.py).
+# fell from 91-129 ms to 76-99 ms in bench/annotation_load.py).
 gc.collect()
 gc.freeze()

@@ -5,9 +5,9 @@ PyTorch's CPU flash-attention kernel is built for long sequences: at these lengt
 pass costs most of a training step (about half of a reward step on SmolLM2 at 446 tokens), and
 it cannot skip the masked blocks. Here each row's scores are one (heads x T, T) matrix that stays
 in cache: two bf16 matrix multiplies forward, four backward, a masked softmax and its fused
-backward in between. At 260 to 450 tokens a layer's attention forward and backward run 2.5 to
-3x faster than the flash kernel, with the same error against an fp32 reference (bf16 scores, as
-in eager attention).
+backward in between. A layer's attention forward and backward run 3.5x (110 tokens) to 2.4x
+(450 tokens) faster than the flash kernel, 1.5x at 1,000, with the same error against an fp32
+reference (bf16 scores, as in eager attention).
 
 The scores are materialised (T x T per head), so this is for short bf16 rows on the CPU only;
 everywhere else (fp32, GPUs, large batches of long rows) the layers keep PyTorch's SDPA

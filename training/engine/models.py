@@ -235,7 +235,8 @@ def backbone_hidden_states(
 def packed_hidden_states(
     inner: PreTrainedModel, batch: dict[str, torch.Tensor]
 ) -> torch.Tensor:  # (B*T, H), flat so the batch's flat indices pick from it
-    """Last hidden states of a decoder on a packed pair batch, under its own mask and positions."""
+    """Last hidden states of a decoder on a packed pair batch, under its own mask and positions
+    (attention row by row where that is faster: training/engine/attention.py)."""
     backbone = getattr(inner, inner.base_model_prefix)
     with pair_attention(backbone):
         hidden = backbone(
