@@ -162,7 +162,9 @@ def round_close_if_complete(*, round_id: int, after_submit: bool = False) -> Tra
     if after_submit and _recently_far_from_quota(round_id):
         return None
     progress = annotate_queue.open_round_progress(round_id)
-    if progress is not None:
+    if progress is None:
+        _last_count.pop(round_id, None)  # closed: never counted again
+    else:
         _last_count[round_id] = (time.monotonic(), _pairs_short(progress))
     if progress is None or not _quota_reached(progress):
         return None

@@ -43,10 +43,11 @@ class RowAttention(torch.autograd.Function):
         # The `group` query heads that share a key head become one taller matrix: one multiply.
         queries = (q * scale).reshape(batch, kv_heads, group * length, dim)
         out = q.new_empty(batch, kv_heads, group * length, dim)
+        blocked = mask.logical_not()  # (B, 1, T, T)
         probs = []
         for row in range(batch):
             scores = torch.matmul(queries[row], k[row].transpose(-1, -2))  # (KV, G*T, T)
-            scores.view(kv_heads, group, length, length).masked_fill_(~mask[row], float("-inf"))
+            scores.view(kv_heads, group, length, length).masked_fill_(blocked[row], float("-inf"))
             row_probs = torch.softmax(scores, dim=-1)
             torch.matmul(row_probs, v[row], out=out[row])
             probs.append(row_probs)
