@@ -30,7 +30,6 @@ from annotate.serializers import (
     PromptBatchOutputSerializer,
     PromptOutputSerializer,
     PromptUploadInputSerializer,
-    RoundOutputSerializer,
 )
 from config.errors import ApplicationError, NotFoundError
 from config.pagination import paginated, paginated_response
@@ -296,44 +295,6 @@ class ComparisonListApi(APIView):
             gold_outcome=values.get("gold_outcome"),
         )
         return Response(ComparisonOutputSerializer(comparison).data, status=201)
-
-
-class RoundListApi(APIView):
-    permission_classes = [IsAuthenticated]
-
-    @extend_schema(responses=RoundOutputSerializer(many=True))
-    def get(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
-        rounds = project.rounds.order_by("number")
-        return Response(RoundOutputSerializer(rounds, many=True).data)
-
-    @extend_schema(request=None, responses={201: RoundOutputSerializer})
-    def post(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
-        if not request.user.is_staff:
-            raise ApplicationError("Only admins open rounds.", code="forbidden", http_status=403)
-        from training.pipeline import round_start  # training builds on annotate
-
-        round_, _generation = round_start(project=project, actor=request.user)
-        return Response(RoundOutputSerializer(round_).data, 201)
-
-
-class RoundCloseApi(APIView):
-    permission_classes = [IsAuthenticated]
-
-    @extend_schema(request=None, responses={200: RoundOutputSerializer})
-    def post(self, request: Request, project_id: int, number: int) -> Response:
-        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
-        if not request.user.is_staff:
-            raise ApplicationError("Only admins close rounds.", code="forbidden", http_status=403)
-        round_ = project.rounds.filter(number=number).first()
-        if round_ is None:
-            raise NotFoundError(f"Round {number} does not exist.")
-        from training.pipeline import round_finish
-
-        round_finish(round=round_, actor=request.user)
-        round_.refresh_from_db()
-        return Response(RoundOutputSerializer(round_).data)
 
 
 class MemberListApi(APIView):

@@ -165,7 +165,7 @@ class Round(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rounds")
     number = models.PositiveIntegerField()
     policy = models.ForeignKey(
-        "training.ModelVersion", on_delete=models.PROTECT, related_name="rounds"
+        "registry.ModelVersion", on_delete=models.PROTECT, related_name="rounds"
     )
     status = models.CharField(max_length=8, choices=RoundStatus.choices, default=RoundStatus.OPEN)
     quota = models.PositiveIntegerField(default=64)
@@ -208,7 +208,7 @@ class Response(models.Model):
         Round, null=True, blank=True, on_delete=models.SET_NULL, related_name="responses"
     )
     model_version = models.ForeignKey(
-        "training.ModelVersion",
+        "registry.ModelVersion",
         null=True,
         blank=True,
         on_delete=models.PROTECT,

@@ -16,7 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from annotate import queue
+from annotate import hooks, queue
 from annotate.models import (
     Assignment,
     AssignmentStatus,
@@ -38,6 +38,8 @@ from annotate.models import (
     TrainingAlgorithm,
 )
 from config.errors import ApplicationError, ConflictError, NotFoundError
+from registry.selectors import active_policy
+from registry.services import base_policy_create
 
 CHAT_ROLES = ("system", "user", "assistant")
 
@@ -55,8 +57,6 @@ def project_create(
     **settings: Any,
 ) -> Project:
     """A project with its base policy (version 0, active) so the first round has a writer."""
-    from training.services import base_policy_create  # training depends on annotate's models
-
     if Project.objects.filter(slug=slug).exists():
         raise ConflictError(f"A project with slug {slug!r} already exists.")
     if required_annotations < 1:
@@ -75,7 +75,7 @@ def project_create(
         training_algorithm=training_algorithm,
         **settings,
     )
-    base_policy_create(project=project)
+    base_policy_create(project_id=project.pk, base_model=project.base_model)
     return project
 
 
@@ -383,15 +383,13 @@ def comparison_create_external(
 @transaction.atomic
 def round_open(*, project: Project) -> Round:
     """Start collecting comparisons of the active policy's answers."""
-    from training.selectors import active_policy
-
     if Round.objects.filter(project=project, status=RoundStatus.OPEN).exists():
         raise ConflictError("This project already has an open round; close it first.")
     last = Round.objects.filter(project=project).order_by("-number").first()
     return Round.objects.create(
         project=project,
         number=(last.number + 1) if last else 1,
-        policy=active_policy(project=project),
+        policy=active_policy(project_id=project.pk),
         quota=project.round_quota,
     )
 
@@ -697,14 +695,9 @@ def _judgment_submit_checked(
 
 def _after_pair_counted(pair_status: str, round_id: int | None) -> None:
     if pair_status == ComparisonStatus.COMPLETE and round_id is not None:
-        # The quota trigger runs after commit, so it counts this pair as complete.
-        transaction.on_commit(lambda: _round_check_quota(round_id))
-
-
-def _round_check_quota(round_id: int) -> None:
-    from training.pipeline import round_close_if_complete  # training builds on annotate
-
-    round_close_if_complete(round_id=round_id, after_submit=True)
+        # Listeners (the loop's quota trigger) run after commit, so they count this pair
+        # as complete.
+        transaction.on_commit(lambda: hooks.pair_completed(round_id))
 
 
 # --- Quality control ------------------------------------------------------------------------

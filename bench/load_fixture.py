@@ -22,12 +22,12 @@ def setup(annotators: int, pairs: int, overlap: int, tag: str) -> dict:
 
     from annotate.models import MemberRole, Prompt, Response, Round
     from annotate.services import comparisons_create_for_round, membership_set, project_create
-    from training.selectors import active_policy
+    from registry.selectors import active_policy
 
     call_command("migrate", verbosity=0)
     slug = f"load-{tag}"
     project = project_create(name=slug, slug=slug, required_annotations=overlap)
-    policy = active_policy(project=project)
+    policy = active_policy(project_id=project.pk)
     round_ = Round.objects.create(project=project, number=1, policy=policy, quota=pairs)
     prompts = Prompt.objects.bulk_create(
         [Prompt(project=project, external_id=f"p{i}", text=f"Question {i}?") for i in range(pairs)]

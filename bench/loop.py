@@ -61,7 +61,8 @@ def read_instructions(path: Path, count: int, skip: int = 0) -> list[str]:
 
 
 def create_project(args: argparse.Namespace, prompts: list[str]):
-    from annotate.management.commands.seed_demo import DEMO_TRAINING
+    from training.management.commands.seed_demo import DEMO_TRAINING
+
     from annotate.services import project_create, prompts_create
 
     project = project_create(
@@ -130,9 +131,9 @@ def main() -> int:
         parser.error(f"{args.data} not found (see ../shared/data/README.md)")
 
     configure_django()
-    from annotate.simulation import ShorterOracle
+    from registry.selectors import active_policy
     from training.loop import report_table, run_rounds
-    from training.selectors import active_policy
+    from training.simulation import ShorterOracle
 
     prompts = read_instructions(args.data, args.prompts)
     test_prompts = read_instructions(args.data, args.test_prompts, skip=args.prompts)
@@ -150,7 +151,7 @@ def main() -> int:
             project=project, rounds=1, oracle=oracle, seed=len(reports), log=print
         )
         reports.append(report)
-        serving = active_policy(project=project)
+        serving = active_policy(project_id=project.pk)
         against_base.append(
             (serving.number, win_rate_against_base(serving, test_prompts, oracle, args.new_tokens))
         )

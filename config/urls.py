@@ -33,10 +33,10 @@ api_patterns = [
     path(
         "projects/<int:project_id>/members/", annotate_api.MemberListApi.as_view(), name="members"
     ),
-    path("projects/<int:project_id>/rounds/", annotate_api.RoundListApi.as_view(), name="rounds"),
+    path("projects/<int:project_id>/rounds/", training_api.RoundListApi.as_view(), name="rounds"),
     path(
         "projects/<int:project_id>/rounds/<int:number>/close/",
-        annotate_api.RoundCloseApi.as_view(),
+        training_api.RoundCloseApi.as_view(),
         name="round-close",
     ),
     path(

@@ -19,8 +19,8 @@ from annotate.models import (
     ResponseSource,
 )
 from annotate.services import project_create
-from training.models import ModelKind, ModelVersion
-from training.selectors import active_policy
+from registry.models import ModelKind, ModelVersion
+from registry.selectors import active_policy
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -77,7 +77,7 @@ class ResponseFactory(factory.django.DjangoModelFactory):
         model = Response
 
     prompt = factory.SubFactory(PromptFactory)
-    model_version = factory.LazyAttribute(lambda r: active_policy(project=r.prompt.project))
+    model_version = factory.LazyAttribute(lambda r: active_policy(project_id=r.prompt.project.pk))
     source = ResponseSource.POLICY
     text = factory.Sequence(lambda n: f"Answer number {n}.")
     token_count = 4

@@ -1,4 +1,4 @@
-"""Thin API views for training runs and the model registry (admins start and steer runs)."""
+"""Thin API views for the loop: rounds, training runs and the model registry (admins steer)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate import selectors as annotate_selectors
+from annotate.serializers import RoundOutputSerializer
 from config.errors import ApplicationError, NotFoundError
 from config.pagination import paginated, paginated_response
-from training import services
-from training.models import ModelVersion, TrainingRun
+from registry import services as registry_services
+from registry.models import ModelVersion
+from training import pipeline, services
+from training.models import TrainingRun
 from training.serializers import (
     MetricPointSerializer,
     ModelVersionOutputSerializer,
@@ -159,7 +162,44 @@ class ModelVersionPromoteApi(APIView):
         _require_admin(request)
         data = PromoteInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        promoted = services.version_promote(
+        promoted = registry_services.version_promote(
             version=version, actor=request.user, reason=data.validated_data["reason"]
         )
         return Response(ModelVersionOutputSerializer(promoted).data)
+
+
+# --- Rounds: opening one queues its generation, closing one queues its training chain -------
+
+
+class RoundListApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=RoundOutputSerializer(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        project = annotate_selectors.project_get_for_user(user=request.user, project_id=project_id)
+        rounds = project.rounds.order_by("number")
+        return Response(RoundOutputSerializer(rounds, many=True).data)
+
+    @extend_schema(request=None, responses={201: RoundOutputSerializer})
+    def post(self, request: Request, project_id: int) -> Response:
+        project = annotate_selectors.project_get_for_user(user=request.user, project_id=project_id)
+        if not request.user.is_staff:
+            raise ApplicationError("Only admins open rounds.", code="forbidden", http_status=403)
+        round_, _generation = pipeline.round_start(project=project, actor=request.user)
+        return Response(RoundOutputSerializer(round_).data, 201)
+
+
+class RoundCloseApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={200: RoundOutputSerializer})
+    def post(self, request: Request, project_id: int, number: int) -> Response:
+        project = annotate_selectors.project_get_for_user(user=request.user, project_id=project_id)
+        if not request.user.is_staff:
+            raise ApplicationError("Only admins close rounds.", code="forbidden", http_status=403)
+        round_ = project.rounds.filter(number=number).first()
+        if round_ is None:
+            raise NotFoundError(f"Round {number} does not exist.")
+        pipeline.round_finish(round=round_, actor=request.user)
+        round_.refresh_from_db()
+        return Response(RoundOutputSerializer(round_).data)

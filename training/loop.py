@@ -17,16 +17,13 @@ from pathlib import Path
 from django.db.models import Q
 
 from annotate.models import Project, Round, RoundStatus
-from annotate.simulation import Oracle, simulate_judging
-from training.models import (
-    ModelVersion,
-    RunKind,
-    RunStatus,
-    VersionStatus,
-)
+from registry.models import ModelVersion, VersionStatus
+from registry.services import version_promote
+from training.models import RunKind, RunStatus
 from training.pipeline import POLICY_RUN_KINDS, gates_passed, round_finish, round_start
 from training.runner import training_run_execute
-from training.services import training_run_create, version_promote
+from training.services import training_run_create
+from training.simulation import Oracle, simulate_judging
 
 Log = Callable[[str], None]
 POLL_SECONDS = 2.0

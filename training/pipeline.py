@@ -30,8 +30,10 @@ from annotate import queue as annotate_queue
 from annotate.models import ComparisonStatus, Project, Prompt, Round, RoundStatus
 from annotate.services import round_close, round_open
 from config.errors import ApplicationError, ConflictError
-from training.models import ModelKind, ModelVersion, RunKind, TrainingRun, VersionStatus
-from training.services import training_run_create, version_promote
+from registry.models import ModelVersion, VersionStatus
+from registry.services import version_promote
+from training.models import RunKind, TrainingRun
+from training.services import training_run_create
 
 POLICY_RUN_KINDS = (RunKind.DPO, RunKind.PPO, RunKind.RLOO)
 
@@ -179,6 +181,11 @@ def round_close_if_complete(*, round_id: int, after_submit: bool = False) -> Tra
         return None  # another caller closed it first
 
 
+def round_check_quota_after_submit(round_id: int) -> None:
+    """annotate's pair-completed hook: a submit completed one of this round's pairs."""
+    round_close_if_complete(round_id=round_id, after_submit=True)
+
+
 def rounds_check_triggers() -> list[int]:
     """Beat's safety net for the quota trigger; returns the ids of rounds it closed."""
     closed = []
@@ -263,11 +270,3 @@ def _gate(value: float | None, threshold: float, kind: str) -> dict[str, Any]:
 
 def _round_number(run: TrainingRun) -> str:
     return str(run.round.number) if run.round is not None else "?"
-
-
-def reward_model_for(project: Project) -> ModelVersion | None:
-    """The reward model that judges candidates: the active one, else the newest."""
-    versions = ModelVersion.objects.filter(project=project, kind=ModelKind.REWARD)
-    return (
-        versions.filter(status=VersionStatus.ACTIVE).first() or versions.order_by("-number").first()
-    )

@@ -23,7 +23,10 @@ from django.db import transaction
 from annotate.exporters import trl_rows
 from annotate.models import Prompt, Response, ResponseSource, RoundStatus
 from annotate.services import comparisons_create_for_round
-from training.models import ModelKind, ModelVersion, RunKind, RunStatus, TrainingRun
+from registry.models import ModelKind, ModelVersion
+from registry.selectors import active_policy, reward_model_for
+from registry.services import version_next_number
+from training.models import RunKind, RunStatus, TrainingRun
 from training.pipeline import (
     chain_continue,
     evaluation_settings,
@@ -31,15 +34,12 @@ from training.pipeline import (
     policy_data_scope,
     prompt_is_heldout,
     prompts_in_split,
-    reward_model_for,
 )
-from training.selectors import active_policy
 from training.services import (
     training_run_claim,
     training_run_finish,
     training_run_heartbeat,
     training_run_record_metrics,
-    version_next_number,
 )
 
 logger = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def _train_version(
         rows, config, work, callbacks=callbacks.engine(), cache_dir=settings.MODEL_CACHE_DIR
     )
     with transaction.atomic():
-        number = version_next_number(project=run.project, kind=kind)
+        number = version_next_number(project_id=run.project_id, kind=kind)
         final = publish_artifact(work, run, kind, number)
         return ModelVersion.objects.create(
             project=run.project,
@@ -207,7 +207,7 @@ def run_dpo(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersion:
     from training.engine.dpo import train_dpo
 
     project = run.project
-    parent = active_policy(project=project)
+    parent = active_policy(project_id=project.pk)
     settings_ = {
         "base_model": project.base_model,
         # An iterative round continues from the serving version's adapter.
@@ -239,10 +239,10 @@ def run_online_rl(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersio
     project = run.project
     algorithm = {RunKind.PPO: (PPOConfig, train_ppo), RunKind.RLOO: (RLOOConfig, train_rloo)}
     config_class, train_online = algorithm[run.kind]
-    reward = run.input_version or reward_model_for(project)
+    reward = run.input_version or reward_model_for(project_id=project.pk)
     if reward is None or reward.kind != ModelKind.REWARD:
         raise ValueError(f"{run.kind.upper()} trains against a reward model; train one first.")
-    parent = active_policy(project=project)
+    parent = active_policy(project_id=project.pk)
     settings_ = {
         "base_model": project.base_model,
         "init_adapter": parent.artifact_path or None,
@@ -362,7 +362,7 @@ def run_evaluate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
         **({"max_new_tokens": plan.max_new_tokens} if plan.max_new_tokens else {}),
     }
     heldout_rows, heldout_ids = preference_rows(project, split="heldout")
-    reward = reward_model_for(project)
+    reward = reward_model_for(project_id=project.pk)
     parent = candidate.parent
     result = evaluate_policy(
         parent_answers=served_answers(parent, prompts) if parent is not None else None,

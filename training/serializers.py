@@ -2,7 +2,8 @@
 
 from rest_framework import serializers
 
-from training.models import MetricPoint, ModelVersion, RunKind, RunStatus, TrainingRun
+from registry.models import ModelVersion
+from training.models import MetricPoint, RunKind, RunStatus, TrainingRun
 
 
 class TrainingRunCreateInputSerializer(serializers.Serializer):

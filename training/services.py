@@ -1,4 +1,4 @@
-"""Writes for the model lifecycle: the registry, promotion and training runs."""
+"""Writes for training runs: create, claim, heartbeat, metrics, finish, cancel, retry, reap."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import math
 from datetime import timedelta
 from typing import Any
 
+from celery import current_app
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import F
@@ -13,70 +14,9 @@ from django.utils import timezone
 
 from annotate.models import Project, Round
 from config.errors import ApplicationError, ConflictError
-from training.models import (
-    MetricPoint,
-    ModelKind,
-    ModelVersion,
-    PromotionAction,
-    PromotionEvent,
-    RunKind,
-    RunStatus,
-    TrainingRun,
-    VersionStatus,
-)
-
-
-def base_policy_create(*, project: Project) -> ModelVersion:
-    """Version 0 of a project's policy: the base model itself, active from the start."""
-    return ModelVersion.objects.create(
-        project=project,
-        kind=ModelKind.POLICY,
-        number=0,
-        base_model=project.base_model,
-        status=VersionStatus.ACTIVE,
-        promoted_at=timezone.now(),
-    )
-
-
-@transaction.atomic
-def version_promote(
-    *,
-    version: ModelVersion,
-    actor: AbstractBaseUser | None = None,
-    reason: str = "",
-) -> ModelVersion:
-    """Make `version` the active one of its kind; the previous active one is retired.
-
-    Promoting a version older than the active one is a rollback and is recorded as such.
-    """
-    # Lock every version of this kind in the project, so two concurrent promotions serialize
-    # here instead of one of them failing on the one-active constraint halfway through.
-    siblings = list(
-        ModelVersion.objects.select_for_update()
-        .filter(project_id=version.project_id, kind=version.kind)
-        .order_by("id")
-    )
-    version = next(v for v in siblings if v.pk == version.pk)
-    current = next((v for v in siblings if v.status == VersionStatus.ACTIVE), None)
-    if current is not None and current.pk == version.pk:
-        raise ApplicationError(f"Version {version.number} is already active.", code="noop")
-    if current is not None:
-        current.status = VersionStatus.RETIRED
-        current.save(update_fields=["status"])
-    version.status = VersionStatus.ACTIVE
-    version.promoted_at = timezone.now()
-    version.promoted_by = actor
-    version.save(update_fields=["status", "promoted_at", "promoted_by"])
-    is_rollback = current is not None and version.number < current.number
-    PromotionEvent.objects.create(
-        version=version,
-        replaced=current,
-        action=PromotionAction.ROLLBACK if is_rollback else PromotionAction.PROMOTE,
-        actor=actor,
-        reason=reason,
-    )
-    return version
-
+from registry.models import ModelKind, ModelVersion
+from registry.selectors import newest_candidate
+from training.models import MetricPoint, RunKind, RunStatus, TrainingRun
 
 # --- Training runs: the database row is the source of truth ---------------------------------
 
@@ -101,7 +41,7 @@ def training_run_create(
     if kind == RunKind.GENERATE and round is None:
         raise ApplicationError("A generate run needs the round whose answers it writes.")
     if kind == RunKind.EVALUATE:
-        input_version = input_version or _newest_candidate(project)
+        input_version = input_version or newest_candidate(project_id=project.pk)
         trained = input_version is not None and input_version.artifact_path
         if not trained or input_version.kind != ModelKind.POLICY:
             raise ApplicationError("An evaluate run needs a trained policy version to evaluate.")
@@ -118,20 +58,14 @@ def training_run_create(
     return run
 
 
-def _newest_candidate(project: Project) -> ModelVersion | None:
-    return (
-        ModelVersion.objects.filter(
-            project=project, kind=ModelKind.POLICY, status=VersionStatus.CANDIDATE
-        )
-        .order_by("-number")
-        .first()
-    )
+# The task is named, not imported: training.tasks builds on this module, never the reverse.
+RUN_TRAINING_TASK = "training.tasks.run_training"
 
 
 def enqueue_run(run_id: int) -> None:
-    from training.tasks import run_training
-
-    run_training.delay(run_id)
+    # Looked up in the app's registry (training.apps imports the tasks at start-up), so eager
+    # mode and the queue routes in settings apply as for a direct .delay().
+    current_app.tasks[RUN_TRAINING_TASK].delay(run_id)
 
 
 def training_run_claim(*, run_id: int, worker: str) -> TrainingRun | None:
@@ -238,8 +172,3 @@ def training_runs_reap(*, stale_after_seconds: int) -> list[int]:
             "(killed or lost); retry to resume from the last checkpoint.",
         )
     return stale
-
-
-def version_next_number(*, project: Project, kind: str) -> int:
-    last = ModelVersion.objects.filter(project=project, kind=kind).order_by("-number").first()
-    return (last.number + 1) if last else 1

@@ -5,14 +5,14 @@ from django.conf import settings
 
 from training.pipeline import rounds_check_triggers
 from training.runner import training_run_execute
-from training.services import training_runs_reap
+from training.services import RUN_TRAINING_TASK, training_runs_reap
 
 # A run sends a heartbeat every step; this long without one means its worker is gone.
 STALE_RUN_SECONDS = 600
 
 
 @shared_task(
-    name="training.tasks.run_training",
+    name=RUN_TRAINING_TASK,
     acks_late=True,
     soft_time_limit=settings.GPU_TASK_TIME_LIMIT - 60,
     time_limit=settings.GPU_TASK_TIME_LIMIT,

@@ -22,7 +22,7 @@ from annotate.models import (
     Round,
     RoundStatus,
 )
-from training.models import ModelKind, ModelVersion
+from registry.models import ModelKind, ModelVersion
 
 
 def me(*, user: AbstractBaseUser) -> dict:

@@ -63,10 +63,10 @@ def test_judgment_rationale_is_escaped(admin_client_logged_in, project):
         "/admin/annotate/membership/",
         "/admin/annotate/round/",
         "/admin/annotate/assignment/",
-        "/admin/training/modelversion/",
+        "/admin/registry/modelversion/",
         "/admin/training/trainingrun/",
         "/admin/training/metricpoint/",
-        "/admin/training/promotionevent/",
+        "/admin/registry/promotionevent/",
     ],
 )
 def test_every_admin_list_page_renders(admin_client_logged_in, project, path):

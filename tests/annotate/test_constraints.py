@@ -7,6 +7,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from annotate.models import Comparison, Prompt, Round, RoundStatus
+from registry.selectors import active_policy
 from tests.factories import (
     AssignmentFactory,
     ComparisonFactory,
@@ -15,7 +16,6 @@ from tests.factories import (
     ResponseFactory,
     UserFactory,
 )
-from training.selectors import active_policy
 
 pytestmark = pytest.mark.django_db
 
@@ -72,7 +72,7 @@ def test_external_id_is_unique_per_project_only(project, other_project):
 
 
 def test_only_one_open_round_per_project(project):
-    policy = active_policy(project=project)
+    policy = active_policy(project_id=project.pk)
     Round.objects.create(project=project, number=1, policy=policy)
     with pytest.raises(IntegrityError), transaction.atomic():
         Round.objects.create(project=project, number=2, policy=policy)

@@ -27,8 +27,8 @@ from annotate.services import (
     membership_set,
 )
 from config.errors import ApplicationError, ConflictError
+from registry.selectors import active_policy
 from tests.factories import PromptFactory, ResponseFactory, UserFactory
-from training.selectors import active_policy
 
 pytestmark = pytest.mark.django_db
 
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.django_db
 def make_round(project, *, prompts: int, required: int = 1) -> Round:
     project.required_annotations = required
     project.save()
-    policy = active_policy(project=project)
+    policy = active_policy(project_id=project.pk)
     round_ = Round.objects.create(project=project, number=1, policy=policy)
     for _ in range(prompts):
         prompt = PromptFactory(project=project)

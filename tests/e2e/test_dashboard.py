@@ -6,8 +6,9 @@ import pytest
 from django.utils import timezone
 
 from annotate.services import round_open
+from registry.models import ModelKind, ModelVersion, VersionStatus
 from tests.e2e.conftest import login
-from training.models import MetricPoint, ModelKind, ModelVersion, TrainingRun, VersionStatus
+from training.models import MetricPoint, TrainingRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

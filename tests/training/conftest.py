@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from registry.selectors import active_policy
 from tests.engine.tiny import save_tiny_llama
 from tests.training.helpers import TINY_GENERATION, TINY_TRAINING
 from training import services
-from training.selectors import active_policy
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def tiny_project(project, tmp_path, settings):
     project.training_settings = {"dpo": TINY_TRAINING, "reward": TINY_TRAINING}
     project.generation_settings = dict(TINY_GENERATION)
     project.save()
-    policy = active_policy(project=project)
+    policy = active_policy(project_id=project.pk)
     policy.base_model = str(base)
     policy.save()
     return project

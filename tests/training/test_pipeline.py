@@ -7,20 +7,14 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from annotate.models import Comparison, Response, Round, RoundStatus
-from annotate.simulation import simulate_judging
+from registry.models import ModelKind, ModelVersion, VersionStatus
+from registry.selectors import active_policy
 from tests.factories import PromptFactory
 from tests.training.helpers import judged_pairs
 from training import pipeline, runner
 from training.loop import drive_runs, run_rounds
-from training.models import (
-    ModelKind,
-    ModelVersion,
-    RunKind,
-    RunStatus,
-    TrainingRun,
-    VersionStatus,
-)
-from training.selectors import active_policy
+from training.models import RunKind, RunStatus, TrainingRun
+from training.simulation import simulate_judging
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_broker")]
 
@@ -88,7 +82,7 @@ def test_a_closed_round_runs_to_a_promoted_version_serving_the_next_round(
     candidate.refresh_from_db()
     assert set(candidate.gate_results["gates"]) == {"win_rate", "kl", "heldout_accuracy"}
     assert candidate.gate_results["passed"] is True
-    assert active_policy(project=loop_project) == candidate
+    assert active_policy(project_id=loop_project.pk) == candidate
     first_round.refresh_from_db()
     assert first_round.status == RoundStatus.TRAINED
 
@@ -118,7 +112,7 @@ def test_evaluation_measures_the_candidate_on_held_out_prompts_only(loop_project
     assert samples.exists() and samples.read_text().count("\n") == candidate.metrics["gate_prompts"]
     # Without auto-promote the candidate waits for an admin; the base still serves.
     assert candidate.status == VersionStatus.CANDIDATE
-    assert active_policy(project=loop_project).number == 0
+    assert active_policy(project_id=loop_project.pk).number == 0
 
 
 def test_a_failing_gate_keeps_the_parent_serving(loop_project):
@@ -131,7 +125,7 @@ def test_a_failing_gate_keeps_the_parent_serving(loop_project):
         project=loop_project,
         kind=ModelKind.POLICY,
         number=1,
-        parent=active_policy(project=loop_project),
+        parent=active_policy(project_id=loop_project.pk),
         base_model=loop_project.base_model,
         gate_results=pipeline.gates_check(
             project=loop_project, summary={"win_rate": 0.9, "kl": 2e6, "heldout_accuracy": 0.8}
@@ -139,7 +133,7 @@ def test_a_failing_gate_keeps_the_parent_serving(loop_project):
     )
     assert candidate.gate_results["gates"]["kl"]["passed"] is False
     assert pipeline.candidate_finish(candidate=candidate, round=round_) is False
-    assert active_policy(project=loop_project).number == 0
+    assert active_policy(project_id=loop_project.pk).number == 0
     assert not Round.objects.filter(project=loop_project, status=RoundStatus.OPEN).exists()
     round_.refresh_from_db()
     assert round_.status == RoundStatus.TRAINED
@@ -237,7 +231,7 @@ def test_an_evaluate_run_can_be_started_by_hand(loop_project, admin_api):
     refused = admin_api.post(url, {"kind": "evaluate"}, format="json")
     assert refused.status_code == 400
     assert "trained policy version" in refused.json()["detail"]
-    base = active_policy(project=loop_project)
+    base = active_policy(project_id=loop_project.pk)
     refused = admin_api.post(url, {"kind": "evaluate", "version": base.pk}, format="json")
     assert refused.status_code == 400  # the base model has nothing to evaluate against itself
 
@@ -266,7 +260,7 @@ def test_run_loop_prints_a_table_and_round_two_is_written_by_round_ones_promotio
     assert first.policy.number == 0 and second.policy == promoted
     writers = set(Response.objects.filter(round=second).values_list("model_version", flat=True))
     assert writers == {promoted.pk}
-    assert active_policy(project=loop_project).number == 2
+    assert active_policy(project_id=loop_project.pk).number == 2
 
 
 def test_run_rounds_reports_the_stages(loop_project):
@@ -315,7 +309,7 @@ def test_an_online_rl_project_trains_against_the_rounds_reward_model(loop_projec
     assert policy_run.status == RunStatus.SUCCEEDED and policy_run.input_version == reward
     candidate = policy_run.output_version
     assert candidate.training_data["reward_model"] == reward.number
-    assert report.promoted and active_policy(project=loop_project) == candidate
+    assert report.promoted and active_policy(project_id=loop_project.pk) == candidate
 
 
 def test_each_round_samples_fresh_answers_even_from_the_same_policy(loop_project):

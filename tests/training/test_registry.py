@@ -6,10 +6,10 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from config.errors import ApplicationError
+from registry.models import ModelKind, ModelVersion, PromotionEvent, VersionStatus
+from registry.selectors import active_policy
+from registry.services import version_promote
 from tests.factories import PolicyVersionFactory
-from training.models import ModelKind, ModelVersion, PromotionEvent, VersionStatus
-from training.selectors import active_policy
-from training.services import version_promote
 
 pytestmark = pytest.mark.django_db
 
@@ -23,7 +23,7 @@ def _active_policies(project) -> list[int]:
 
 
 def test_new_project_starts_with_its_base_policy_active(project):
-    base = active_policy(project=project)
+    base = active_policy(project_id=project.pk)
     assert (base.number, base.artifact_path, base.base_model) == (0, "", project.base_model)
 
 
@@ -38,7 +38,7 @@ def test_active_reward_and_policy_coexist(project):
 
 
 def test_promote_then_rollback_keeps_exactly_one_active_and_records_who(project, admin_user):
-    base = active_policy(project=project)
+    base = active_policy(project_id=project.pk)
     v1 = PolicyVersionFactory(project=project, number=1, parent=base)
     version_promote(version=v1, actor=admin_user, reason="passed gates")
     assert _active_policies(project) == [1]
@@ -52,7 +52,7 @@ def test_promote_then_rollback_keeps_exactly_one_active_and_records_who(project,
 
 def test_promoting_the_active_version_is_refused(project):
     with pytest.raises(ApplicationError, match="already active"):
-        version_promote(version=active_policy(project=project))
+        version_promote(version=active_policy(project_id=project.pk))
 
 
 def test_promotion_in_one_project_leaves_another_alone(project, other_project):

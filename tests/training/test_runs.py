@@ -10,12 +10,13 @@ from django.utils import timezone
 
 from annotate.models import Comparison, Response, Round
 from annotate.services import round_open
+from registry.models import ModelKind, ModelVersion
+from registry.selectors import active_policy
 from tests.factories import PromptFactory
 from tests.training.helpers import judged_pairs
 from training import runner, services
-from training.models import MetricPoint, ModelKind, ModelVersion, RunStatus, TrainingRun
+from training.models import MetricPoint, RunStatus, TrainingRun
 from training.pipeline import evaluation_settings, prompt_is_heldout
-from training.selectors import active_policy
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_broker")]
 
@@ -43,7 +44,7 @@ def test_dpo_run_registers_a_candidate_with_metrics_and_snapshot(tiny_project):
     version = run.output_version
     assert (run.step, run.total_steps) == (4, 4)
     assert version.kind == ModelKind.POLICY and version.status == "candidate"
-    assert version.parent == active_policy(project=tiny_project)  # the base still serves
+    assert version.parent == active_policy(project_id=tiny_project.pk)  # the base still serves
     assert Path(version.artifact_path).name == "v1"
     assert (Path(version.artifact_path) / "tandem_artifact.json").exists()
     # The held-out prompts' pairs are never trained on: they measure the candidate later.
@@ -119,7 +120,7 @@ def test_crashed_run_fails_changes_nothing_and_a_retry_resumes(tiny_project, mon
     assert runner.training_run_execute(run_id=run.pk) == RunStatus.FAILED
     run.refresh_from_db()
     assert "MemoryError" in run.error and run.output_version is None
-    assert active_policy(project=tiny_project).number == 0
+    assert active_policy(project_id=tiny_project.pk).number == 0
     assert (runner.run_work_dir(run) / "checkpoint").exists()
 
     monkeypatch.setattr(runner, "training_run_heartbeat", heartbeat)
@@ -177,7 +178,7 @@ def test_a_running_run_reports_its_eta_from_the_pace_so_far(tiny_project, admin_
 
 
 def test_promote_through_the_api_keeps_one_active(tiny_project, admin_api):
-    base = active_policy(project=tiny_project)
+    base = active_policy(project_id=tiny_project.pk)
     candidate = ModelVersion.objects.create(
         project=tiny_project, kind="policy", number=1, parent=base, base_model=base.base_model
     )

@@ -7,13 +7,13 @@ import time
 import pytest
 
 from annotate.models import Response, Round, RoundStatus
-from annotate.simulation import simulate_judging
+from registry.selectors import active_policy
 from tests.factories import PromptFactory
 from tests.test_worker import start_worker, stop_worker
 from tests.training.test_pipeline import AlphabeticalOracle
 from training import pipeline
 from training.models import RunKind, RunStatus, TrainingRun
-from training.selectors import active_policy
+from training.simulation import simulate_judging
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -65,7 +65,7 @@ def test_a_round_closed_by_its_last_judgment_is_served_by_a_new_version(tiny_pro
         (RunKind.DPO, RunStatus.SUCCEEDED),
         (RunKind.EVALUATE, RunStatus.SUCCEEDED),
     ]
-    serving = active_policy(project=project)
+    serving = active_policy(project_id=project.pk)
     assert serving.number == 1 and serving.gate_results["passed"]
     second = Round.objects.get(project=project, number=2)
     assert second.policy == serving

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from annotate.models import Comparison
+from registry.models import ModelVersion
+from registry.selectors import active_policy
 from tests.engine.tiny import save_tiny_llama
 from tests.test_worker import ROOT, _database_url_of_test_database
 from tests.training.helpers import TINY_TRAINING, judged_pairs
 from training import runner, services
-from training.models import ModelVersion, RunStatus, TrainingRun
-from training.selectors import active_policy
+from training.models import RunStatus, TrainingRun
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -72,7 +73,7 @@ def test_sigkilled_worker_leaves_a_failed_run_and_a_retry_resumes(project, tmp_p
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
     assert not ModelVersion.objects.filter(project=project, number__gt=0).exists()
-    assert active_policy(project=project).number == 0
+    assert active_policy(project_id=project.pk).number == 0
     assert (runner.run_work_dir(run) / "checkpoint").exists()
 
     services.training_run_retry(run=run)

@@ -8,8 +8,8 @@ from rest_framework.authtoken.models import Token
 
 from annotate.models import Assignment, AssignmentStatus
 from annotate.services import assignment_lease_next, judgment_submit, round_open
+from registry.models import ModelKind, ModelVersion
 from tests.factories import ComparisonFactory, PromptFactory, UserFactory
-from training.models import ModelKind, ModelVersion
 
 
 @pytest.fixture

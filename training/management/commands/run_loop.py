@@ -6,9 +6,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotate.models import Project
-from annotate.simulation import oracle_from_spec
 from config.errors import ApplicationError
 from training.loop import report_table, run_rounds
+from training.simulation import oracle_from_spec
 
 
 class Command(BaseCommand):

@@ -7,14 +7,14 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from annotate.models import Comparison, ComparisonStatus, Judgment, JudgmentSource
-from annotate.simulation import (
+from config.errors import ApplicationError
+from tests.factories import PromptFactory, ResponseFactory
+from training.simulation import (
     KeywordOracle,
     ShorterOracle,
     oracle_from_spec,
     simulate_judging,
 )
-from config.errors import ApplicationError
-from tests.factories import PromptFactory, ResponseFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -98,6 +98,7 @@ class RewardModelOracle:
         self._judge = None
 
     def prefer(self, prompt: PromptValue, first: str, second: str) -> float:
+        # The engine loads torch: imported only when a reward-model oracle is first used.
         from training.engine.data import PreferenceRow
         from training.engine.evaluate import RewardJudge
 

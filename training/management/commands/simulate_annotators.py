@@ -6,8 +6,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotate.models import Project
-from annotate.simulation import oracle_from_spec, simulate_judging
 from config.errors import ApplicationError
+from training.simulation import oracle_from_spec, simulate_judging
 
 
 class Command(BaseCommand):

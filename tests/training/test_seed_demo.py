@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from training.management.commands.seed_demo import DEMO_ACCOUNTS
 from django.core.management import call_command
 
-from annotate.management.commands.seed_demo import DEMO_ACCOUNTS
 from annotate.models import Membership, Project, Prompt
-from training.selectors import active_policy
+from registry.selectors import active_policy
 
 pytestmark = pytest.mark.django_db
 
@@ -18,7 +18,7 @@ def test_seed_creates_project_prompts_and_accounts_and_is_idempotent(client, cap
     project = Project.objects.get(slug="demo")
     assert Prompt.objects.filter(project=project).count() >= 40
     assert Prompt.objects.filter(project=project, messages__isnull=False).exists()
-    assert active_policy(project=project).number == 0
+    assert active_policy(project_id=project.pk).number == 0
     assert Membership.objects.filter(project=project).count() == 2
     # One round, one generation run for it: seeding again queues nothing more.
     assert project.rounds.count() == 1

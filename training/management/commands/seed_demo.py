@@ -11,6 +11,7 @@ from django.db import transaction
 
 from annotate.models import MemberRole, Project
 from annotate.services import membership_set, project_create, prompts_create
+from training.pipeline import round_start
 
 DEMO_PROMPTS = Path(__file__).resolve().parents[2] / "demo" / "prompts.jsonl"
 DEMO_GUIDELINES = """\
@@ -79,8 +80,6 @@ class Command(BaseCommand):
         if not project.rounds.exists():
             # The first round: the worker has the base policy write two answers per prompt,
             # and the pairs appear in the annotators' queue as soon as they are written.
-            from training.pipeline import round_start  # training builds on annotate
-
             round_start(project=project)
             self.stdout.write("Round 1 opened; the worker is writing its answers.")
         for username, password, is_staff in DEMO_ACCOUNTS:
