@@ -13,7 +13,7 @@ PORT ?= 8000
 
 help:
 	@echo "make demo   - install, migrate, prepare models, seed the demo and run web + worker"
-	@echo "make test   - install dev extras, lint, and run the whole test suite"
+	@echo "make test   - install dev extras, lint (ruff, layers, mypy), and run the whole test suite"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -101,9 +101,12 @@ demo: install migrate models seed frontend
 # --- test: the whole suite on whatever DATABASE_URL / CELERY_BROKER_URL say (default: embedded) --
 TEST_ENV := SECRET_KEY=test-only-secret-key DEBUG=0 BROKER_DIR=$(CURDIR)/var/test-broker
 
+# Style, the layer contract (pyproject's [tool.importlinter]) and the type checker.
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(SCHEMA_ENV) $(BIN)/mypy
 
 format: install-dev
 	$(BIN)/ruff check --fix .

@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
 from annotate import quality, queue
 from annotate.models import Assignment, Judgment, MemberRole, Membership, Project, Prompt
 from config.errors import NotFoundError
-
-User = AbstractBaseUser | AnonymousUser
+from config.users import User
 
 
 def projects_visible_to(user: User) -> QuerySet[Project]:

@@ -61,9 +61,8 @@ def read_instructions(path: Path, count: int, skip: int = 0) -> list[str]:
 
 
 def create_project(args: argparse.Namespace, prompts: list[str]):
-    from training.management.commands.seed_demo import DEMO_TRAINING
-
     from annotate.services import project_create, prompts_create
+    from training.management.commands.seed_demo import DEMO_TRAINING
 
     project = project_create(
         name="Bench loop",

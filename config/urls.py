@@ -81,6 +81,11 @@ api_patterns = [
     path("runs/<int:run_id>/cancel/", training_api.TrainingRunCancelApi.as_view()),
     path("runs/<int:run_id>/retry/", training_api.TrainingRunRetryApi.as_view()),
     path("projects/<int:project_id>/versions/", training_api.ModelVersionListApi.as_view()),
+    path(
+        "projects/<int:project_id>/training-settings/",
+        training_api.TrainingSettingsApi.as_view(),
+        name="training-settings",
+    ),
     path("versions/<int:version_id>/promote/", training_api.ModelVersionPromoteApi.as_view()),
     path("web/", include(web_urls.api_patterns)),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -17,12 +17,18 @@ from registry import services as registry_services
 from registry.models import ModelVersion
 from training import pipeline, services
 from training.models import TrainingRun
+from training.project_settings import (
+    training_settings_effective,
+    training_settings_of,
+    training_settings_update,
+)
 from training.serializers import (
     MetricPointSerializer,
     ModelVersionOutputSerializer,
     PromoteInputSerializer,
     TrainingRunCreateInputSerializer,
     TrainingRunOutputSerializer,
+    TrainingSettingsSerializer,
 )
 
 
@@ -203,3 +209,29 @@ class RoundCloseApi(APIView):
         pipeline.round_finish(round=round_, actor=request.user)
         round_.refresh_from_db()
         return Response(RoundOutputSerializer(round_).data)
+
+
+# --- Training settings: typed and checked when written -------------------------------------
+
+
+class TrainingSettingsApi(APIView):
+    """The settings every run of the project uses, with the defaults filled in."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=TrainingSettingsSerializer)
+    def get(self, request: Request, project_id: int) -> Response:
+        project = _visible_project(request, project_id)
+        return Response(training_settings_effective(training_settings_of(project)))
+
+    @extend_schema(
+        request=TrainingSettingsSerializer,
+        responses={200: TrainingSettingsSerializer},
+        description="Replace the project's overrides: only the fields given differ from the "
+        "defaults. Unknown fields and wrong types are a 400 that names each field.",
+    )
+    def put(self, request: Request, project_id: int) -> Response:
+        project = _visible_project(request, project_id)
+        _require_admin(request)
+        project = training_settings_update(project=project, values=request.data)
+        return Response(training_settings_effective(training_settings_of(project)))

@@ -17,10 +17,8 @@ the reward model and the candidate policy; their text is what the gates' win rat
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -29,7 +27,7 @@ from django.db import transaction
 from annotate import queue as annotate_queue
 from annotate.models import ComparisonStatus, Project, Prompt, Round, RoundStatus
 from annotate.services import round_close, round_open
-from config.errors import ApplicationError, ConflictError
+from config.errors import ConflictError
 from registry.models import ModelVersion, VersionStatus
 from registry.services import version_promote
 from training.models import RunKind, TrainingRun
@@ -38,46 +36,7 @@ from training.services import training_run_create
 POLICY_RUN_KINDS = (RunKind.DPO, RunKind.PPO, RunKind.RLOO)
 
 
-# --- settings -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EvaluationSettings:
-    """project.training_settings["evaluation"]: how candidates are measured before promotion."""
-
-    heldout_fraction: float = 0.2  # share of prompts never trained on
-    max_prompts: int = 32  # held-out prompts sampled for the win rate and KL
-    samples_per_prompt: int = 1
-    max_new_tokens: int | None = None  # default: the project's generation setting
-    seed: int = 1234
-
-    def validate(self) -> None:
-        if not 0 <= self.heldout_fraction < 1:
-            raise ApplicationError("evaluation.heldout_fraction must be in [0, 1).")
-        if self.max_prompts < 1 or self.samples_per_prompt < 1:
-            raise ApplicationError("evaluation.max_prompts and samples_per_prompt must be >= 1.")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise ApplicationError("evaluation.max_new_tokens must be at least 1.")
-
-
-def evaluation_settings(project: Project) -> EvaluationSettings:
-    values = dict(project.training_settings.get("evaluation", {}))
-    known = {f.name for f in dataclasses.fields(EvaluationSettings)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ApplicationError(f"Unknown evaluation setting(s): {', '.join(unknown)}.")
-    settings = EvaluationSettings(**values)
-    settings.validate()
-    return settings
-
-
-def policy_data_scope(project: Project) -> str:
-    """Which pairs train the policy: "round" (the latest round's, on-policy, the default since
-    each round starts from the serving adapter) or "all" (every resolved pair so far)."""
-    scope = project.training_settings.get("policy_data", "round")
-    if scope not in ("round", "all"):
-        raise ApplicationError(f'policy_data={scope!r}: use "round" or "all".')
-    return scope
+# --- the held-out split ---------------------------------------------------------------------
 
 
 def prompt_is_heldout(prompt_id: int, fraction: float) -> bool:

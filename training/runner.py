@@ -27,14 +27,8 @@ from registry.models import ModelKind, ModelVersion
 from registry.selectors import active_policy, reward_model_for
 from registry.services import version_next_number
 from training.models import RunKind, RunStatus, TrainingRun
-from training.pipeline import (
-    chain_continue,
-    evaluation_settings,
-    gates_check,
-    policy_data_scope,
-    prompt_is_heldout,
-    prompts_in_split,
-)
+from training.pipeline import chain_continue, gates_check, prompt_is_heldout, prompts_in_split
+from training.project_settings import training_settings_of
 from training.services import (
     training_run_claim,
     training_run_finish,
@@ -95,7 +89,7 @@ def preference_rows(
     """
     from training.engine.data import PreferenceRow
 
-    fraction = evaluation_settings(project).heldout_fraction
+    fraction = training_settings_of(project).evaluation.heldout_fraction
     rows, ids = [], []
     for row in trl_rows(project=project, include_ties=True):
         if prompt_is_heldout(row["prompt_id"], fraction) != (split == "heldout"):
@@ -163,7 +157,7 @@ def run_reward(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersion:
     project = run.project
     settings_ = {
         "base_model": project.reward_backbone,
-        **project.training_settings.get("reward", {}),
+        **training_settings_of(project).overrides("reward"),
         **run.config,
     }
     config = config_from_dict(RewardConfig, settings_)
@@ -212,11 +206,11 @@ def run_dpo(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersion:
         "base_model": project.base_model,
         # An iterative round continues from the serving version's adapter.
         "init_adapter": parent.artifact_path or None,
-        **project.training_settings.get("dpo", {}),
+        **training_settings_of(project).overrides("dpo"),
         **run.config,
     }
     config = config_from_dict(DPOConfig, settings_)
-    on_policy = policy_data_scope(project) == "round" and run.round_id is not None
+    on_policy = training_settings_of(project).policy_data == "round" and run.round_id is not None
     rows, ids = preference_rows(project, round_id=run.round_id if on_policy else None)
     return _train_version(
         run,
@@ -246,11 +240,11 @@ def run_online_rl(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersio
     settings_ = {
         "base_model": project.base_model,
         "init_adapter": parent.artifact_path or None,
-        **project.training_settings.get(run.kind, {}),
+        **training_settings_of(project).overrides(run.kind),
         **run.config,
     }
     config = config_from_dict(config_class, settings_)
-    fraction = evaluation_settings(project).heldout_fraction
+    fraction = training_settings_of(project).evaluation.heldout_fraction
     prompts = prompts_in_split(project, fraction, heldout=False)
 
     if not prompts:
@@ -348,7 +342,7 @@ def run_evaluate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
     if candidate is None or candidate.kind != ModelKind.POLICY or not candidate.artifact_path:
         raise ValueError("Evaluate runs need a trained policy version (with an adapter).")
     project = run.project
-    plan = evaluation_settings(project)
+    plan = training_settings_of(project).evaluation
     prompts = prompts_in_split(project, plan.heldout_fraction, heldout=True)
     if not prompts:
         raise ValueError(

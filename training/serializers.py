@@ -1,9 +1,22 @@
-"""Input and output shapes of the model-lifecycle API."""
+"""Input and output shapes of the loop's API: runs, versions, training settings."""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import cache
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from rest_framework import serializers
 
 from registry.models import ModelVersion
 from training.models import MetricPoint, RunKind, RunStatus, TrainingRun
+from training.project_settings import (
+    ENGINE_SECTIONS,
+    POLICY_DATA_SCOPES,
+    SET_BY_THE_RUNNER,
+    EvaluationSettings,
+)
 
 
 class TrainingRunCreateInputSerializer(serializers.Serializer):
@@ -88,3 +101,61 @@ class ModelVersionOutputSerializer(serializers.ModelSerializer):
 
 class PromoteInputSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+
+
+# --- Training settings: serializers drawn from the dataclasses, so the schema shows defaults --
+
+
+def _settings_field(hint: Any, default: Any) -> serializers.Field[Any, Any, Any, Any]:
+    """A DRF field for one dataclass field's annotation, with its default for the schema (the
+    view validates with training.project_settings, which gives the errors their field names)."""
+    optional = get_origin(hint) in (Union, UnionType) and type(None) in get_args(hint)
+    if optional:
+        hint = next(arm for arm in get_args(hint) if arm is not type(None))
+    options: dict[str, Any] = {"required": False, "allow_null": optional}
+    if default is not dataclasses.MISSING and not dataclasses.is_dataclass(default):
+        options["default"] = default
+    origin = get_origin(hint)
+    if origin is Literal:
+        return serializers.ChoiceField(choices=list(get_args(hint)), **options)
+    if dataclasses.is_dataclass(hint):
+        return settings_serializer(hint)(required=False)
+    if origin is list:
+        return serializers.ListField(child=serializers.CharField(), **options)
+    if origin is dict:
+        return serializers.DictField(**options)
+    simple = {bool: serializers.BooleanField, int: serializers.IntegerField}
+    simple |= {float: serializers.FloatField, str: serializers.CharField}
+    return simple.get(hint, serializers.JSONField)(**options)
+
+
+@cache
+def settings_serializer(
+    cls: type, exclude: frozenset[str] = frozenset()
+) -> type[serializers.Serializer[Any]]:
+    """A serializer class whose fields mirror the dataclass `cls` (for docs and the UI form)."""
+    hints = get_type_hints(cls)
+    fields = {
+        f.name: _settings_field(
+            hints[f.name],
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default,
+        )
+        for f in dataclasses.fields(cls)
+        if f.name not in exclude
+    }
+    return type(f"{cls.__name__}Serializer", (serializers.Serializer,), fields)
+
+
+def training_settings_serializer() -> type[serializers.Serializer[Any]]:
+    sections = {
+        section: settings_serializer(cls, SET_BY_THE_RUNNER)(required=False)
+        for section, cls in ENGINE_SECTIONS.items()
+    }
+    sections["evaluation"] = settings_serializer(EvaluationSettings)(required=False)
+    sections["policy_data"] = serializers.ChoiceField(
+        choices=list(POLICY_DATA_SCOPES), required=False, default="round"
+    )
+    return type("ProjectTrainingSettingsSerializer", (serializers.Serializer,), sections)
+
+
+TrainingSettingsSerializer = training_settings_serializer()

@@ -17,6 +17,7 @@ from config.errors import ApplicationError, ConflictError
 from registry.models import ModelKind, ModelVersion
 from registry.selectors import newest_candidate
 from training.models import MetricPoint, RunKind, RunStatus, TrainingRun
+from training.project_settings import run_config_errors
 
 # --- Training runs: the database row is the source of truth ---------------------------------
 
@@ -38,6 +39,11 @@ def training_run_create(
     """
     if kind not in RunKind.values:
         raise ApplicationError(f"kind must be one of {', '.join(RunKind.values)}.")
+    config_errors = run_config_errors(kind, config or {})
+    if config_errors:
+        raise ApplicationError(
+            " ".join(config_errors), code="invalid_settings", extra={"errors": config_errors}
+        )
     if kind == RunKind.GENERATE and round is None:
         raise ApplicationError("A generate run needs the round whose answers it writes.")
     if kind == RunKind.EVALUATE:

@@ -6,7 +6,8 @@ from annotate.models import Comparison
 from annotate.services import assignment_lease_next, judgment_submit
 from tests.annotate.test_judging import annotators
 from tests.factories import PromptFactory, ResponseFactory
-from training.pipeline import evaluation_settings, prompt_is_heldout
+from training.pipeline import prompt_is_heldout
+from training.project_settings import training_settings_of
 
 TINY_TRAINING = {
     "max_steps": 4,
@@ -28,7 +29,7 @@ def prompts_on_both_sides(project, count: int) -> list:
     The held-out split hashes prompt ids, which the database assigns; without this, a run
     whose ids all fell on one side would leave a split test nothing to check.
     """
-    fraction = evaluation_settings(project).heldout_fraction
+    fraction = training_settings_of(project).evaluation.heldout_fraction
     prompts: list = []
     index = 0
     while len(prompts) < count:

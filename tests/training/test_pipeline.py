@@ -14,6 +14,7 @@ from tests.training.helpers import judged_pairs
 from training import pipeline, runner
 from training.loop import drive_runs, run_rounds
 from training.models import RunKind, RunStatus, TrainingRun
+from training.project_settings import training_settings_of
 from training.simulation import simulate_judging
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_broker")]
@@ -102,7 +103,7 @@ def test_evaluation_measures_the_candidate_on_held_out_prompts_only(loop_project
     drive_runs(first_round, log=lambda message: None)
 
     candidate = ModelVersion.objects.get(project=loop_project, kind=ModelKind.POLICY, number=1)
-    fraction = pipeline.evaluation_settings(loop_project).heldout_fraction
+    fraction = training_settings_of(loop_project).evaluation.heldout_fraction
     trained = set(candidate.training_data["comparisons"])
     heldout = set(candidate.gate_results["heldout_comparisons"])
     assert trained and heldout and not trained & heldout

@@ -16,7 +16,8 @@ from tests.factories import PromptFactory
 from tests.training.helpers import judged_pairs
 from training import runner, services
 from training.models import MetricPoint, RunStatus, TrainingRun
-from training.pipeline import evaluation_settings, prompt_is_heldout
+from training.pipeline import prompt_is_heldout
+from training.project_settings import training_settings_of
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_broker")]
 
@@ -49,10 +50,11 @@ def test_dpo_run_registers_a_candidate_with_metrics_and_snapshot(tiny_project):
     assert (Path(version.artifact_path) / "tandem_artifact.json").exists()
     # The held-out prompts' pairs are never trained on: they measure the candidate later.
     trained = set(version.training_data["comparisons"])
+    fraction = training_settings_of(tiny_project).evaluation.heldout_fraction
     heldout = {
         c.pk
         for c in Comparison.objects.filter(project=tiny_project)
-        if prompt_is_heldout(c.prompt_id, evaluation_settings(tiny_project).heldout_fraction)
+        if prompt_is_heldout(c.prompt_id, fraction)
     }
     assert trained and heldout and not trained & heldout
     assert len(trained | heldout) == 16

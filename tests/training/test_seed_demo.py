@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from training.management.commands.seed_demo import DEMO_ACCOUNTS
 from django.core.management import call_command
 
 from annotate.models import Membership, Project, Prompt
 from registry.selectors import active_policy
+from training.management.commands.seed_demo import DEMO_ACCOUNTS
 
 pytestmark = pytest.mark.django_db
 
