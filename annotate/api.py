@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth import get_user_model
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -13,6 +15,7 @@ from rest_framework.views import APIView
 
 from annotate import selectors, services
 from annotate.models import Comparison
+from annotate.permissions import CanManageProject, CanSeeProject, IsStaff, StaffForWrites
 from annotate.serializers import (
     ComparisonOutputSerializer,
     ExternalComparisonInputSerializer,
@@ -33,26 +36,23 @@ from annotate.serializers import (
 )
 from config.errors import ApplicationError, NotFoundError
 from config.pagination import paginated, paginated_response
+from config.users import User, request_user
 
 
 class ProjectListApi(APIView):
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAuthenticated, StaffForWrites]
 
     @extend_schema(responses=paginated(ProjectOutputSerializer))
     def get(self, request: Request) -> Response:
         return paginated_response(
             request,
             self,
-            selectors.projects_visible_to(request.user).order_by("id"),
+            selectors.projects_visible_to(request_user(request)).order_by("id"),
             ProjectOutputSerializer,
         )
 
     @extend_schema(request=ProjectCreateInputSerializer, responses={201: ProjectOutputSerializer})
     def post(self, request: Request) -> Response:
-        if not request.user.is_staff:
-            raise ApplicationError(
-                "Only admins create projects.", code="forbidden", http_status=403
-            )
         data = ProjectCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         project = services.project_create(**data.validated_data)
@@ -64,16 +64,21 @@ class ProjectDetailApi(APIView):
 
     @extend_schema(responses=ProjectOutputSerializer)
     def get(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
+        project = selectors.project_get_for_user(user=request_user(request), project_id=project_id)
         return Response(ProjectOutputSerializer(project).data)
 
 
 class PromptListApi(APIView):
     permission_classes = [IsAuthenticated]
 
+    def get_permissions(self) -> list[BasePermission]:
+        # Members read the prompts; adding them is for admins and the project's API clients.
+        extra = [] if self.request.method in SAFE_METHODS else [CanManageProject()]
+        return [*super().get_permissions(), *extra]
+
     @extend_schema(responses=paginated(PromptOutputSerializer))
     def get(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
+        project = selectors.project_get_for_user(user=request_user(request), project_id=project_id)
         return paginated_response(
             request, self, selectors.prompts_of_project(project=project), PromptOutputSerializer
         )
@@ -83,8 +88,7 @@ class PromptListApi(APIView):
         responses={201: PromptBatchOutputSerializer, 200: PromptBatchOutputSerializer},
     )
     def post(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
-        _require_manager(request, project, doing="add prompts")
+        project = selectors.project_get_for_user(user=request_user(request), project_id=project_id)
         data = PromptBatchInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         result = services.prompts_create(
@@ -109,15 +113,14 @@ def intake_response(result: services.PromptIntakeResult) -> Response:
 class PromptUploadApi(APIView):
     """Prompts from an uploaded JSONL or CSV file, with the same rules as the JSON intake."""
 
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAuthenticated, CanManageProject]
 
     @extend_schema(
         request={"multipart/form-data": PromptUploadInputSerializer},
         responses={201: PromptBatchOutputSerializer, 200: PromptBatchOutputSerializer},
     )
     def post(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
-        _require_manager(request, project, doing="add prompts")
+        project = selectors.project_get_for_user(user=request_user(request), project_id=project_id)
         data = PromptUploadInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         upload = data.validated_data["file"]
@@ -131,7 +134,7 @@ class PromptUploadApi(APIView):
         return intake_response(result)
 
 
-def next_pair_view(user, project_id: int) -> dict | None:
+def next_pair_view(user: User, project_id: int) -> dict[str, Any] | None:
     """Lease the user's next pair in a project and show it blind; None when nothing is left."""
     assignment = services.assignment_lease_next_in(project_id=project_id, annotator=user)
     return None if assignment is None else selectors.assignment_for_annotator_view(assignment)
@@ -145,7 +148,7 @@ class NextPairApi(APIView):
 
     @extend_schema(request=None, responses={200: LeasedPairSerializer, 204: None})
     def post(self, request: Request, project_id: int) -> Response:
-        view = next_pair_view(request.user, project_id)
+        view = next_pair_view(request_user(request), project_id)
         if view is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(view)  # already plain JSON values, in LeasedPairSerializer's shape
@@ -167,14 +170,14 @@ class SubmitJudgmentApi(APIView):
         fields = dict(data.validated_data)
         lease_next = fields.pop("lease_next", False)
         result = services.judgment_submit(
-            assignment_id=assignment_id, annotator=request.user, **fields
+            assignment_id=assignment_id, annotator=request_user(request), **fields
         )
         body = selectors.judgment_view(result.judgment)
         if lease_next:
             # The judgment is committed already; a failure to lease (a pause, say) is reported
             # beside it and never turns the stored judgment into an error.
             try:
-                body["next"] = next_pair_view(request.user, result.project_id)
+                body["next"] = next_pair_view(request_user(request), result.project_id)
             except ApplicationError as error:
                 body["next"] = None
                 body["next_error"] = {"error": error.code, "detail": error.message}
@@ -187,7 +190,7 @@ class SkipPairApi(APIView):
 
     @extend_schema(request=None, responses={204: None})
     def post(self, request: Request, assignment_id: int) -> Response:
-        services.assignment_skip(assignment_id=assignment_id, annotator=request.user)
+        services.assignment_skip(assignment_id=assignment_id, annotator=request_user(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -196,7 +199,7 @@ class ReleasePairApi(APIView):
 
     @extend_schema(request=None, responses={204: None})
     def post(self, request: Request, assignment_id: int) -> Response:
-        services.assignment_release(assignment_id=assignment_id, annotator=request.user)
+        services.assignment_release(assignment_id=assignment_id, annotator=request_user(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -205,34 +208,26 @@ class JudgmentListApi(APIView):
 
     @extend_schema(responses=paginated(JudgmentOutputSerializer))
     def get(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
+        project = selectors.project_get_for_user(user=request_user(request), project_id=project_id)
         return paginated_response(
             request,
             self,
-            selectors.judgments_visible_to(user=request.user, project=project),
+            selectors.judgments_visible_to(user=request_user(request), project=project),
             JudgmentOutputSerializer,
-        )
-
-
-def _require_manager(request: Request, project, *, doing: str = "see this") -> None:
-    if not selectors.user_can_manage_prompts(user=request.user, project=project):
-        raise ApplicationError(
-            f"Only admins and the project's API clients {doing}.", code="forbidden", http_status=403
         )
 
 
 class StatisticsApi(APIView):
     """Agreement (percent, Krippendorff's alpha) and the per-annotator quality table."""
 
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAuthenticated, CanManageProject]
 
     @extend_schema(
         parameters=[OpenApiParameter("round", int, required=False)],
         responses=ProjectStatisticsSerializer,
     )
     def get(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
-        _require_manager(request, project)
+        project = selectors.project_get_for_user(user=request_user(request), project_id=project_id)
         round_number = request.query_params.get("round")
         if round_number is not None and not round_number.isdigit():
             raise ApplicationError("round must be a round number.")
@@ -243,15 +238,11 @@ class StatisticsApi(APIView):
 
 
 class AnnotatorPauseApi(APIView):
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAuthenticated, CanSeeProject, IsStaff]
 
     @extend_schema(request=PauseInputSerializer, responses={200: PauseInputSerializer})
     def post(self, request: Request, project_id: int, user_id: int) -> Response:
-        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
-        if not request.user.is_staff:
-            raise ApplicationError(
-                "Only admins pause annotators.", code="forbidden", http_status=403
-            )
+        project = selectors.project_get_for_user(user=request_user(request), project_id=project_id)
         data = PauseInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         membership = services.annotator_set_paused(
@@ -263,12 +254,11 @@ class AnnotatorPauseApi(APIView):
 class ComparisonListApi(APIView):
     """List a project's comparisons (managers), or add a pair of outside answers to judge."""
 
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAuthenticated, CanManageProject]
 
     @extend_schema(responses=paginated(ComparisonOutputSerializer))
     def get(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
-        _require_manager(request, project)
+        project = selectors.project_get_for_user(user=request_user(request), project_id=project_id)
         comparisons = Comparison.objects.filter(project=project).order_by("id")
         status_filter = request.query_params.get("status")
         if status_filter:
@@ -279,8 +269,7 @@ class ComparisonListApi(APIView):
         request=ExternalComparisonInputSerializer, responses={201: ComparisonOutputSerializer}
     )
     def post(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
-        _require_manager(request, project)
+        project = selectors.project_get_for_user(user=request_user(request), project_id=project_id)
         data = ExternalComparisonInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
@@ -298,20 +287,17 @@ class ComparisonListApi(APIView):
 
 
 class MemberListApi(APIView):
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAuthenticated, CanManageProject, StaffForWrites]
 
     @extend_schema(responses=MembershipOutputSerializer(many=True))
     def get(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
-        _require_manager(request, project)
+        project = selectors.project_get_for_user(user=request_user(request), project_id=project_id)
         members = project.memberships.select_related("user").order_by("user__username")
         return Response(MembershipOutputSerializer(members, many=True).data)
 
     @extend_schema(request=MembershipInputSerializer, responses={201: MembershipOutputSerializer})
     def post(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
-        if not request.user.is_staff:
-            raise ApplicationError("Only admins add members.", code="forbidden", http_status=403)
+        project = selectors.project_get_for_user(user=request_user(request), project_id=project_id)
         data = MembershipInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         user = get_user_model().objects.filter(username=data.validated_data["username"]).first()
