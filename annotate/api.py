@@ -69,12 +69,12 @@ class ProjectDetailApi(APIView):
 
 
 class PromptListApi(APIView):
-    permission_classes = [IsAuthenticated]
-
     def get_permissions(self) -> list[BasePermission]:
         # Members read the prompts; adding them is for admins and the project's API clients.
-        extra = [] if self.request.method in SAFE_METHODS else [CanManageProject()]
-        return [*super().get_permissions(), *extra]
+        extra: list[BasePermission] = (
+            [] if self.request.method in SAFE_METHODS else [CanManageProject()]
+        )
+        return [IsAuthenticated(), *extra]
 
     @extend_schema(responses=paginated(PromptOutputSerializer))
     def get(self, request: Request, project_id: int) -> Response:

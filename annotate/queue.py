@@ -87,16 +87,20 @@ def _candidate_sql(gold: bool | None, passed: int, lock: bool) -> str:
 
 
 @cache
-def _insert_fields(model: type[Model], attnames: tuple[str, ...]) -> tuple[Field, ...]:
-    return tuple(model._meta.get_field(name) for name in attnames)
+def _insert_fields(model: type[Model], attnames: tuple[str, ...]) -> tuple[Field[Any, Any], ...]:
+    fields = tuple(model._meta.get_field(name) for name in attnames)
+    concrete = tuple(field for field in fields if isinstance(field, Field) and field.column)
+    if len(concrete) != len(fields):
+        raise ValueError(f"{model.__name__}: {attnames} are not all concrete columns")
+    return concrete
 
 
 @cache
 def _insert_sql(model: type[Model], attnames: tuple[str, ...]) -> str:
     fields = _insert_fields(model, attnames)
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
     placeholders = ", ".join(["%s"] * len(fields))
-    pk = connection.ops.quote_name(model._meta.pk.column)
+    pk = connection.ops.quote_name(str(model._meta.pk.column))
     return f"INSERT INTO {_table(model)} ({columns}) VALUES ({placeholders}) RETURNING {pk}"
 
 

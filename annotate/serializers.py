@@ -65,13 +65,14 @@ class PromptOutputSerializer(serializers.ModelSerializer):
 class PromptBatchInputSerializer(serializers.Serializer):
     # Rows are checked one by one by the service so each bad row gets its own message.
     prompts = serializers.ListField(child=serializers.JSONField(), allow_empty=False)
-    source = serializers.CharField(max_length=100, default="api")
+    # Named as the API names it, though DRF's Field has a `source` attribute of its own.
+    source = serializers.CharField(max_length=100, default="api")  # type: ignore[assignment]
     all_or_nothing = serializers.BooleanField(default=True)
 
 
 class PromptUploadInputSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="JSONL (one prompt object a line) or CSV with 'text'")
-    source = serializers.CharField(max_length=100, default="upload")
+    source = serializers.CharField(max_length=100, default="upload")  # type: ignore[assignment]
     all_or_nothing = serializers.BooleanField(default=True)
 
 
@@ -84,7 +85,8 @@ class PromptBatchOutputSerializer(serializers.Serializer):
     created = serializers.IntegerField()
     unchanged = serializers.IntegerField()
     prompt_ids = serializers.ListField(child=serializers.IntegerField())
-    errors = RowErrorSerializer(many=True)
+    # The API's name for the rows left out; it shadows Serializer.errors on this output-only class.
+    errors = RowErrorSerializer(many=True)  # type: ignore[assignment]
 
 
 class TextSerializer(serializers.Serializer):

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
@@ -38,6 +37,7 @@ from annotate.models import (
     TrainingAlgorithm,
 )
 from config.errors import ApplicationError, ConflictError, NotFoundError
+from config.users import User
 from registry.selectors import active_policy
 from registry.services import base_policy_create
 
@@ -80,9 +80,7 @@ def project_create(
 
 
 @transaction.atomic
-def membership_set(
-    *, project: Project, user: AbstractBaseUser, role: str = MemberRole.ANNOTATOR
-) -> Membership:
+def membership_set(*, project: Project, user: User, role: str = MemberRole.ANNOTATOR) -> Membership:
     if role not in MemberRole.values:
         raise ApplicationError(f"role must be one of {', '.join(MemberRole.values)}.")
     membership, _ = Membership.objects.update_or_create(
@@ -252,8 +250,8 @@ def prompt_rows_from_file(*, content: bytes, filename: str) -> list[dict[str, An
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        line = content[: error.start].count(b"\n") + 1
-        raise ApplicationError(f"The file is not UTF-8 (line {line}).") from None
+        line_number = content[: error.start].count(b"\n") + 1
+        raise ApplicationError(f"The file is not UTF-8 (line {line_number}).") from None
     if filename.lower().endswith(".csv"):
         return _prompt_rows_from_csv(text)
     rows = []
@@ -395,7 +393,7 @@ def round_open(*, project: Project) -> Round:
 
 
 @transaction.atomic
-def round_close(*, round: Round, closed_by: AbstractBaseUser | None = None) -> Round:
+def round_close(*, round: Round, closed_by: User | None = None) -> Round:
     # Conditional update: two closers (an admin and the quota trigger) close it exactly once.
     closed = Round.objects.filter(pk=round.pk, status=RoundStatus.OPEN).update(
         status=RoundStatus.CLOSED, closed_at=timezone.now(), closed_by=closed_by
@@ -414,7 +412,7 @@ LEASE_COLUMNS = (
 )  # fmt: skip
 
 
-def _judging_rights(project_id: int, annotator: AbstractBaseUser) -> queue.JudgingRights:
+def _judging_rights(project_id: int, annotator: User) -> queue.JudgingRights:
     """Lock the annotator's membership (see queue.lock_membership); refuse if not judging."""
     rights = queue.lock_membership(project_id=project_id, user_id=annotator.pk)
     if rights is None:
@@ -432,7 +430,7 @@ def _judging_rights(project_id: int, annotator: AbstractBaseUser) -> queue.Judgi
 
 
 def assignment_lease_next(
-    *, project: Project, annotator: AbstractBaseUser, now=None, lease_seconds: int | None = None
+    *, project: Project, annotator: User, now=None, lease_seconds: int | None = None
 ) -> Assignment | None:
     """The annotator's next pair, leased; None when nothing is left for them."""
     return assignment_lease_next_in(
@@ -442,7 +440,7 @@ def assignment_lease_next(
 
 @transaction.atomic
 def assignment_lease_next_in(
-    *, project_id: int, annotator: AbstractBaseUser, now=None, lease_seconds: int | None = None
+    *, project_id: int, annotator: User, now=None, lease_seconds: int | None = None
 ) -> Assignment | None:
     """The annotator's next pair in a project given by id (no need to load it first).
 
@@ -462,7 +460,7 @@ def assignment_lease_next_in(
 
 @transaction.atomic
 def assignment_lease_another(
-    *, project: Project, annotator: AbstractBaseUser, now=None, lease_seconds: int | None = None
+    *, project: Project, annotator: User, now=None, lease_seconds: int | None = None
 ) -> Assignment | None:
     """A new pair beyond the annotator's live leases (the workspace's prefetch).
 
@@ -477,7 +475,7 @@ def assignment_lease_another(
 
 
 def _lease_new_pair(
-    project_id: int, gold_rate: float, annotator: AbstractBaseUser, now, lease_seconds: int
+    project_id: int, gold_rate: float, annotator: User, now, lease_seconds: int
 ) -> Assignment | None:
     """Lease a pair this annotator never had; gold pairs come at the project's gold rate."""
     prefer_gold = gold_rate > 0 and secrets.randbelow(10_000) < gold_rate * 10_000
@@ -518,7 +516,7 @@ def _lease_new_pair(
     return None
 
 
-def _own_assignment(assignment_id: int, annotator: AbstractBaseUser) -> Assignment:
+def _own_assignment(assignment_id: int, annotator: User) -> Assignment:
     assignment = (
         Assignment.objects.select_for_update().filter(pk=assignment_id, annotator=annotator).first()
     )
@@ -528,18 +526,18 @@ def _own_assignment(assignment_id: int, annotator: AbstractBaseUser) -> Assignme
 
 
 @transaction.atomic
-def assignment_skip(*, assignment_id: int, annotator: AbstractBaseUser) -> Assignment:
+def assignment_skip(*, assignment_id: int, annotator: User) -> Assignment:
     """Pass on a pair for good: it goes back to the pool and never returns to this annotator."""
     return _finish_lease(assignment_id, annotator, AssignmentStatus.SKIPPED)
 
 
 @transaction.atomic
-def assignment_release(*, assignment_id: int, annotator: AbstractBaseUser) -> Assignment:
+def assignment_release(*, assignment_id: int, annotator: User) -> Assignment:
     """Give a pair back unjudged (closing the page); others may take it."""
     return _finish_lease(assignment_id, annotator, AssignmentStatus.RELEASED)
 
 
-def _finish_lease(assignment_id: int, annotator: AbstractBaseUser, status: str) -> Assignment:
+def _finish_lease(assignment_id: int, annotator: User, status: str) -> Assignment:
     assignment = _own_assignment(assignment_id, annotator)
     if assignment.status == status:
         return assignment  # a retried request
@@ -580,7 +578,7 @@ def _validate_choice(choice: str, strength: str | None) -> None:
 def judgment_submit(
     *,
     assignment_id: int,
-    annotator: AbstractBaseUser,
+    annotator: User,
     choice: str,
     strength: str | None = None,
     rationale: str = "",
@@ -606,7 +604,7 @@ def judgment_submit(
 
 
 def _judgment_submit_in_one_statement(
-    assignment_id: int, annotator: AbstractBaseUser, *, key: uuid.UUID, **fields: Any
+    assignment_id: int, annotator: User, *, key: uuid.UUID, **fields: Any
 ) -> SubmitResult | None:
     """The common case in one round trip, and outside a transaction in its own implicit one
     (no BEGIN and COMMIT). None when the lease may not take a judgment as it stands: nothing
@@ -641,7 +639,7 @@ def _judgment_submit_in_one_statement(
 def _judgment_submit_checked(
     *,
     assignment_id: int,
-    annotator: AbstractBaseUser,
+    annotator: User,
     submission_key: uuid.UUID | None,
     **fields: Any,
 ) -> SubmitResult:
@@ -705,8 +703,9 @@ def _after_pair_counted(pair_status: str, round_id: int | None) -> None:
 
 @transaction.atomic
 def annotator_set_paused(*, project: Project, user_id: int, paused: bool) -> Membership:
-    membership = Membership.objects.select_for_update().filter(project=project, user_id=user_id)
-    membership = membership.first()
+    membership = (
+        Membership.objects.select_for_update().filter(project=project, user_id=user_id).first()
+    )
     if membership is None:
         raise NotFoundError(f"User {user_id} is not a member of this project.")
     membership.paused = paused

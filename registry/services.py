@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
 from config.errors import ApplicationError
+from config.users import User
 from registry.models import ModelKind, ModelVersion, PromotionAction, PromotionEvent, VersionStatus
 
 
@@ -26,7 +26,7 @@ def base_policy_create(*, project_id: int, base_model: str) -> ModelVersion:
 def version_promote(
     *,
     version: ModelVersion,
-    actor: AbstractBaseUser | None = None,
+    actor: User | None = None,
     reason: str = "",
 ) -> ModelVersion:
     """Make `version` the active one of its kind; the previous active one is retired.

@@ -21,13 +21,13 @@ import hashlib
 import time
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from annotate import queue as annotate_queue
 from annotate.models import ComparisonStatus, Project, Prompt, Round, RoundStatus
 from annotate.services import round_close, round_open
 from config.errors import ConflictError
+from config.users import User
 from registry.models import ModelVersion, VersionStatus
 from registry.services import version_promote
 from training.models import RunKind, TrainingRun
@@ -55,9 +55,7 @@ def prompts_in_split(project: Project, fraction: float, *, heldout: bool) -> lis
 
 
 @transaction.atomic
-def round_start(
-    *, project: Project, actor: AbstractBaseUser | None = None
-) -> tuple[Round, TrainingRun]:
+def round_start(*, project: Project, actor: User | None = None) -> tuple[Round, TrainingRun]:
     """Open the next round and queue its generation by the active policy."""
     round_ = round_open(project=project)
     run = training_run_create(
@@ -67,15 +65,13 @@ def round_start(
 
 
 @transaction.atomic
-def round_finish(*, round: Round, actor: AbstractBaseUser | None = None) -> TrainingRun | None:
+def round_finish(*, round: Round, actor: User | None = None) -> TrainingRun | None:
     """Close the round by hand and queue its training chain (None: nothing judged to train on)."""
     round_close(round=round, closed_by=actor)
     return round_training_start(round=round, actor=actor)
 
 
-def round_training_start(
-    *, round: Round, actor: AbstractBaseUser | None = None
-) -> TrainingRun | None:
+def round_training_start(*, round: Round, actor: User | None = None) -> TrainingRun | None:
     """The first link of the chain: the reward model, on every resolved pair so far."""
     has_data = round.project.comparisons.filter(status=ComparisonStatus.COMPLETE).exists()
     if not has_data:
@@ -180,7 +176,7 @@ def chain_continue(run: TrainingRun) -> TrainingRun | None:
             chained=True,
             input_version=run.output_version,
         )
-    if run.kind == RunKind.EVALUATE:
+    if run.kind == RunKind.EVALUATE and run.input_version is not None:
         candidate_finish(candidate=run.input_version, round=run.round)
     return None
 

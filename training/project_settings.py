@@ -229,7 +229,7 @@ def training_settings_effective(settings: ProjectTrainingSettings) -> dict[str, 
     """Every setting with the value a run would use: the project's overrides over the defaults."""
     effective: dict[str, Any] = {}
     for section, cls in ENGINE_SECTIONS.items():
-        config = config_from_dict(cls, {**settings.overrides(section)})  # type: ignore[type-var]
+        config = config_from_dict(cls, settings.overrides(section))
         values = dataclasses.asdict(config)
         effective[section] = {k: v for k, v in values.items() if k not in SET_BY_THE_RUNNER}
     effective["evaluation"] = dataclasses.asdict(settings.evaluation)

@@ -231,8 +231,6 @@ def run_online_rl(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersio
     from training.engine.ppo import train_ppo, train_rloo
 
     project = run.project
-    algorithm = {RunKind.PPO: (PPOConfig, train_ppo), RunKind.RLOO: (RLOOConfig, train_rloo)}
-    config_class, train_online = algorithm[run.kind]
     reward = run.input_version or reward_model_for(project_id=project.pk)
     if reward is None or reward.kind != ModelKind.REWARD:
         raise ValueError(f"{run.kind.upper()} trains against a reward model; train one first.")
@@ -243,7 +241,11 @@ def run_online_rl(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersio
         **training_settings_of(project).overrides(run.kind),
         **run.config,
     }
-    config = config_from_dict(config_class, settings_)
+    config: PPOConfig | RLOOConfig = (
+        config_from_dict(PPOConfig, settings_)
+        if run.kind == RunKind.PPO
+        else config_from_dict(RLOOConfig, settings_)
+    )
     fraction = training_settings_of(project).evaluation.heldout_fraction
     prompts = prompts_in_split(project, fraction, heldout=False)
 
@@ -251,7 +253,8 @@ def run_online_rl(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersio
         raise ValueError("The project has no training prompts to explore.")
     reward_path = reward.artifact_path
 
-    def train(rows, config, work, *, callbacks, cache_dir):
+    def train(rows: list[Any], config: Any, work: Path, *, callbacks: Any, cache_dir: Path) -> Any:
+        train_online = train_ppo if isinstance(config, PPOConfig) else train_rloo
         return train_online(
             rows, config, work, reward=reward_path, callbacks=callbacks, cache_dir=cache_dir
         )
@@ -280,6 +283,8 @@ def run_generate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
     from training.engine.models import load_policy
 
     round_ = run.round
+    if round_ is None:
+        raise ValueError("A generate run needs the round whose answers it writes.")
     if round_.status != RoundStatus.OPEN:
         raise ValueError(f"Round {round_.number} is not open.")
     policy = round_.policy

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from functools import cache
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -118,7 +117,7 @@ def _settings_field(hint: Any, default: Any) -> serializers.Field[Any, Any, Any,
     origin = get_origin(hint)
     if origin is Literal:
         return serializers.ChoiceField(choices=list(get_args(hint)), **options)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return settings_serializer(hint)(required=False)
     if origin is list:
         return serializers.ListField(child=serializers.CharField(), **options)
@@ -129,11 +128,17 @@ def _settings_field(hint: Any, default: Any) -> serializers.Field[Any, Any, Any,
     return simple.get(hint, serializers.JSONField)(**options)
 
 
-@cache
+# One class per dataclass, so the schema has one component for each (LoraSettings, say).
+_settings_serializers: dict[tuple[str, frozenset[str]], type[serializers.Serializer[Any]]] = {}
+
+
 def settings_serializer(
     cls: type, exclude: frozenset[str] = frozenset()
 ) -> type[serializers.Serializer[Any]]:
     """A serializer class whose fields mirror the dataclass `cls` (for docs and the UI form)."""
+    key = (cls.__qualname__, exclude)
+    if key in _settings_serializers:
+        return _settings_serializers[key]
     hints = get_type_hints(cls)
     fields = {
         f.name: _settings_field(
@@ -143,11 +148,13 @@ def settings_serializer(
         for f in dataclasses.fields(cls)
         if f.name not in exclude
     }
-    return type(f"{cls.__name__}Serializer", (serializers.Serializer,), fields)
+    made = type(f"{cls.__name__}Serializer", (serializers.Serializer,), fields)
+    _settings_serializers[key] = made
+    return made
 
 
 def training_settings_serializer() -> type[serializers.Serializer[Any]]:
-    sections = {
+    sections: dict[str, serializers.Field[Any, Any, Any, Any]] = {
         section: settings_serializer(cls, SET_BY_THE_RUNNER)(required=False)
         for section, cls in ENGINE_SECTIONS.items()
     }

@@ -7,13 +7,13 @@ from datetime import timedelta
 from typing import Any
 
 from celery import current_app
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from annotate.models import Project, Round
 from config.errors import ApplicationError, ConflictError
+from config.users import User
 from registry.models import ModelKind, ModelVersion
 from registry.selectors import newest_candidate
 from training.models import MetricPoint, RunKind, RunStatus, TrainingRun
@@ -29,7 +29,7 @@ def training_run_create(
     kind: str,
     config: dict[str, Any] | None = None,
     round: Round | None = None,
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
     chained: bool = False,
     input_version: ModelVersion | None = None,
 ) -> TrainingRun:
@@ -48,8 +48,8 @@ def training_run_create(
         raise ApplicationError("A generate run needs the round whose answers it writes.")
     if kind == RunKind.EVALUATE:
         input_version = input_version or newest_candidate(project_id=project.pk)
-        trained = input_version is not None and input_version.artifact_path
-        if not trained or input_version.kind != ModelKind.POLICY:
+        trained = input_version is not None and bool(input_version.artifact_path)
+        if input_version is None or not trained or input_version.kind != ModelKind.POLICY:
             raise ApplicationError("An evaluate run needs a trained policy version to evaluate.")
     run = TrainingRun.objects.create(
         project=project,
