@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from training.engine import metric_names as metric  # noqa: E402
 from training.engine.config import PPOConfig, RewardConfig, RLOOConfig  # noqa: E402
 from training.engine.data import PreferenceRow  # noqa: E402
 from training.engine.models import ARTIFACT_FILE  # noqa: E402
@@ -87,7 +88,7 @@ def train_reward_model(records: list[dict], out: Path, steps: int | None) -> Pat
     result = train_reward(preference_rows(records), config, out)
     print(
         f"reward model: {result.steps} steps in {time.perf_counter() - started:.0f} s, held-out "
-        f"accuracy {result.eval_metrics.get('accuracy', float('nan')):.3f} -> {out}"
+        f"accuracy {result.eval_metrics.get(metric.ACCURACY, float('nan')):.3f} -> {out}"
     )
     return out
 
@@ -108,9 +109,10 @@ def run(algorithm: str, reward_name: str, reward, prompts: list[str], args) -> l
         row = {**m, "iteration": step, "words": words[-1] if words else float("nan")}
         rows.append(row)
         print(
-            f"{step:>4} {m['reward']:>7.3f} {m['score']:>7.3f} {m['kl']:>6.2f} "
-            f"{m['kl_coef']:>6.3f} {m['answer_length']:>6.1f} {row['words']:>6.1f} "
-            f"{m['finished']:>5.2f} {m['seconds_generation']:>6.1f} {m['seconds_update']:>6.1f}",
+            f"{step:>4} {m[metric.REWARD]:>7.3f} {m[metric.SCORE]:>7.3f} {m[metric.KL]:>6.2f} "
+            f"{m[metric.KL_COEF]:>6.3f} {m[metric.ANSWER_LENGTH]:>6.1f} {row['words']:>6.1f} "
+            f"{m[metric.FINISHED]:>5.2f} {m[metric.SECONDS_GENERATION]:>6.1f} "
+            f"{m[metric.SECONDS_UPDATE]:>6.1f}",
             flush=True,
         )
 
@@ -153,13 +155,13 @@ def summarize(algorithm: str, reward_name: str, rows: list[dict], kl_target: flo
         return sum(r[key] for r in part) / len(part)
 
     head, tail = rows[:5], rows[-5:]
-    seconds = [r["seconds_generation"] + r["seconds_update"] for r in rows]
+    seconds = [r[metric.SECONDS_GENERATION] + r[metric.SECONDS_UPDATE] for r in rows]
     return (
-        f"{algorithm} x {reward_name}: reward {mean('reward', head):.3f} -> "
-        f"{mean('reward', tail):.3f}, tokens {mean('answer_length', head):.1f} -> "
-        f"{mean('answer_length', tail):.1f}, KL last-5 {mean('kl', tail):.2f} (max "
-        f"{max(r['kl'] for r in rows):.2f}, target {kl_target}), {sum(seconds) / len(seconds):.1f}"
-        f" s/iteration (max {max(seconds):.1f})"
+        f"{algorithm} x {reward_name}: reward {mean(metric.REWARD, head):.3f} -> "
+        f"{mean(metric.REWARD, tail):.3f}, tokens {mean(metric.ANSWER_LENGTH, head):.1f} -> "
+        f"{mean(metric.ANSWER_LENGTH, tail):.1f}, KL last-5 {mean(metric.KL, tail):.2f} (max "
+        f"{max(r[metric.KL] for r in rows):.2f}, target {kl_target}), "
+        f"{sum(seconds) / len(seconds):.1f} s/iteration (max {max(seconds):.1f})"
     )
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -36,7 +37,14 @@ class RowAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float) -> Tensor:
+    def forward(
+        ctx: Any,  # autograd's context: holds what backward needs
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Tensor,
+        scale: float,
+    ) -> Tensor:
         batch, heads, length, dim = q.shape
         kv_heads = k.shape[1]
         group = heads // kv_heads
@@ -56,7 +64,7 @@ class RowAttention(torch.autograd.Function):
         return out.view(batch, heads, length, dim)
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor):
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None]:
         queries, k, v, *probs = ctx.saved_tensors
         batch, kv_heads, stacked, dim = queries.shape
         grad_out = grad_out.to(v.dtype).reshape(batch, kv_heads, stacked, dim)
@@ -112,7 +120,7 @@ def row_attention_forward(
     attention_mask: Tensor | None,  # (B, 1, T, T) bool
     scaling: float | None = None,
     dropout: float = 0.0,
-    **kwargs,
+    **kwargs: Any,
 ) -> tuple[Tensor, None]:  # (B, T, H, D), as transformers' attention functions return it
     """transformers' attention-function signature: RowAttention where it pays off, else SDPA."""
     if not rows_pay_off(query, key, attention_mask, dropout):
@@ -121,7 +129,10 @@ def row_attention_forward(
         )
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     query, key, value = (t.to(torch.bfloat16) for t in (query, key, value))
-    out = RowAttention.apply(query, key, value, attention_mask, scale)
+    # Function.apply is untyped in torch: it returns what forward does, (B, H, T, D).
+    out: Tensor = RowAttention.apply(  # type: ignore[no-untyped-call]
+        query, key, value, attention_mask, scale
+    )
     return out.transpose(1, 2).contiguous(), None
 
 

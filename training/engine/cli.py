@@ -11,9 +11,11 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from training.engine import metric_names as metric
 from training.engine.config import (
+    DPO_LOSS_TYPES,
     ConfigError,
     DPOConfig,
     GenerationConfig,
@@ -25,6 +27,11 @@ from training.engine.config import (
 from training.engine.data import DataError
 from training.engine.models import ArtifactError
 from training.engine.packaged import ModelPreparationError
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from training.engine.runtime import TrainResult
 
 # ValueError covers inconsistent settings found while encoding (max_length beyond the context).
 USER_ERRORS = (
@@ -42,7 +49,7 @@ class ProgressBar:
 
     def __init__(self, description: str) -> None:
         self.description = description
-        self.bar = None
+        self.bar: tqdm[Any] | None = None
 
     def __call__(self, done: int, total: int) -> None:
         from tqdm import tqdm
@@ -99,11 +106,11 @@ def _summary(kind: str, result: Any) -> str:
     parts = [
         f"{kind}: {result.steps} steps in {result.seconds:.1f} s "
         f"({result.samples_per_second:.2f} pairs/s)",
-        f"train loss {train.get('loss', float('nan')):.4f}",
+        f"train loss {train.get(metric.LOSS, float('nan')):.4f}",
     ]
     if evaluation:
-        accuracy = evaluation.get("accuracy", evaluation.get("rewards/accuracy"))
-        parts.append(f"eval loss {evaluation['loss']:.4f}")
+        accuracy = evaluation.get(metric.ACCURACY, evaluation.get(metric.DPO_REWARDS_ACCURACY))
+        parts.append(f"eval loss {evaluation[metric.LOSS]:.4f}")
         if accuracy is not None:
             parts.append(f"eval accuracy {accuracy:.3f}")
     if result.resumed_from_step:
@@ -161,8 +168,8 @@ def run_evaluate(args: argparse.Namespace) -> str:
         args.reward_model, rows, batch_size=args.batch_size, cache_dir=args.cache_dir
     )
     return (
-        f"evaluate: {int(metrics['pairs'])} pairs, accuracy {metrics['accuracy']:.3f}, "
-        f"mean margin {metrics['margin']:.3f}, loss {metrics['loss']:.4f}"
+        f"evaluate: {int(metrics[metric.PAIRS])} pairs, accuracy {metrics[metric.ACCURACY]:.3f}, "
+        f"mean margin {metrics[metric.MARGIN]:.3f}, loss {metrics[metric.LOSS]:.4f}"
     )
 
 
@@ -266,16 +273,17 @@ def _add_online_flags(parser: argparse.ArgumentParser, *, ppo: bool) -> None:
 
 def _online_summary(kind: str, result: Any, first: dict[str, float]) -> str:
     last = result.train_metrics
+    nan = float("nan")
     parts = [
         f"{kind}: {result.steps} iterations in {result.seconds:.1f} s "
         f"({result.samples_per_second:.2f} answers/s)",
-        f"score {first.get('score', float('nan')):.3f} -> {last.get('score', float('nan')):.3f}",
-        f"kl {last.get('kl', float('nan')):.3f}",
-        f"answer length {first.get('answer_length', float('nan')):.1f} -> "
-        f"{last.get('answer_length', float('nan')):.1f} tokens",
+        f"score {first.get(metric.SCORE, nan):.3f} -> {last.get(metric.SCORE, nan):.3f}",
+        f"kl {last.get(metric.KL, nan):.3f}",
+        f"answer length {first.get(metric.ANSWER_LENGTH, nan):.1f} -> "
+        f"{last.get(metric.ANSWER_LENGTH, nan):.1f} tokens",
     ]
     if result.eval_metrics:
-        parts.append(f"eval score {result.eval_metrics['score']:.3f}")
+        parts.append(f"eval score {result.eval_metrics[metric.SCORE]:.3f}")
     if result.resumed_from_step:
         parts.append(f"resumed from iteration {result.resumed_from_step}")
     return ", ".join(parts) + f" -> {result.output_dir}"
@@ -301,7 +309,11 @@ def _run_online(args: argparse.Namespace, kind: str) -> str:
     values.update({key: value for key, value in named.items() if value is not None})
     if args.kl_target is not None:
         values["adaptive_kl"] = True
-    config = config_from_dict(PPOConfig if kind == "ppo" else RLOOConfig, values)
+    config = (
+        config_from_dict(PPOConfig, values)
+        if kind == "ppo"
+        else config_from_dict(RLOOConfig, values)
+    )
     prompts = read_prompts(args.prompts)
     if not (args.reward_model / "tandem_artifact.json").exists():
         raise FileNotFoundError(f"{args.reward_model} is not a reward model artifact folder")
@@ -311,17 +323,20 @@ def _run_online(args: argparse.Namespace, kind: str) -> str:
         if split == "train" and not first:
             first.update(metrics)
 
-    train = train_ppo if kind == "ppo" else train_rloo
+    def train(callbacks: Callbacks) -> TrainResult:
+        if isinstance(config, PPOConfig):
+            return train_ppo(
+                prompts, config, args.out, reward=args.reward_model, callbacks=callbacks,
+                cache_dir=args.cache_dir,
+            )  # fmt: skip
+        return train_rloo(
+            prompts, config, args.out, reward=args.reward_model, callbacks=callbacks,
+            cache_dir=args.cache_dir,
+        )  # fmt: skip
+
     bar = ProgressBar(kind)
     try:
-        result = train(
-            prompts,
-            config,
-            args.out,
-            reward=args.reward_model,
-            callbacks=Callbacks(on_progress=bar, on_metrics=keep_first),
-            cache_dir=args.cache_dir,
-        )
+        result = train(Callbacks(on_progress=bar, on_metrics=keep_first))
     finally:
         bar.close()
     return _online_summary(kind, result, first)
@@ -342,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     dpo = commands.add_parser("dpo", help="train a LoRA policy adapter with DPO")
     _add_training_flags(dpo)
     dpo.add_argument("--beta", type=float)
-    dpo.add_argument("--loss-type", choices=["sigmoid", "ipo", "robust", "hinge"])
+    dpo.add_argument("--loss-type", choices=DPO_LOSS_TYPES)
     dpo.add_argument("--init-adapter", help="continue from this adapter (an iterative round)")
     dpo.add_argument("--reference", choices=["base", "init"])
     dpo.set_defaults(run=run_dpo)

@@ -10,11 +10,13 @@ import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 Precision = Literal["auto", "bf16", "fp32"]
 Schedule = Literal["cosine", "linear", "constant"]
 DPOLossType = Literal["sigmoid", "ipo", "robust", "hinge"]
+# The DPO losses by name, for validation, losses.dpo_loss and the CLI: spelled once, above.
+DPO_LOSS_TYPES: tuple[DPOLossType, ...] = get_args(DPOLossType)
 ReferenceChoice = Literal["base", "init"]
 KLEstimatorChoice = Literal["k1", "k3"]
 
@@ -144,8 +146,9 @@ class DPOConfig(TrainingSettings):
         super().validate()
         _check(self.beta > 0, f"beta={self.beta}: must be positive (0.1 is usual).")
         _check(
-            self.loss_type in ("sigmoid", "ipo", "robust", "hinge"),
-            f"loss_type={self.loss_type!r}: use sigmoid, ipo, robust or hinge.",
+            self.loss_type in DPO_LOSS_TYPES,
+            f"loss_type={self.loss_type!r}: use {', '.join(DPO_LOSS_TYPES[:-1])} or "
+            f"{DPO_LOSS_TYPES[-1]}.",
         )
         _check(
             0 <= self.label_smoothing < 0.5,
@@ -360,7 +363,8 @@ def save_config(config: Any, folder: Path) -> Path:
 def load_config(folder: Path) -> Any:
     data = json.loads((Path(folder) / CONFIG_FILE).read_text())
     kind = data.pop("type")
-    classes = {
+    # Any: the saved type is only known when the file is read.
+    classes: dict[str, type[Any]] = {
         cls.__name__: cls
         for cls in (RewardConfig, DPOConfig, PPOConfig, RLOOConfig, GenerationConfig)
     }

@@ -232,11 +232,21 @@ def _number(record: dict[str, Any], field: str, default: float, where: str) -> f
 # --- tokenization ------------------------------------------------------------------------------
 
 
+def chat_text(tokenizer: PreTrainedTokenizerBase, messages: Messages) -> str:
+    """`messages` through the tokenizer's chat template, ending on the assistant's turn."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    # Untokenized, one conversation is always one text; the library's return type is every
+    # shape apply_chat_template can return.
+    if not isinstance(text, str):
+        raise TypeError(f"the chat template gave {type(text).__name__}, not text")
+    return text
+
+
 def render_prompt(prompt: Prompt, tokenizer: PreTrainedTokenizerBase) -> str:
     """The prompt as the text the model sees right before its answer."""
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
     if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return chat_text(tokenizer, messages)
     if isinstance(prompt, str):
         return prompt
     # No template (a base LM, or a BERT reward backbone): a readable transcript that still shows
@@ -318,7 +328,7 @@ def completion_end_id(tokenizer: PreTrainedTokenizerBase) -> int:
     """The token that closes an answer: eos, or [SEP] for BERT-style tokenizers without one."""
     for token_id in (tokenizer.eos_token_id, tokenizer.sep_token_id):
         if token_id is not None:
-            return token_id
+            return int(token_id)
     raise ValueError("the tokenizer has neither an eos nor a sep token; set tokenizer.eos_token")
 
 
@@ -328,8 +338,8 @@ def _special_frame(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[
     Llama, ([], []) for GPT-2, found by encoding a probe with and without them."""
     if tokenizer.chat_template:
         return [], []
-    full = tokenizer("a", add_special_tokens=True)["input_ids"]
-    body = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full: list[int] = tokenizer("a", add_special_tokens=True)["input_ids"]
+    body: list[int] = tokenizer("a", add_special_tokens=False)["input_ids"]
     for start in range(len(full) - len(body) + 1):
         if full[start : start + len(body)] == body:
             return full[:start], full[start + len(body) :]
@@ -339,7 +349,8 @@ def _special_frame(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[
 
 
 def _text_ids(text: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids
 
 
 # --- batching ----------------------------------------------------------------------------------

@@ -9,13 +9,16 @@ Runs on CPU, one GPU or many through `accelerate launch`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import send_to_device
+from peft import PeftModel
 
+from training.engine import metric_names as metric
 from training.engine import runtime
 from training.engine.config import DPOConfig
 from training.engine.data import (
@@ -91,6 +94,7 @@ def reference_logps(
         batch = scorer.collate([pairs[i] for i in index], pad_id)
         with accelerator.autocast():
             if adapter_off:
+                assert isinstance(model, PeftModel)  # DPO's policy always carries an adapter
                 with model.disable_adapter():
                     chosen, rejected = policy_logps(
                         scorer, batch, accelerator.device, per_token=per_token
@@ -104,11 +108,13 @@ def reference_logps(
     return out
 
 
-def load_or_compute_reference(output_dir: Path, compute, count: int) -> torch.Tensor:
+def load_or_compute_reference(
+    output_dir: Path, compute: Callable[[], torch.Tensor], count: int
+) -> torch.Tensor:
     """A resumed run reuses the reference it computed before it was stopped."""
     path = Path(output_dir) / REFERENCE_FILE
     if path.exists():
-        saved = torch.load(path)
+        saved: torch.Tensor = torch.load(path)
         if saved.shape == (count, 2):
             return saved
     reference = compute()
@@ -144,7 +150,7 @@ def evaluate(
             loss_type=config.loss_type,
             label_smoothing=config.label_smoothing,
         )
-        rows.append({"loss": loss.item(), **stats})
+        rows.append({metric.LOSS: loss.item(), **stats})
     scorer.train()
     return runtime.mean_metrics(rows)
 
@@ -158,14 +164,11 @@ def train_dpo(
     cache_dir: Path | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter with DPO; resumes from output_dir's checkpoint if there is one."""
-    config.validate()
-    callbacks = callbacks or Callbacks()
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    runtime.configure_threads()
-    runtime.set_seed(config.seed)
-    accelerator = runtime.make_accelerator(config.precision, config.grad_accum_steps)
-    device = accelerator.device
+    start = runtime.start_training(
+        config, output_dir, callbacks, grad_accum_steps=config.grad_accum_steps
+    )
+    callbacks, output_dir, accelerator = start.callbacks, start.output_dir, start.accelerator
+    device = start.device
 
     # --- policy: continue the previous round's adapter, or start a fresh one ---------------------
     model, tokenizer = load_policy(
@@ -214,7 +217,9 @@ def train_dpo(
     # --- the loop: one forward for chosen and rejected, DPO loss -------------------------------
     per_token = config.loss_type == "ipo"
 
-    def batch_loss(scorer: torch.nn.Module, batch_index: list[int]):
+    def batch_loss(
+        scorer: torch.nn.Module, batch_index: list[int]
+    ) -> tuple[torch.Tensor, Metrics, int]:
         batch = collate([train_pairs[i] for i in batch_index], pad_id)
         ref = train_reference[batch_index].to(device)
         with accelerator.autocast():
@@ -236,7 +241,7 @@ def train_dpo(
         scorer = accelerator.unwrap_model(prepared)
         return evaluate(scorer, eval_pairs, eval_reference, config, pad_id, accelerator)
 
-    scorer, result = runtime.optimize(
+    trained, result = runtime.optimize(
         accelerator=accelerator,
         model=scorer,
         config=config,
@@ -252,7 +257,7 @@ def train_dpo(
         save_artifact(
             output_dir,
             kind=POLICY_ADAPTER,
-            model=accelerator.unwrap_model(scorer).model,
+            model=accelerator.unwrap_model(trained).model,
             tokenizer=tokenizer,
             config=config,
             base_model=config.base_model,

@@ -20,12 +20,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 import torch
+from accelerate import Accelerator
 from peft import PeftModel
+from transformers import PreTrainedModel
 
+from training.engine import metric_names as metric
 from training.engine import runtime
 from training.engine.config import GenerationConfig, load_config
 from training.engine.data import (
@@ -35,12 +41,13 @@ from training.engine.data import (
     encode_pairs,
 )
 from training.engine.dpo import decided_rows, reference_logps
-from training.engine.generate import encode_prompts, generate
+from training.engine.generate import GenerationResult, encode_prompts, generate
 from training.engine.models import (
     PolicyLogprobs,
     RewardScorer,
     backbone_hidden_states,
     context_length,
+    lm_head,
     load_policy,
     load_reward_model,
     unwrap,
@@ -76,13 +83,15 @@ class PolicyEvaluation:
         lengths = [p.candidate_tokens for p in self.pairs]
         parent_lengths = [p.parent_tokens for p in self.pairs]
         return {
-            "win_rate": self.win_rate,
-            "kl": self.kl,
-            "heldout_accuracy": self.heldout_accuracy,
-            "heldout_pairs": float(self.heldout_pairs),
-            "prompts": float(len(self.pairs)),
-            "candidate_tokens": sum(lengths) / len(lengths) if lengths else None,
-            "parent_tokens": sum(parent_lengths) / len(parent_lengths) if parent_lengths else None,
+            metric.WIN_RATE: self.win_rate,
+            metric.KL: self.kl,
+            metric.HELDOUT_ACCURACY: self.heldout_accuracy,
+            metric.HELDOUT_PAIRS: float(self.heldout_pairs),
+            metric.PROMPTS: float(len(self.pairs)),
+            metric.CANDIDATE_TOKENS: sum(lengths) / len(lengths) if lengths else None,
+            metric.PARENT_TOKENS: (
+                sum(parent_lengths) / len(parent_lengths) if parent_lengths else None
+            ),
         }
 
 
@@ -113,12 +122,13 @@ def evaluate_policy(
     model, tokenizer = load_policy(
         base_model, adapter=candidate_adapter, cache_dir=cache_dir, device=accelerator.device
     )
+    assert isinstance(model, PeftModel)  # loaded with the candidate's adapter
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     answers = len(prompts) * generation.samples_per_prompt
     total = answers if parent_answers is not None else 2 * answers
 
-    def sample(offset: int):
+    def sample(offset: int) -> GenerationResult:
         def progress(done: int, _total: int) -> None:
             if on_progress is not None:
                 on_progress(offset + done, total)
@@ -192,7 +202,7 @@ class parent_policy:
     def __init__(self, model: PeftModel, parent_adapter: str | Path | None) -> None:
         self.model = model
         self.parent_adapter = parent_adapter
-        self._disabled = None
+        self._disabled: AbstractContextManager[Any] | None = None
 
     def __enter__(self) -> PeftModel:
         if self.parent_adapter is None:
@@ -204,9 +214,14 @@ class parent_policy:
             self.model.set_adapter(PARENT_ADAPTER)
         return self.model
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         if self._disabled is not None:
-            self._disabled.__exit__(*exc_info)
+            self._disabled.__exit__(exc_type, exc, traceback)
         else:
             self.model.set_adapter("default")
 
@@ -218,7 +233,7 @@ def answer_kl(
     prompt_lengths: list[int],
     batch_size: int,
     pad_id: int,
-    accelerator,
+    accelerator: Accelerator,
 ) -> torch.Tensor:  # (N,) nats per answer
     """Sum over answer positions of KL(pi || pi_ref) between the next-token distributions."""
     out = torch.zeros(len(sequences))
@@ -255,11 +270,15 @@ def answer_kl(
 
 
 def _next_token_logps(
-    inner, input_ids: torch.Tensor, attention: torch.Tensor, predicts: torch.Tensor, accelerator
+    inner: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention: torch.Tensor,
+    predicts: torch.Tensor,
+    accelerator: Accelerator,
 ) -> torch.Tensor:  # (M, V) log-distributions at the M answer-predicting positions
     with accelerator.autocast():
         hidden = backbone_hidden_states(inner, input_ids, attention)[predicts]  # (M, H)
-        logits = inner.get_output_embeddings()(hidden)
+        logits = lm_head(inner)(hidden)
     return torch.log_softmax(logits.float(), dim=-1)
 
 
@@ -268,13 +287,17 @@ def sequence_log_ratios(
     pairs: list[EncodedPair],
     batch_size: int,
     pad_id: int,
-    accelerator,
+    accelerator: Accelerator,
 ) -> torch.Tensor:  # (N, 2): log pi - log pi_ref of each pair's first and second answer
     """Summed log-probability ratios of the adapted model over its adapter-free reference."""
-    common = {"per_token": False, "batch_size": batch_size, "pad_id": pad_id}
-    policy = reference_logps(scorer, pairs, adapter_off=False, accelerator=accelerator, **common)
-    reference = reference_logps(scorer, pairs, adapter_off=True, accelerator=accelerator, **common)
-    return policy - reference
+
+    def summed_logps(adapter_off: bool) -> torch.Tensor:  # (N, 2)
+        return reference_logps(
+            scorer, pairs, adapter_off=adapter_off, per_token=False, batch_size=batch_size,
+            pad_id=pad_id, accelerator=accelerator,
+        )  # fmt: skip
+
+    return summed_logps(adapter_off=False) - summed_logps(adapter_off=True)
 
 
 def win_rate(candidate: torch.Tensor, parent: torch.Tensor) -> float:

@@ -25,12 +25,18 @@ import inspect
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
+from transformers import PreTrainedTokenizerBase
 from transformers.cache_utils import Cache, DynamicLayer
 
 from training.engine.config import GenerationConfig
+from training.engine.data import chat_text
 from training.engine.precision import autocast, autocast_dtype
+
+if TYPE_CHECKING:
+    from training.engine.models import PolicyModel
 
 Prompt = str | list[dict[str, str]]
 
@@ -62,25 +68,26 @@ class GenerationResult:
 # --- prompts -------------------------------------------------------------------------------------
 
 
-def render_prompts(tokenizer, prompts: Sequence[Prompt]) -> tuple[list[str], bool]:
+def render_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt]
+) -> tuple[list[str], bool]:
     """Prompt texts, and whether they came from the chat template (then they carry their own
     special tokens). A plain string becomes one user message."""
     if not getattr(tokenizer, "chat_template", None):
-        if not all(isinstance(p, str) for p in prompts):
+        texts = [p for p in prompts if isinstance(p, str)]
+        if len(texts) < len(prompts):
             raise ValueError("chat messages need a tokenizer with a chat template")
-        return list(prompts), False
+        return texts, False
     texts = [
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": p}] if isinstance(p, str) else p,
-            add_generation_prompt=True,
-            tokenize=False,
-        )
+        chat_text(tokenizer, [{"role": "user", "content": p}] if isinstance(p, str) else p)
         for p in prompts
     ]
     return texts, True
 
 
-def encode_prompts(tokenizer, prompts: Sequence[Prompt], max_length: int) -> list[list[int]]:
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt], max_length: int
+) -> list[list[int]]:
     """Token ids per prompt, cut from the left: the end of a prompt is what the answer follows."""
     texts, templated = render_prompts(tokenizer, prompts)
     encoded = tokenizer(texts, add_special_tokens=not templated)["input_ids"]
@@ -91,16 +98,15 @@ def encode_prompts(tokenizer, prompts: Sequence[Prompt], max_length: int) -> lis
     return ids
 
 
-def stop_token_ids(model, tokenizer) -> list[int]:
+def stop_token_ids(model: PolicyModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """The tokenizer's end-of-sequence id plus any the model's generation config adds
     (instruct models often end turns with a token other than eos)."""
-    ids = {tokenizer.eos_token_id}
     extra = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(extra if isinstance(extra, list) else [extra])
-    ids.discard(None)
+    found = [tokenizer.eos_token_id, *(extra if isinstance(extra, list) else [extra])]
+    ids = sorted({int(i) for i in found if i is not None})
     if not ids:
         raise ValueError("neither the tokenizer nor the model defines an end-of-sequence token")
-    return sorted(ids)
+    return ids
 
 
 def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
@@ -176,13 +182,13 @@ def nucleus_threshold(probs: torch.Tensor, top_k: int, top_p: float) -> torch.Te
 # --- KV cache ------------------------------------------------------------------------------------
 
 
-class _BufferLayer(DynamicLayer):
+class _BufferLayer(DynamicLayer):  # type: ignore[no-untyped-call]  # untyped __init_subclass__
     """One layer's KV cache, preallocated for the whole batch: new keys are written in place and
     the layer returns views, instead of DynamicLayer's torch.cat of the whole cache every step
     (a third of a CPU decode step at 30 layers)."""
 
     def __init__(self, max_length: int, expand: torch.Tensor | None) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # untyped in transformers
         self.max_length = max_length
         self.length = 0
         # Row -> distinct-prompt index: the prefill runs each distinct prompt once and the
@@ -200,7 +206,7 @@ class _BufferLayer(DynamicLayer):
         self.is_initialized = True
 
     def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
         # key_states: [B or U, kv_heads, new, head_dim]
         if not self.is_initialized:
@@ -229,7 +235,7 @@ class _BufferLayer(DynamicLayer):
         self.values = self.value_buffer[:, :, : self.length]
 
 
-def _new_cache(model, max_length: int, expand: torch.Tensor | None) -> Cache:
+def _new_cache(model: PolicyModel, max_length: int, expand: torch.Tensor | None) -> Cache:
     layers = model.config.get_text_config(decoder=True).num_hidden_layers
     return Cache(layers=[_BufferLayer(max_length, expand) for _ in range(layers)])
 
@@ -240,8 +246,9 @@ class _ForwardSignature:
     logits_to_keep: bool
 
 
-def _forward_signature(model) -> _ForwardSignature:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+def _forward_signature(model: PolicyModel) -> _ForwardSignature:
+    get_base_model = getattr(model, "get_base_model", None)  # peft
+    base = get_base_model() if get_base_model is not None else model
     params = inspect.signature(base.forward).parameters
     return _ForwardSignature(
         cache_name="cache" if "cache" in params else "past_key_values",
@@ -311,8 +318,8 @@ class _RowOutput:
 
 
 def generate(
-    model,
-    tokenizer,
+    model: PolicyModel,
+    tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[Prompt],
     config: GenerationConfig,
     *,
@@ -370,6 +377,7 @@ def generate(
     for row in sorted(outputs, key=lambda r: (r.prompt, r.sample)):
         out = outputs[row]
         text = tokenizer.decode(out.token_ids, skip_special_tokens=True)
+        assert isinstance(text, str)  # one sequence decodes to one text
         samples[row.prompt].append(Sample(text, out.token_ids, len(out.token_ids), out.finished))
     seconds = time.perf_counter() - started
     new_tokens = sum(len(out.token_ids) for out in outputs.values())
@@ -384,7 +392,7 @@ def generate(
 
 
 def _generate_batch(
-    model,
+    model: PolicyModel,
     signature: _ForwardSignature,
     prompt_ids: list[list[int]],
     config: GenerationConfig,

@@ -6,15 +6,14 @@ Every loss returns (scalar loss, stats) where stats are plain floats for logging
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, overload
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-DpoLossType = Literal["sigmoid", "ipo", "robust", "hinge"]
-DPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "ipo", "robust", "hinge")
-
+from training.engine import metric_names as metric
+from training.engine.config import DPO_LOSS_TYPES, DPOLossType
 
 # --- log-probabilities -------------------------------------------------------------------------
 
@@ -71,7 +70,15 @@ class _ProjectedTokenLogprobs(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, temperature: float, chunk: int, with_entropy: bool):
+    def forward(
+        ctx: Any,  # autograd's context: holds what backward needs
+        hidden: Tensor,
+        weight: Tensor,
+        targets: Tensor,
+        temperature: float,
+        chunk: int,
+        with_entropy: bool,
+    ) -> tuple[Tensor, Tensor]:
         # hidden (M, H), weight (V, H), targets (M,) -> (M,) log-probs and (M,) entropies
         # (empty unless with_entropy), float32
         logps = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
@@ -91,7 +98,9 @@ class _ProjectedTokenLogprobs(torch.autograd.Function):
         return logps, entropies
 
     @staticmethod
-    def backward(ctx, grad, _grad_entropies):
+    def backward(
+        ctx: Any, grad: Tensor, _grad_entropies: Tensor
+    ) -> tuple[Tensor, None, None, None, None, None]:
         hidden, weight, targets, log_normalizers = ctx.saved_tensors
         grad_hidden = torch.empty_like(hidden)
         for start in range(0, hidden.shape[0], ctx.chunk):
@@ -104,6 +113,30 @@ class _ProjectedTokenLogprobs(torch.autograd.Function):
             grad_logits.div_(ctx.temperature)
             grad_hidden[part] = grad_logits.to(hidden.dtype) @ weight
         return grad_hidden, None, None, None, None, None
+
+
+@overload
+def projected_token_logprobs(
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    *,
+    temperature: float = ...,
+    chunk: int = ...,
+    with_entropy: Literal[True],
+) -> tuple[Tensor, Tensor]: ...
+
+
+@overload
+def projected_token_logprobs(
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    *,
+    temperature: float = ...,
+    chunk: int = ...,
+    with_entropy: Literal[False] = ...,
+) -> tuple[Tensor, None]: ...
 
 
 def projected_token_logprobs(
@@ -128,15 +161,24 @@ def projected_token_logprobs(
         raise ValueError("projected_token_logprobs needs a frozen projection weight")
     device = hidden.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
-    logps, entropies = _ProjectedTokenLogprobs.apply(
+    # Function.apply is untyped in torch: it returns what forward does.
+    logps, entropies = _ProjectedTokenLogprobs.apply(  # type: ignore[no-untyped-call]
         hidden.to(dtype), weight.to(dtype), targets, temperature, chunk, with_entropy
     )
     return logps, entropies if with_entropy else None
 
 
-def frozen_plain_projection(head: torch.nn.Module) -> bool:
-    """Whether projected_token_logprobs can stand in for this output layer: frozen, no bias."""
-    return not head.weight.requires_grad and getattr(head, "bias", None) is None
+def frozen_projection_weight(head: torch.nn.Module) -> Tensor | None:
+    """The weight of an output layer projected_token_logprobs can stand in for (frozen, no
+    bias), else None."""
+    weight = getattr(head, "weight", None)
+    if (
+        isinstance(weight, Tensor)
+        and not weight.requires_grad
+        and getattr(head, "bias", None) is None
+    ):
+        return weight
+    return None
 
 
 def bradley_terry_loss(
@@ -176,11 +218,11 @@ def bradley_terry_loss(
         num_decided = int(decided.sum())
         accuracy = float((correct & decided).sum()) / num_decided if num_decided else float("nan")
         stats = {
-            "accuracy": accuracy,
-            "decided": float(num_decided),
-            "margin": diff.mean().item(),
-            "chosen": chosen_rewards.float().mean().item(),
-            "rejected": rejected_rewards.float().mean().item(),
+            metric.ACCURACY: accuracy,
+            metric.DECIDED: float(num_decided),
+            metric.MARGIN: diff.mean().item(),
+            metric.CHOSEN_REWARD: chosen_rewards.float().mean().item(),
+            metric.REJECTED_REWARD: rejected_rewards.float().mean().item(),
         }
     return loss, stats
 
@@ -195,7 +237,7 @@ def dpo_loss(
     ref_rejected_logps: Tensor,
     *,
     beta: float,
-    loss_type: DpoLossType = "sigmoid",
+    loss_type: DPOLossType = "sigmoid",
     label_smoothing: float = 0.0,
     weight: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
@@ -249,10 +291,10 @@ def dpo_loss(
         chosen_rewards = beta * (policy_chosen_logps.float() - ref_chosen_logps.float())  # (B,)
         rejected_rewards = beta * (policy_rejected_logps.float() - ref_rejected_logps.float())
         stats = {
-            "rewards/chosen": chosen_rewards.mean().item(),
-            "rewards/rejected": rejected_rewards.mean().item(),
-            "rewards/accuracy": (chosen_rewards > rejected_rewards).float().mean().item(),
-            "rewards/margin": (chosen_rewards - rejected_rewards).mean().item(),
+            metric.DPO_REWARDS_CHOSEN: chosen_rewards.mean().item(),
+            metric.DPO_REWARDS_REJECTED: rejected_rewards.mean().item(),
+            metric.DPO_REWARDS_ACCURACY: (chosen_rewards > rejected_rewards).float().mean().item(),
+            metric.DPO_REWARDS_MARGIN: (chosen_rewards - rejected_rewards).mean().item(),
         }
     return loss, stats
 
@@ -383,9 +425,9 @@ def clipped_policy_loss(
     loss = masked_mean(torch.maximum(unclipped, clipped), mask)
     with torch.no_grad():
         stats = {
-            "clipfrac": masked_mean((clipped > unclipped).float(), mask).item(),
-            "approx_kl": masked_mean(0.5 * log_ratio**2, mask).item(),
-            "ratio": masked_mean(ratio, mask).item(),
+            metric.CLIPFRAC: masked_mean((clipped > unclipped).float(), mask).item(),
+            metric.APPROX_KL: masked_mean(0.5 * log_ratio**2, mask).item(),
+            metric.RATIO: masked_mean(ratio, mask).item(),
         }
     return loss, stats
 
@@ -406,8 +448,8 @@ def clipped_value_loss(
     clipped_error = (clipped_values - returns) ** 2
     loss = 0.5 * masked_mean(torch.maximum(unclipped_error, clipped_error), mask)
     with torch.no_grad():
-        stats = {"value_clipfrac": masked_mean((clipped_error > unclipped_error).float(), mask)}
-    return loss, {key: value.item() for key, value in stats.items()}
+        clipfrac = masked_mean((clipped_error > unclipped_error).float(), mask).item()
+    return loss, {metric.VALUE_CLIPFRAC: clipfrac}
 
 
 def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> float:

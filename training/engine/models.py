@@ -9,6 +9,7 @@ a folder without it is an interrupted run and is never loaded.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -34,8 +35,11 @@ from training.engine.data import (
     collate_policy_pairs,
     collate_reward_pairs,
 )
-from training.engine.losses import frozen_plain_projection, projected_token_logprobs
+from training.engine.losses import frozen_projection_weight, projected_token_logprobs
 from training.engine.packaged import resolve_model_path
+
+# A causal LM as load_policy gives it: PEFT's wrapper around it when it carries an adapter.
+PolicyModel = PreTrainedModel | PeftModel
 
 ARTIFACT_FILE = "tandem_artifact.json"
 POLICY_ADAPTER = "policy-adapter"
@@ -49,8 +53,8 @@ class ArtifactError(ValueError):
 
 def quiet_transformers() -> None:
     """Loading reports and progress bars would flood worker logs and the CLI's own progress."""
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity(logging.ERROR)
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # untyped in transformers
 
 
 def default_cache_dir() -> Path:
@@ -87,8 +91,9 @@ def stop_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return int(token_id)
 
 
-def context_length(model: PreTrainedModel) -> int | None:
-    return getattr(unwrap(model).config, "max_position_embeddings", None)
+def context_length(model: torch.nn.Module) -> int | None:
+    length: int | None = getattr(unwrap(model).config, "max_position_embeddings", None)
+    return length
 
 
 # --- policies ------------------------------------------------------------------------------------
@@ -99,13 +104,18 @@ def load_causal_lm(
 ) -> PreTrainedModel:
     # Weights stay fp32: autocast runs the matmuls in bf16 where that is fast, and the
     # optimizer keeps exact fp32 master weights without a separate copy.
-    model = AutoModelForCausalLM.from_pretrained(
+    model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
         resolve(name_or_path, cache_dir), dtype=torch.float32
     )
-    return model.to(device or pick_device())
+    # Moves in place. transformers wraps Module.to with functools.wraps, which its types turn
+    # into a function that wants the model as its first argument.
+    model.to(device or pick_device())  # type: ignore[arg-type]
+    return model
 
 
-def lora_config(lora: LoraSettings, task_type: TaskType, modules_to_save: list[str] | None = None):
+def lora_config(
+    lora: LoraSettings, task_type: TaskType, modules_to_save: list[str] | None = None
+) -> LoraConfig:
     return LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
@@ -135,7 +145,8 @@ def _check_targets(model: torch.nn.Module, lora: LoraSettings) -> None:
 
 def add_lora(model: PreTrainedModel, lora: LoraSettings) -> PeftModel:
     _check_targets(model, lora)
-    return get_peft_model(model, lora_config(lora, TaskType.CAUSAL_LM))
+    adapted: PeftModel = get_peft_model(model, lora_config(lora, TaskType.CAUSAL_LM))
+    return adapted
 
 
 def load_policy(
@@ -146,15 +157,16 @@ def load_policy(
     trainable: bool = False,
     cache_dir: Path | None = None,
     device: torch.device | None = None,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+) -> tuple[PolicyModel, PreTrainedTokenizerBase]:
     """The base model, with a saved adapter on top (to continue or to serve) or a fresh one."""
-    model = load_causal_lm(base_model, cache_dir=cache_dir, device=device)
+    base = load_causal_lm(base_model, cache_dir=cache_dir, device=device)
     tokenizer = load_tokenizer(base_model, cache_dir=cache_dir)
+    model: PolicyModel = base
     if adapter is not None:
         read_artifact(adapter, expected=(POLICY_ADAPTER,))
-        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+        model = PeftModel.from_pretrained(base, str(adapter), is_trainable=trainable)
     elif lora is not None:
-        model = add_lora(model, lora)
+        model = add_lora(base, lora)
     if not trainable:
         model.eval()
     return model, tokenizer
@@ -163,7 +175,24 @@ def load_policy(
 def unwrap(model: torch.nn.Module) -> PreTrainedModel:
     """The transformers model inside a PEFT (and accelerate) wrapper; LoRA layers stay in it."""
     model = getattr(model, "module", model)  # DistributedDataParallel
-    return model.get_base_model() if isinstance(model, PeftModel) else model
+    inner = model.get_base_model() if isinstance(model, PeftModel) else model
+    if not isinstance(inner, PreTrainedModel):
+        raise TypeError(f"expected a transformers model inside {type(model).__name__}")
+    return inner
+
+
+def output_embeddings(model: PreTrainedModel) -> torch.nn.Module | None:
+    """The layer that projects hidden states to the vocabulary; None for a model without one
+    (a sequence classifier)."""
+    head = model.get_output_embeddings()  # type: ignore[no-untyped-call]  # untyped in transformers
+    return head if isinstance(head, torch.nn.Module) else None
+
+
+def lm_head(model: PreTrainedModel) -> torch.nn.Module:
+    head = output_embeddings(model)
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no output layer over the vocabulary")
+    return head
 
 
 def completion_logprobs(
@@ -208,9 +237,10 @@ def _summed_token_logprobs(
     owners: torch.Tensor,  # (M,) which of the `count` sequences each token belongs to
     count: int,
 ) -> torch.Tensor:  # (count,)
-    head = inner.get_output_embeddings()
-    if frozen_plain_projection(head):  # the usual case: a chunk of (M, V) at a time
-        token_logps, _ = projected_token_logprobs(hidden, head.weight, targets)  # (M,)
+    head = lm_head(inner)
+    weight = frozen_projection_weight(head)
+    if weight is not None:  # the usual case: a chunk of (M, V) at a time
+        token_logps, _ = projected_token_logprobs(hidden, weight, targets)  # (M,)
     else:
         logits = head(hidden).float()  # (M, V)
         token_logps = -torch.nn.functional.cross_entropy(logits, targets, reduction="none")
@@ -229,7 +259,8 @@ def backbone_hidden_states(
     backbone = getattr(inner, inner.base_model_prefix)
     right_padded = bool((attention_mask[:, :1] == 1).all())
     mask = None if right_padded else attention_mask
-    return backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    hidden: torch.Tensor = backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    return hidden
 
 
 def packed_hidden_states(
@@ -239,7 +270,7 @@ def packed_hidden_states(
     (attention row by row where that is faster: training/engine/attention.py)."""
     backbone = getattr(inner, inner.base_model_prefix)
     with pair_attention(backbone):
-        hidden = backbone(
+        hidden: torch.Tensor = backbone(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
             position_ids=batch["position_ids"],
@@ -252,9 +283,7 @@ def packs_pairs(model: torch.nn.Module) -> bool:
     whose attention takes a custom mask. Encoders see both ways, so their prompt's states
     depend on the answer and cannot be shared."""
     inner = unwrap(model)
-    decoder = isinstance(inner, PreTrainedModel) and (
-        hasattr(inner, "score") or inner.get_output_embeddings() is not None
-    )
+    decoder = hasattr(inner, "score") or output_embeddings(inner) is not None
     return decoder and getattr(inner.config, "_attn_implementation", None) == "sdpa"
 
 
@@ -274,7 +303,8 @@ def freeze_in_low_precision(model: torch.nn.Module, dtype: torch.dtype | None) -
     # fp32 adapter weight would copy every activation twice more (a tenth of a DPO step).
     for module in model.modules():
         if hasattr(module, "cast_input_dtype_enabled"):
-            module.cast_input_dtype_enabled = False
+            # torch types a module's attributes as tensors or modules; this one is peft's flag.
+            module.cast_input_dtype_enabled = False  # type: ignore[assignment]
 
 
 # --- reward models -------------------------------------------------------------------------------
@@ -317,13 +347,15 @@ def reward_scores(
     inner = unwrap(model)
     if not hasattr(inner, "score"):
         # Encoders (BERT) pool the [CLS] token through their own classifier.
-        return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
+        logits: torch.Tensor = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        return logits[:, 0].float()
     # Decoders: score the last real token ourselves. The library finds it by looking for the
     # pad id, which misfires when pad == eos and the answer ends with eos (as ours do).
     hidden = backbone_hidden_states(inner, input_ids, attention_mask)
     last = attention_mask.sum(dim=1) - 1  # (N,)
     pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (N, H)
-    return inner.score(pooled)[:, 0].float()
+    scores: torch.Tensor = inner.get_submodule("score")(pooled)  # (N, 1)
+    return scores[:, 0].float()
 
 
 def packed_reward_scores(
@@ -332,7 +364,8 @@ def packed_reward_scores(
     """reward_scores on a packed batch (a decoder's): the score at each answer's last token."""
     inner = unwrap(model)
     pooled = packed_hidden_states(inner, batch)[batch["last_positions"]]  # (2B, H)
-    return inner.score(pooled)[:, 0].float()
+    scores: torch.Tensor = inner.get_submodule("score")(pooled)  # (2B, 1)
+    return scores[:, 0].float()
 
 
 def load_reward_model(
@@ -370,7 +403,10 @@ def save_artifact(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / ARTIFACT_FILE).unlink(missing_ok=True)
-    getattr(model, "module", model).save_pretrained(folder, safe_serialization=True)
+    saved = getattr(model, "module", model)  # DistributedDataParallel
+    if not isinstance(saved, PreTrainedModel | PeftModel):
+        raise TypeError(f"cannot save a {type(saved).__name__} as an artifact")
+    saved.save_pretrained(str(folder), safe_serialization=True)
     tokenizer.save_pretrained(folder)
     save_config(config, folder)
     import peft
@@ -399,7 +435,7 @@ def read_artifact(folder: str | Path, *, expected: tuple[str, ...]) -> dict[str,
             f"{folder} is not a complete Tandem artifact (no {ARTIFACT_FILE}); "
             "it may be from an interrupted run."
         )
-    info = json.loads(path.read_text())
+    info: dict[str, Any] = json.loads(path.read_text())
     if info.get("kind") not in expected:
         raise ArtifactError(f"{folder} holds a {info.get('kind')}, not a {' or '.join(expected)}.")
     return info
@@ -411,6 +447,7 @@ def merge_adapter(adapter: str | Path, out: Path, *, cache_dir: Path | None = No
     model, tokenizer = load_policy(
         info["base_model"], adapter=adapter, cache_dir=cache_dir, device=torch.device("cpu")
     )
+    assert isinstance(model, PeftModel)  # loaded with an adapter
     merged = model.merge_and_unload()
     out = Path(out)
     merged.save_pretrained(out, safe_serialization=True)
@@ -427,7 +464,7 @@ class _PairModule(torch.nn.Module):
     """A model scoring both answers of each pair, and the batch layout it takes: packed where it
     can share the prompt (packs_pairs), else two sequences per pair (`sequence_collate`)."""
 
-    sequence_collate: staticmethod
+    sequence_collate: staticmethod[[Sequence[EncodedPair], int], dict[str, Any]]
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()

@@ -123,7 +123,8 @@ def _rebuild_without_gguf(gguf_model: Any) -> Any:
     # Saved as is, this entry would make every later load look for the GGUF file again.
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    # from_config is untyped in transformers.
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
     model.load_state_dict(gguf_model.state_dict(), strict=True)
     model.generation_config = copy.deepcopy(gguf_model.generation_config)
     if config.tie_word_embeddings:
@@ -299,11 +300,10 @@ def read_marker(folder: Path) -> dict[str, Any] | None:
 
 def is_prepared(folder: Path, spec: PackagedModel) -> bool:
     marker = read_marker(folder)
+    if not marker:
+        return False
     # A marker from another package version means the pin moved on: prepare again.
-    return bool(marker) and (marker.get("package"), marker.get("version")) == (
-        spec.package,
-        spec.version,
-    )
+    return (marker.get("package"), marker.get("version")) == (spec.package, spec.version)
 
 
 def _select(names: Iterable[str] | None) -> list[PackagedModel]:

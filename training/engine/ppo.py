@@ -1,8 +1,9 @@
 """Online RL with LoRA: PPO with a value head, and RLOO, on answers the policy writes itself.
 
-Reads top to bottom. Load the policy (a fresh LoRA adapter, or a previous round's), a value head
-on its hidden states (PPO only) and the reward: a reward-model artifact, which scores the decoded
-text with its own tokenizer, or a Python function. Then each iteration:
+train_ppo and train_rloo each read top to bottom. Load the policy (a fresh LoRA adapter, or a
+previous round's), a value head on its hidden states (PPO only) and the reward: a reward-model
+artifact, which scores the decoded text with its own tokenizer, or a Python function. Then each
+iteration:
 
   1. rollout: sample answers with the engine's sampler; one forward for the policy's per-token
      log-probs and values, one with the adapter switched off for the reference's log-probs;
@@ -15,6 +16,9 @@ text with its own tokenizer, or a Python function. Then each iteration:
   5. metrics (masked: padding and prompt tokens never count), the adaptive KL controller,
      checkpoint.
 
+What the two loops do alike (the prompt split, the optimizer and resume, the rollout, the policy
+loss of a micro-batch, metrics, the artifact) are the small functions above them.
+
 The reference is the same weights with the adapter switched off: one copy of the model. Dropout
 stays off throughout (eval mode), so on the first pass over a rollout the ratio is exactly 1.
 Runs on CPU, one GPU or many through `accelerate launch` (each process samples its own slice of
@@ -26,18 +30,20 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NoReturn
 
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+from transformers import PreTrainedTokenizerBase
 
+from training.engine import metric_names as metric
 from training.engine import runtime
 from training.engine.config import (
     GenerationConfig,
@@ -53,7 +59,7 @@ from training.engine.losses import (
     clipped_policy_loss,
     clipped_value_loss,
     explained_variance,
-    frozen_plain_projection,
+    frozen_projection_weight,
     gae_advantages,
     kl_per_token,
     masked_mean,
@@ -65,9 +71,11 @@ from training.engine.losses import (
 from training.engine.models import (
     ARTIFACT_FILE,
     POLICY_ADAPTER,
+    PolicyModel,
     backbone_hidden_states,
     context_length,
     freeze_in_low_precision,
+    lm_head,
     load_policy,
     load_reward_model,
     reward_scores,
@@ -82,6 +90,8 @@ Algorithm = Literal["ppo", "rloo"]
 # The reward as a function: (prompt texts, answers) -> one score per answer. Chat prompts arrive
 # rendered with the policy's chat template; plain prompts as they were given.
 RewardFunction = Callable[[list[str], list[str]], list[float]]
+# Either kind of reward, ready to call: (prompts, answers) -> one score per answer.
+Scorer = Callable[[Sequence[Prompt], Sequence[str]], list[float]]
 
 
 # --- models --------------------------------------------------------------------------------------
@@ -152,13 +162,14 @@ class PolicyAndValue(torch.nn.Module):
         hidden = backbone_hidden_states(inner, input_ids, attention_mask)  # (N, T, H)
         index = positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])  # (N, R, H)
         hidden = hidden.gather(1, index)  # (N, R, H)
-        head = inner.get_output_embeddings()
+        head = lm_head(inner)
+        weight = frozen_projection_weight(head)
         zeros = torch.zeros(mask.shape, device=hidden.device)  # (N, R)
-        if frozen_plain_projection(head) and not self.entropy_grad:
+        if weight is not None and not self.entropy_grad:
             # A chunk of (M, V) at a time; the entropy is only reported.
             token_logps, token_entropy = projected_token_logprobs(
                 hidden[mask],
-                head.weight,
+                weight,
                 answer_ids[mask],
                 temperature=self.temperature,
                 with_entropy=True,
@@ -228,13 +239,13 @@ class RewardModelScore:
 
 def reward_scorer(
     reward: str | Path | RewardFunction,
-    policy_tokenizer,
+    policy_tokenizer: PreTrainedTokenizerBase,
     *,
     device: torch.device,
     precision: str,
     batch_size: int,
     cache_dir: Path | None,
-) -> Callable[[Sequence[Prompt], Sequence[str]], list[float]]:
+) -> Scorer:
     """One scorer for either kind of reward: (prompts, answers) -> scores."""
     if not callable(reward):
         return RewardModelScore(
@@ -287,6 +298,16 @@ class Rollout:
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
+
+    def model_inputs(self) -> dict[str, Tensor]:
+        """PolicyAndValue's inputs for every row."""
+        return {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "positions": self.positions,
+            "answer_ids": self.answer_ids,
+            "mask": self.mask,
+        }
 
 
 def pack_answers(
@@ -358,9 +379,9 @@ def forward_in_chunks(
 
 def sample_rollout(
     scorer: torch.nn.Module,
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     prompts: list[Prompt],
-    score: Callable[[Sequence[Prompt], Sequence[str]], list[float]],
+    score: Scorer,
     config: OnlineRLSettings,
     *,
     samples_per_prompt: int,
@@ -438,14 +459,14 @@ def rollout_metrics(rollout: Rollout, kl: Tensor, kl_coef: float) -> Metrics:
     mask = rollout.mask
     kl_per_answer = torch.where(mask, kl, 0.0).sum(dim=1)  # (N,)
     return {
-        "score": rollout.raw_scores.mean().item(),
-        "reward": rollout.scores.mean().item(),
-        "kl": kl_per_answer.mean().item(),
-        "kl_coef": kl_coef,
-        "total_reward": (rollout.scores - kl_coef * kl_per_answer).mean().item(),
-        "entropy": masked_mean(rollout.entropy, mask).item(),
-        "answer_length": mask.sum(dim=1).float().mean().item(),
-        "finished": rollout.finished.float().mean().item(),
+        metric.SCORE: rollout.raw_scores.mean().item(),
+        metric.REWARD: rollout.scores.mean().item(),
+        metric.KL: kl_per_answer.mean().item(),
+        metric.KL_COEF: kl_coef,
+        metric.TOTAL_REWARD: (rollout.scores - kl_coef * kl_per_answer).mean().item(),
+        metric.ENTROPY: masked_mean(rollout.entropy, mask).item(),
+        metric.ANSWER_LENGTH: mask.sum(dim=1).float().mean().item(),
+        metric.FINISHED: rollout.finished.float().mean().item(),
     }
 
 
@@ -464,8 +485,8 @@ def ppo_advantages(
         rewards, rollout.values, rollout.mask, gamma=config.gamma, lam=config.lam
     )
     stats = {
-        "explained_variance": explained_variance(rollout.values, returns, rollout.mask),
-        "value": masked_mean(rollout.values, rollout.mask).item(),
+        metric.EXPLAINED_VARIANCE: explained_variance(rollout.values, returns, rollout.mask),
+        metric.VALUE: masked_mean(rollout.values, rollout.mask).item(),
     }
     if config.whiten_advantages:
         advantages = masked_whiten(advantages, rollout.mask)
@@ -488,7 +509,356 @@ def rloo_token_advantages(
     return torch.where(rollout.mask, advantages[:, None], 0.0)
 
 
-# --- the loop ------------------------------------------------------------------------------------
+# --- what both loops share -----------------------------------------------------------------------
+
+
+def load_online_policy(
+    config: OnlineRLSettings, device: torch.device, cache_dir: Path | None
+) -> tuple[PolicyModel, PreTrainedTokenizerBase]:
+    """The policy to train: the previous round's adapter to go on with, or a fresh one."""
+    model, tokenizer = load_policy(
+        config.base_model,
+        adapter=config.init_adapter,
+        lora=None if config.init_adapter else config.lora,
+        trainable=True,
+        cache_dir=cache_dir,
+        device=device,
+    )
+    freeze_in_low_precision(model, autocast_dtype(config.precision, device))
+    return model, tokenizer
+
+
+def online_reward(
+    reward: str | Path | RewardFunction,
+    tokenizer: PreTrainedTokenizerBase,
+    config: OnlineRLSettings,
+    device: torch.device,
+    cache_dir: Path | None,
+) -> Scorer:
+    return reward_scorer(
+        reward,
+        tokenizer,
+        device=device,
+        precision=config.precision,
+        batch_size=config.reward_batch_size,
+        cache_dir=cache_dir,
+    )
+
+
+@dataclass(frozen=True)
+class IterationPlan:
+    """Which prompts train and which are held out, and how long the run is."""
+
+    train_prompts: list[Prompt]
+    eval_prompts: list[Prompt]
+    iterations: int  # rollout + update rounds: the loop's steps
+    steps_per_iteration: int  # optimizer steps in one update, on this process
+
+    @property
+    def total_steps(self) -> int:
+        return self.iterations * self.steps_per_iteration
+
+    def evaluates_at(self, step: int, eval_every: int) -> bool:
+        return bool(self.eval_prompts) and (step % eval_every == 0 or step == self.iterations)
+
+
+def plan_iterations(
+    prompts: Sequence[Prompt], config: OnlineRLSettings, accelerator: Accelerator
+) -> IterationPlan:
+    """A seeded held-out slice of the prompts; iterations from max_steps or epochs over the
+    rest; optimizer steps per iteration from this process's share of the answers."""
+    train_index, eval_index = runtime.split_train_eval(
+        len(prompts), config.eval_fraction, config.seed
+    )
+    train_prompts = [prompts[i] for i in train_index]
+    iterations = config.max_steps or max(
+        1, math.ceil(len(train_prompts) * config.epochs / config.prompts_per_iteration)
+    )
+    my_prompts = range(
+        accelerator.process_index, config.prompts_per_iteration, accelerator.num_processes
+    )
+    rows = len(my_prompts) * config.samples_per_prompt
+    steps = config.update_epochs * math.ceil(
+        math.ceil(rows / config.batch_size) / config.grad_accum_steps
+    )
+    return IterationPlan(train_prompts, [prompts[i] for i in eval_index], iterations, steps)
+
+
+@dataclass
+class Optimization:
+    """The prepared scorer, its optimizer and schedule, and where a resumed run goes on."""
+
+    scorer: torch.nn.Module  # PolicyAndValue, wrapped by accelerate (DDP under a launcher)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    trainable: list[torch.nn.Parameter]
+    output_dir: Path
+    start_iteration: int
+    kl_coef: float  # beta at start_iteration: the controller's state survives a resume
+
+    def checkpoint(self, iteration: int, kl_coef: float) -> None:
+        runtime.save_checkpoint(
+            self.output_dir,
+            model=self.scorer,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            step=iteration,
+            extra={"kl_coef": kl_coef},
+        )
+
+    def stop(self, iteration: int, iterations: int, kl_coef: float) -> NoReturn:
+        """Cancelled before `iteration` changed anything: keep it as the point to resume from."""
+        self.checkpoint(iteration, kl_coef)
+        raise RunCancelled(f"stopped at iteration {iteration} of {iterations}")
+
+    def step(self, max_grad_norm: float, accelerator: Accelerator) -> float:
+        """Clip, step the optimizer and the schedule; returns the norm before clipping."""
+        grad_norm = accelerator.clip_grad_norm_(self.trainable, max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return float(grad_norm)
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.scheduler.get_last_lr()[0])
+
+
+def prepare_optimization(
+    scorer: PolicyAndValue,
+    config: OnlineRLSettings,
+    total_steps: int,
+    accelerator: Accelerator,
+    output_dir: Path,
+) -> Optimization:
+    """AdamW over the adapter (and the value head) with warmup and decay; the output folder's
+    checkpoint restored when there is one."""
+    trainable = [p for p in scorer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        trainable, lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: runtime.learning_rate_factor(
+            step, total_steps, config.warmup_ratio, config.schedule
+        ),
+    )
+    # The scheduler stays ours: stepped once per optimizer step, not once per process.
+    prepared, optimizer = accelerator.prepare(scorer, optimizer)
+    prepared.eval()  # no dropout: the first pass's ratio must be exactly 1
+    start_iteration, progress = runtime.load_checkpoint(
+        output_dir, model=prepared, optimizer=optimizer, scheduler=scheduler
+    )
+    kl_coef = float(progress.get("kl_coef", config.kl_coef))
+    return Optimization(
+        prepared, optimizer, scheduler, trainable, output_dir, start_iteration, kl_coef
+    )
+
+
+def iteration_rollout(
+    scorer: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    plan: IterationPlan,
+    score: Scorer,
+    config: OnlineRLSettings,
+    iteration: int,
+    accelerator: Accelerator,
+    should_stop: Callable[[], bool],
+) -> Rollout | None:
+    """This process's share of the iteration's prompts, each answered samples_per_prompt times,
+    scored; None when cancelled while sampling."""
+    chosen = iteration_prompts(
+        len(plan.train_prompts), config.prompts_per_iteration, iteration, config.seed
+    )
+    mine = chosen[accelerator.process_index :: accelerator.num_processes]
+    return sample_rollout(
+        scorer, tokenizer, [plan.train_prompts[i] for i in mine], score, config,
+        samples_per_prompt=config.samples_per_prompt, seed=config.seed * 1_000_003 + iteration,
+        accelerator=accelerator, should_stop=should_stop,
+    )  # fmt: skip
+
+
+def evaluate_held_out(
+    scorer: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    plan: IterationPlan,
+    score: Scorer,
+    config: OnlineRLSettings,
+    kl_coef: float,
+    accelerator: Accelerator,
+) -> Metrics:
+    """The rollout metrics of one answer to each held-out prompt."""
+    # A fixed seed: every evaluation samples with the same random numbers.
+    held_out = sample_rollout(
+        scorer, tokenizer, plan.eval_prompts, score, config, samples_per_prompt=1,
+        seed=config.seed + 1, accelerator=accelerator, should_stop=None,
+    )  # fmt: skip
+    assert held_out is not None  # without should_stop it is never cancelled
+    kl = kl_per_token(held_out.logprobs, held_out.ref_logprobs, config.kl_estimator)
+    return rollout_metrics(held_out, kl, kl_coef)
+
+
+@dataclass
+class MicroBatch:
+    """Rows of a rollout that go through one forward and backward of the update."""
+
+    rows: Tensor  # (B,) indices into the rollout
+    inputs: dict[str, Tensor]  # PolicyAndValue's inputs for them, trimmed: (B, T'), (B, R')
+    tokens: int  # answer tokens in it
+    step_tokens: int  # answer tokens in its optimizer step
+    last: bool  # the step's last micro-batch: processes exchange gradients after it
+
+    @property
+    def mask(self) -> Tensor:  # (B, R')
+        return self.inputs["mask"]
+
+    @property
+    def width(self) -> int:  # R', the longest answer among the rows
+        return int(self.mask.shape[1])
+
+    def of(self, per_token: Tensor) -> Tensor:
+        """This micro-batch's rows of a rollout's (N, R) tensor: (B, R')."""
+        return per_token[self.rows, : self.width]
+
+
+def update_steps(
+    rollout: Rollout, config: OnlineRLSettings, iteration: int
+) -> Iterator[list[MicroBatch]]:
+    """update_epochs passes over the rollout, one optimizer step (its micro-batches) at a time,
+    in an order seeded by the iteration, so a resumed run repeats it."""
+    inputs = rollout.model_inputs()
+    rng = random.Random(f"{config.seed}:{iteration}")
+    lengths = rollout.attention_mask.sum(dim=1).tolist()
+    for _ in range(config.update_epochs):
+        for step_rows in minibatches(lengths, config.batch_size, config.grad_accum_steps, rng):
+            tokens = [int(rollout.mask[rows].sum()) for rows in step_rows]
+            yield [
+                MicroBatch(rows, trimmed(inputs, rows), count, sum(tokens), i == len(tokens) - 1)
+                for i, (rows, count) in enumerate(zip(step_rows, tokens, strict=True))
+            ]
+
+
+def synced_if_last(
+    micro: MicroBatch, scorer: torch.nn.Module, accelerator: Accelerator
+) -> AbstractContextManager[None]:
+    """Processes exchange gradients once per optimizer step, after its last micro-batch."""
+    return nullcontext() if micro.last else accelerator.no_sync(scorer)
+
+
+def forward_micro_batch(
+    scorer: torch.nn.Module, micro: MicroBatch, accelerator: Accelerator
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Per-token log-probs, entropy and values (B, R') of the micro-batch, with gradients."""
+    with accelerator.autocast():
+        out: tuple[Tensor, Tensor, Tensor | None] = scorer(**micro.inputs)
+    return out
+
+
+def policy_loss(
+    logprobs: Tensor, rollout: Rollout, advantages: Tensor, micro: MicroBatch, cliprange: float
+) -> tuple[Tensor, Metrics]:
+    """The clipped surrogate on the micro-batch's answer tokens; logprobs (B, R'), advantages
+    (N, R) for the whole rollout."""
+    loss, stats = clipped_policy_loss(
+        logprobs, micro.of(rollout.logprobs), micro.of(advantages), micro.mask, cliprange=cliprange
+    )
+    stats[metric.POLICY_LOSS] = loss.item()
+    return loss, stats
+
+
+def entropy_bonus(loss: Tensor, entropy: Tensor, micro: MicroBatch, entropy_coef: float) -> Tensor:
+    """entropy_coef > 0 pays for a spread-out distribution; at 0 the entropy is only reported."""
+    if entropy_coef > 0:
+        return loss - entropy_coef * masked_mean(entropy, micro.mask)
+    return loss
+
+
+def backward(loss: Tensor, micro: MicroBatch, accelerator: Accelerator) -> None:
+    # Weighted by tokens, the accumulated loss is the mean over the step's tokens whatever the
+    # micro-batches' sizes.
+    accelerator.backward(loss * micro.tokens / micro.step_tokens)
+
+
+def iteration_metrics(
+    rollout_stats: Metrics,
+    step_stats: Sequence[Metrics],
+    rollout: Rollout,
+    learning_rate: float,
+    update_tokens: int,
+    update_seconds: float,
+) -> Metrics:
+    """What the rollout said, the update's means over its micro-batches, and speeds."""
+    return {
+        **rollout_stats,
+        **runtime.mean_metrics(step_stats),
+        metric.LEARNING_RATE: learning_rate,
+        metric.TOKENS_PER_S: rollout.new_tokens / max(rollout.seconds, 1e-9),
+        metric.UPDATE_TOKENS_PER_S: update_tokens / max(update_seconds, 1e-9),
+        metric.SECONDS_GENERATION: rollout.seconds,
+        metric.SECONDS_UPDATE: update_seconds,
+    }
+
+
+def next_kl_coef(kl_coef: float, kl: float, answers: int, config: OnlineRLSettings) -> float:
+    """The KL controller's beta for the next iteration: fixed unless adaptive_kl."""
+    if not config.adaptive_kl:
+        return kl_coef
+    return adaptive_kl_coef(
+        kl_coef, kl, target=config.kl_target, horizon=config.kl_horizon, steps=answers
+    )
+
+
+def online_result(
+    output_dir: Path,
+    plan: IterationPlan,
+    throughput: runtime.Throughput,
+    train_metrics: Metrics,
+    eval_metrics: Metrics,
+    start_iteration: int,
+) -> TrainResult:
+    return TrainResult(
+        output_dir=output_dir,
+        steps=plan.iterations,
+        seconds=throughput.seconds,
+        samples_per_second=throughput.rates()[metric.SAMPLES_PER_S],
+        train_metrics=train_metrics,
+        eval_metrics=eval_metrics,
+        resumed_from_step=start_iteration,
+    )
+
+
+def save_policy_artifact(
+    output_dir: Path,
+    policy: PolicyAndValue,
+    tokenizer: PreTrainedTokenizerBase,
+    config: OnlineRLSettings,
+    *,
+    algorithm: Algorithm,
+    prompts: int,
+    result: TrainResult,
+    value_head: torch.nn.Linear | None = None,
+) -> None:
+    """Adapter (and value head), tokenizer, config; the marker file last, and then the
+    checkpoint is no longer needed."""
+    (output_dir / ARTIFACT_FILE).unlink(missing_ok=True)  # the folder is no artifact until the end
+    if value_head is not None:
+        save_value_head(value_head, output_dir)
+    save_artifact(
+        output_dir,
+        kind=POLICY_ADAPTER,
+        model=policy.model,
+        tokenizer=tokenizer,
+        config=config,
+        base_model=config.base_model,
+        metrics=runtime.final_metrics(result.train_metrics, result.eval_metrics),
+        extra={
+            "algorithm": algorithm,
+            "prompts": prompts,
+            "iterations": result.steps,
+            "value_head": VALUE_HEAD_FILE if value_head is not None else None,
+        },
+    )
+    runtime.remove_checkpoint(output_dir)
 
 
 def iteration_prompts(count: int, per_iteration: int, iteration: int, seed: int) -> list[int]:
@@ -518,12 +888,15 @@ def minibatches(
     return [micro[i : i + accum] for i in range(0, len(micro), accum)]
 
 
+# --- PPO -----------------------------------------------------------------------------------------
+
+
 def train_ppo(
-    prompts: list[str | list[dict]],
+    prompts: list[Prompt],
     config: PPOConfig,
     output_dir: Path,
     *,
-    reward: str | Path | Callable[[list[str], list[str]], list[float]],
+    reward: str | Path | RewardFunction,
     callbacks: Callbacks | None = None,
     cache_dir: Path | None = None,
 ) -> TrainResult:
@@ -531,292 +904,206 @@ def train_ppo(
     output_dir's checkpoint if there is one. The output folder is a policy adapter artifact."""
     if not isinstance(config, PPOConfig):
         raise TypeError(f"train_ppo needs a PPOConfig, got {type(config).__name__}")
-    return _train_online(
-        "ppo", prompts, config, output_dir, reward=reward, callbacks=callbacks, cache_dir=cache_dir
+    if not prompts:
+        raise ValueError("online RL needs at least one prompt")
+    # Accumulation is done here (token-weighted), so accelerate must not divide the loss again.
+    start = runtime.start_training(config, output_dir, callbacks, grad_accum_steps=1)
+    callbacks, output_dir, accelerator = start.callbacks, start.output_dir, start.accelerator
+
+    # --- policy, value head, reward ------------------------------------------------------------
+    model, tokenizer = load_online_policy(config, start.device, cache_dir)
+    hidden_size = unwrap(model).config.get_text_config(decoder=True).hidden_size
+    # A previous PPO round's critic goes on with its adapter; otherwise a fresh one.
+    value_head = None
+    if config.init_adapter:
+        value_head = load_value_head(Path(config.init_adapter), hidden_size)
+    value_head = (value_head or new_value_head(hidden_size)).to(start.device)
+    policy = PolicyAndValue(
+        model, value_head, temperature=config.temperature, entropy_grad=config.entropy_coef > 0
     )
+    score = online_reward(reward, tokenizer, config, start.device, cache_dir)
+
+    # --- prompts and steps; optimizer over the adapter and the value head; resume --------------
+    plan = plan_iterations(prompts, config, accelerator)
+    training = prepare_optimization(policy, config, plan.total_steps, accelerator, output_dir)
+    scorer, kl_coef = training.scorer, training.kl_coef
+
+    throughput = runtime.Throughput()
+    train_metrics: Metrics = {}
+    eval_metrics: Metrics = {}
+    for iteration in range(training.start_iteration, plan.iterations):
+        if callbacks.should_stop():
+            training.stop(iteration, plan.iterations, kl_coef)
+
+        # --- 1. rollout: sample, score, log-probs of policy and reference, values --------------
+        rollout = iteration_rollout(
+            scorer, tokenizer, plan, score, config, iteration, accelerator, callbacks.should_stop
+        )
+        if rollout is None or callbacks.should_stop():
+            training.stop(iteration, plan.iterations, kl_coef)  # nothing updated yet
+
+        # --- 2. rewards -beta * KL + score, 3. GAE advantages and returns ----------------------
+        kl = kl_per_token(rollout.logprobs, rollout.ref_logprobs, config.kl_estimator)  # (N, R)
+        rollout_stats = rollout_metrics(rollout, kl, kl_coef)
+        advantages, returns, value_stats = ppo_advantages(rollout, kl, kl_coef, config)  # (N, R)
+        rollout_stats.update(value_stats)
+        assert rollout.values is not None  # the value head's, at sampling time
+
+        # --- 4. update: clipped policy and value losses, token-weighted accumulation -----------
+        update_started = time.perf_counter()
+        step_stats: list[Metrics] = []
+        update_tokens = 0
+        for step_batches in update_steps(rollout, config, iteration):
+            for micro in step_batches:
+                with synced_if_last(micro, scorer, accelerator):
+                    logprobs, entropy, values = forward_micro_batch(scorer, micro, accelerator)
+                    loss, stats = policy_loss(
+                        logprobs, rollout, advantages, micro, config.cliprange
+                    )
+                    assert values is not None
+                    value_loss, value_clip = clipped_value_loss(
+                        values, micro.of(rollout.values), micro.of(returns), micro.mask,
+                        cliprange_value=config.cliprange_value,
+                    )  # fmt: skip
+                    loss = loss + config.vf_coef * value_loss
+                    stats.update(value_clip)
+                    stats[metric.VALUE_LOSS] = value_loss.item()
+                    loss = entropy_bonus(loss, entropy, micro, config.entropy_coef)
+                    backward(loss, micro, accelerator)
+                step_stats.append(stats)
+                update_tokens += int(micro.inputs["attention_mask"].sum())
+            step_stats[-1][metric.GRAD_NORM] = training.step(config.max_grad_norm, accelerator)
+        update_seconds = time.perf_counter() - update_started
+
+        # --- 5. metrics, KL controller, evaluation, checkpoint ---------------------------------
+        throughput.add(len(rollout), rollout.new_tokens)
+        train_metrics = iteration_metrics(
+            rollout_stats, step_stats, rollout, training.learning_rate, update_tokens,
+            update_seconds,
+        )  # fmt: skip
+        kl_coef = next_kl_coef(kl_coef, rollout_stats[metric.KL], len(rollout), config)
+        step = iteration + 1
+        callbacks.on_metrics(step, "train", train_metrics)
+        callbacks.on_progress(step, plan.iterations)
+        if plan.evaluates_at(step, config.eval_every):
+            eval_metrics = evaluate_held_out(
+                scorer, tokenizer, plan, score, config, kl_coef, accelerator
+            )
+            callbacks.on_metrics(step, "eval", eval_metrics)
+        if step % config.checkpoint_every == 0 and step < plan.iterations:
+            training.checkpoint(step, kl_coef)
+    accelerator.wait_for_everyone()
+
+    # --- the artifact: adapter, value head, tokenizer, config; the marker file last -----------
+    result = online_result(
+        output_dir, plan, throughput, train_metrics, eval_metrics, training.start_iteration
+    )
+    if accelerator.is_main_process:
+        trained = accelerator.unwrap_model(scorer)
+        save_policy_artifact(
+            output_dir, trained, tokenizer, config, algorithm="ppo", prompts=len(prompts),
+            result=result, value_head=trained.value_head,
+        )  # fmt: skip
+    return result
+
+
+# --- RLOO ----------------------------------------------------------------------------------------
 
 
 def train_rloo(
-    prompts: list[str | list[dict]],
+    prompts: list[Prompt],
     config: RLOOConfig,
     output_dir: Path,
     *,
-    reward: str | Path | Callable[[list[str], list[str]], list[float]],
+    reward: str | Path | RewardFunction,
     callbacks: Callbacks | None = None,
     cache_dir: Path | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter with RLOO against `reward`; resumes like train_ppo."""
     if not isinstance(config, RLOOConfig):
         raise TypeError(f"train_rloo needs an RLOOConfig, got {type(config).__name__}")
-    return _train_online(
-        "rloo", prompts, config, output_dir, reward=reward, callbacks=callbacks, cache_dir=cache_dir
-    )
-
-
-def _train_online(
-    algorithm: Algorithm,
-    prompts: list[Prompt],
-    config: OnlineRLSettings,
-    output_dir: Path,
-    *,
-    reward: str | Path | RewardFunction,
-    callbacks: Callbacks | None,
-    cache_dir: Path | None,
-) -> TrainResult:
-    config.validate()
     if not prompts:
         raise ValueError("online RL needs at least one prompt")
-    callbacks = callbacks or Callbacks()
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    runtime.configure_threads()
-    runtime.set_seed(config.seed)
     # Accumulation is done here (token-weighted), so accelerate must not divide the loss again.
-    accelerator = runtime.make_accelerator(config.precision, 1)
-    device = accelerator.device
+    start = runtime.start_training(config, output_dir, callbacks, grad_accum_steps=1)
+    callbacks, output_dir, accelerator = start.callbacks, start.output_dir, start.accelerator
 
-    # --- policy (fresh adapter, or the previous round's), value head, reward ----------------------
-    model, tokenizer = load_policy(
-        config.base_model,
-        adapter=config.init_adapter,
-        lora=None if config.init_adapter else config.lora,
-        trainable=True,
-        cache_dir=cache_dir,
-        device=device,
+    # --- policy (no value head), reward --------------------------------------------------------
+    model, tokenizer = load_online_policy(config, start.device, cache_dir)
+    policy = PolicyAndValue(
+        model, None, temperature=config.temperature, entropy_grad=config.entropy_coef > 0
     )
-    freeze_in_low_precision(model, autocast_dtype(config.precision, device))
-    value_head = None
-    if algorithm == "ppo":
-        hidden_size = unwrap(model).config.get_text_config(decoder=True).hidden_size
-        # A previous PPO round's critic goes on with its adapter; otherwise a fresh one.
-        if config.init_adapter:
-            value_head = load_value_head(Path(config.init_adapter), hidden_size)
-        value_head = (value_head or new_value_head(hidden_size)).to(device)
-    scorer = PolicyAndValue(
-        model, value_head, temperature=config.temperature, entropy_grad=config.entropy_coef > 0
-    )
-    score = reward_scorer(
-        reward,
-        tokenizer,
-        device=device,
-        precision=config.precision,
-        batch_size=config.reward_batch_size,
-        cache_dir=cache_dir,
-    )
+    score = online_reward(reward, tokenizer, config, start.device, cache_dir)
 
-    # --- prompts: a held-out slice for evaluation, this process's share of each iteration --------
-    train_index, eval_index = runtime.split_train_eval(
-        len(prompts), config.eval_fraction, config.seed
-    )
-    train_prompts = [prompts[i] for i in train_index]
-    eval_prompts = [prompts[i] for i in eval_index]
-    total_iterations = config.max_steps or max(
-        1, math.ceil(len(train_prompts) * config.epochs / config.prompts_per_iteration)
-    )
-    rows_per_iteration = (
-        len(
-            range(
-                accelerator.process_index, config.prompts_per_iteration, accelerator.num_processes
-            )
-        )
-        * config.samples_per_prompt
-    )
-    steps_per_iteration = config.update_epochs * math.ceil(
-        math.ceil(rows_per_iteration / config.batch_size) / config.grad_accum_steps
-    )
-
-    # --- optimizer over the adapter and the value head; resume ------------------------------------
-    trainable = [p for p in scorer.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        trainable, lr=config.learning_rate, weight_decay=config.weight_decay
-    )
-    total_steps = total_iterations * steps_per_iteration
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: runtime.learning_rate_factor(
-            step, total_steps, config.warmup_ratio, config.schedule
-        ),
-    )
-    scorer, optimizer = accelerator.prepare(scorer, optimizer)
-    scorer.eval()  # no dropout: the first pass's ratio must be exactly 1
-    start_iteration, progress = runtime.load_checkpoint(
-        output_dir, model=scorer, optimizer=optimizer, scheduler=scheduler
-    )
-    kl_coef = float(progress.get("kl_coef", config.kl_coef))
-
-    def checkpoint(iteration: int) -> None:
-        runtime.save_checkpoint(
-            output_dir,
-            model=scorer,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            step=iteration,
-            extra={"kl_coef": kl_coef},
-        )
-
-    def evaluate() -> Metrics:
-        # A fixed seed: every evaluation samples with the same random numbers.
-        held_out = sample_rollout(
-            scorer, tokenizer, eval_prompts, score, config, samples_per_prompt=1,
-            seed=config.seed + 1, accelerator=accelerator, should_stop=None,
-        )  # fmt: skip
-        assert held_out is not None
-        kl = kl_per_token(held_out.logprobs, held_out.ref_logprobs, config.kl_estimator)
-        return rollout_metrics(held_out, kl, kl_coef)
+    # --- prompts and steps; optimizer over the adapter; resume ---------------------------------
+    plan = plan_iterations(prompts, config, accelerator)
+    training = prepare_optimization(policy, config, plan.total_steps, accelerator, output_dir)
+    scorer, kl_coef = training.scorer, training.kl_coef
 
     throughput = runtime.Throughput()
     train_metrics: Metrics = {}
     eval_metrics: Metrics = {}
-    for iteration in range(start_iteration, total_iterations):
+    for iteration in range(training.start_iteration, plan.iterations):
         if callbacks.should_stop():
-            checkpoint(iteration)
-            raise RunCancelled(f"stopped at iteration {iteration} of {total_iterations}")
+            training.stop(iteration, plan.iterations, kl_coef)
 
-        # --- 1. rollout: sample, score, log-probs of policy and reference -----------------------
-        chosen = iteration_prompts(
-            len(train_prompts), config.prompts_per_iteration, iteration, config.seed
+        # --- 1. rollout: k answers to each prompt, scored; log-probs of policy and reference ---
+        rollout = iteration_rollout(
+            scorer, tokenizer, plan, score, config, iteration, accelerator, callbacks.should_stop
         )
-        mine = chosen[accelerator.process_index :: accelerator.num_processes]
-        rollout = sample_rollout(
-            scorer, tokenizer, [train_prompts[i] for i in mine], score, config,
-            samples_per_prompt=config.samples_per_prompt,
-            seed=config.seed * 1_000_003 + iteration, accelerator=accelerator,
-            should_stop=callbacks.should_stop,
-        )  # fmt: skip
         if rollout is None or callbacks.should_stop():
-            checkpoint(iteration)  # nothing was updated this iteration yet
-            raise RunCancelled(f"stopped at iteration {iteration} of {total_iterations}")
+            training.stop(iteration, plan.iterations, kl_coef)  # nothing updated yet
 
-        # --- 2. rewards and 3. advantages -----------------------------------------------------
+        # --- 2. rewards score - beta * KL, 3. leave-one-out advantages -------------------------
         kl = kl_per_token(rollout.logprobs, rollout.ref_logprobs, config.kl_estimator)  # (N, R)
-        metrics = rollout_metrics(rollout, kl, kl_coef)
-        returns = None
-        if algorithm == "ppo":
-            assert isinstance(config, PPOConfig)
-            advantages, returns, stats = ppo_advantages(rollout, kl, kl_coef, config)
-            metrics.update(stats)
-        else:
-            assert isinstance(config, RLOOConfig)
-            advantages = rloo_token_advantages(rollout, kl, kl_coef, config)
+        rollout_stats = rollout_metrics(rollout, kl, kl_coef)
+        advantages = rloo_token_advantages(rollout, kl, kl_coef, config)  # (N, R)
 
-        # --- 4. update: epochs of minibatches, token-weighted gradient accumulation ------------
+        # --- 4. update: clipped policy loss, token-weighted accumulation -----------------------
         update_started = time.perf_counter()
-        tensors = {
-            "input_ids": rollout.input_ids,
-            "attention_mask": rollout.attention_mask,
-            "positions": rollout.positions,
-            "answer_ids": rollout.answer_ids,
-            "mask": rollout.mask,
-        }
-        rng = random.Random(f"{config.seed}:{iteration}")
-        row_lengths = rollout.attention_mask.sum(dim=1).tolist()
         step_stats: list[Metrics] = []
         update_tokens = 0
-        for _ in range(config.update_epochs):
-            for step_rows in minibatches(
-                row_lengths, config.batch_size, config.grad_accum_steps, rng
-            ):
-                step_tokens = sum(int(rollout.mask[rows].sum()) for rows in step_rows)
-                for i, rows in enumerate(step_rows):
-                    part = trimmed(tensors, rows)
-                    r = part["mask"].shape[1]
-                    last = i == len(step_rows) - 1
-                    with accelerator.no_sync(scorer) if not last else nullcontext():
-                        with accelerator.autocast():
-                            logprobs, entropy, values = scorer(**part)
-                        mask = part["mask"]
-                        loss, stats = clipped_policy_loss(
-                            logprobs,
-                            rollout.logprobs[rows, :r],
-                            advantages[rows, :r],
-                            mask,
-                            cliprange=config.cliprange,
-                        )
-                        stats["policy_loss"] = loss.item()
-                        if algorithm == "ppo":
-                            assert isinstance(config, PPOConfig) and returns is not None
-                            assert values is not None and rollout.values is not None
-                            value_loss, value_stats = clipped_value_loss(
-                                values,
-                                rollout.values[rows, :r],
-                                returns[rows, :r],
-                                mask,
-                                cliprange_value=config.cliprange_value,
-                            )
-                            loss = loss + config.vf_coef * value_loss
-                            stats.update(value_stats, value_loss=value_loss.item())
-                        if config.entropy_coef > 0:
-                            loss = loss - config.entropy_coef * masked_mean(entropy, mask)
-                        # Weighted by tokens, the accumulated loss is the mean over the step's
-                        # tokens whatever the micro-batches' sizes.
-                        accelerator.backward(loss * int(mask.sum()) / step_tokens)
-                    step_stats.append(stats)
-                    update_tokens += int(part["attention_mask"].sum())
-                grad_norm = accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                step_stats[-1]["grad_norm"] = float(grad_norm)
+        for step_batches in update_steps(rollout, config, iteration):
+            for micro in step_batches:
+                with synced_if_last(micro, scorer, accelerator):
+                    logprobs, entropy, _ = forward_micro_batch(scorer, micro, accelerator)
+                    loss, stats = policy_loss(
+                        logprobs, rollout, advantages, micro, config.cliprange
+                    )
+                    loss = entropy_bonus(loss, entropy, micro, config.entropy_coef)
+                    backward(loss, micro, accelerator)
+                step_stats.append(stats)
+                update_tokens += int(micro.inputs["attention_mask"].sum())
+            step_stats[-1][metric.GRAD_NORM] = training.step(config.max_grad_norm, accelerator)
         update_seconds = time.perf_counter() - update_started
 
-        # --- 5. metrics, KL controller, checkpoint ----------------------------------------------
+        # --- 5. metrics, KL controller, evaluation, checkpoint ---------------------------------
         throughput.add(len(rollout), rollout.new_tokens)
-        train_metrics = {
-            **metrics,
-            **runtime.mean_metrics(step_stats),
-            "learning_rate": scheduler.get_last_lr()[0],
-            "tokens_per_s": rollout.new_tokens / max(rollout.seconds, 1e-9),
-            "update_tokens_per_s": update_tokens / max(update_seconds, 1e-9),
-            "seconds_generation": rollout.seconds,
-            "seconds_update": update_seconds,
-        }
-        if config.adaptive_kl:
-            kl_coef = adaptive_kl_coef(
-                kl_coef,
-                metrics["kl"],
-                target=config.kl_target,
-                horizon=config.kl_horizon,
-                steps=len(rollout),
-            )
+        train_metrics = iteration_metrics(
+            rollout_stats, step_stats, rollout, training.learning_rate, update_tokens,
+            update_seconds,
+        )  # fmt: skip
+        kl_coef = next_kl_coef(kl_coef, rollout_stats[metric.KL], len(rollout), config)
         step = iteration + 1
         callbacks.on_metrics(step, "train", train_metrics)
-        callbacks.on_progress(step, total_iterations)
-        if eval_prompts and (step % config.eval_every == 0 or step == total_iterations):
-            eval_metrics = evaluate()
+        callbacks.on_progress(step, plan.iterations)
+        if plan.evaluates_at(step, config.eval_every):
+            eval_metrics = evaluate_held_out(
+                scorer, tokenizer, plan, score, config, kl_coef, accelerator
+            )
             callbacks.on_metrics(step, "eval", eval_metrics)
-        if step % config.checkpoint_every == 0 and step < total_iterations:
-            checkpoint(step)
+        if step % config.checkpoint_every == 0 and step < plan.iterations:
+            training.checkpoint(step, kl_coef)
     accelerator.wait_for_everyone()
 
-    # --- the artifact: adapter (+ value head), tokenizer, config; the marker file last ---------
-    result = TrainResult(
-        output_dir=output_dir,
-        steps=total_iterations,
-        seconds=throughput.seconds,
-        samples_per_second=throughput.rates()["samples_per_s"],
-        train_metrics=train_metrics,
-        eval_metrics=eval_metrics,
-        resumed_from_step=start_iteration,
+    # --- the artifact: adapter, tokenizer, config; the marker file last -------------------------
+    result = online_result(
+        output_dir, plan, throughput, train_metrics, eval_metrics, training.start_iteration
     )
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(scorer)
-        (output_dir / ARTIFACT_FILE).unlink(missing_ok=True)
-        if unwrapped.value_head is not None:
-            save_value_head(unwrapped.value_head, output_dir)
-        save_artifact(
-            output_dir,
-            kind=POLICY_ADAPTER,
-            model=unwrapped.model,
-            tokenizer=tokenizer,
-            config=config,
-            base_model=config.base_model,
-            metrics=runtime.final_metrics(train_metrics, eval_metrics),
-            extra={
-                "algorithm": algorithm,
-                "prompts": len(prompts),
-                "iterations": total_iterations,
-                "value_head": VALUE_HEAD_FILE if unwrapped.value_head is not None else None,
-            },
-        )
-        runtime.remove_checkpoint(output_dir)
+        trained = accelerator.unwrap_model(scorer)
+        save_policy_artifact(
+            output_dir, trained, tokenizer, config, algorithm="rloo", prompts=len(prompts),
+            result=result,
+        )  # fmt: skip
     return result

@@ -15,6 +15,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import send_to_device
 
+from training.engine import metric_names as metric
 from training.engine import runtime
 from training.engine.config import RewardConfig, load_config
 from training.engine.data import (
@@ -92,7 +93,7 @@ def evaluate(
     scores = score_pairs(scorer, pairs, batch_size, pad_id, accelerator)
     target = torch.tensor([pair.target for pair in pairs], dtype=torch.float32)
     loss, stats = bradley_terry_loss(scores[:, 0], scores[:, 1], target=target)
-    return runtime.mean_metrics([{"loss": loss.item(), **stats}])
+    return runtime.mean_metrics([{metric.LOSS: loss.item(), **stats}])
 
 
 def train_reward(
@@ -104,14 +105,11 @@ def train_reward(
     cache_dir: Path | None = None,
 ) -> TrainResult:
     """Train a reward model; resumes from output_dir's checkpoint if there is one."""
-    config.validate()
-    callbacks = callbacks or Callbacks()
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    runtime.configure_threads()
-    runtime.set_seed(config.seed)
-    accelerator = runtime.make_accelerator(config.precision, config.grad_accum_steps)
-    device = accelerator.device
+    start = runtime.start_training(
+        config, output_dir, callbacks, grad_accum_steps=config.grad_accum_steps
+    )
+    callbacks, output_dir, accelerator = start.callbacks, start.output_dir, start.accelerator
+    device = start.device
 
     # --- model: backbone + one-output head -----------------------------------------------------
     model, tokenizer = load_reward_backbone(
@@ -141,7 +139,9 @@ def train_reward(
     eval_pairs = [pairs[i] for i in eval_index]
 
     # --- the loop: score chosen and rejected in one forward, Bradley-Terry loss -----------------
-    def batch_loss(scorer: torch.nn.Module, batch_index: list[int]):
+    def batch_loss(
+        scorer: torch.nn.Module, batch_index: list[int]
+    ) -> tuple[torch.Tensor, Metrics, int]:
         batch = collate([train_pairs[i] for i in batch_index], pad_id)
         with accelerator.autocast():
             chosen, rejected = pair_scores(scorer, batch, device)
@@ -153,7 +153,7 @@ def train_reward(
         scorer = accelerator.unwrap_model(prepared)
         return evaluate(scorer, eval_pairs, config.batch_size * 2, pad_id, accelerator)
 
-    scorer, result = runtime.optimize(
+    trained, result = runtime.optimize(
         accelerator=accelerator,
         model=scorer,
         config=config,
@@ -169,7 +169,7 @@ def train_reward(
         save_artifact(
             output_dir,
             kind=REWARD_ADAPTER if config.use_lora else REWARD_FULL,
-            model=accelerator.unwrap_model(scorer).model,
+            model=accelerator.unwrap_model(trained).model,
             tokenizer=tokenizer,
             config=config,
             base_model=config.base_model,
@@ -207,4 +207,4 @@ def evaluate_reward_model(
         context_length=context_length(model),
     )
     metrics = evaluate(RewardScorer(model), pairs, batch_size, tokenizer.pad_token_id, accelerator)
-    return {**metrics, "pairs": float(len(pairs))}
+    return {**metrics, metric.PAIRS: float(len(pairs))}

@@ -1,7 +1,8 @@
 """What every training loop needs besides its loss: callbacks, schedule, seeds, checkpoints.
 
-The loops themselves (reward.py, dpo.py) read top to bottom; this module keeps the plumbing they
-share in one place so a fix to checkpointing or cancellation lands in every loop at once.
+The loops themselves (reward.py, dpo.py, ppo.py) read top to bottom; this module keeps the
+plumbing they share in one place so a fix to checkpointing or cancellation lands in every loop
+at once.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
+from training.engine import metric_names as metric
+from training.engine.config import TrainingSettings
 from training.engine.precision import autocast_dtype
 
 CHECKPOINT_DIR = "checkpoint"
@@ -50,6 +53,43 @@ class TrainResult:
     train_metrics: Metrics = field(default_factory=dict)
     eval_metrics: Metrics = field(default_factory=dict)
     resumed_from_step: int = 0
+
+
+@dataclass(frozen=True)
+class TrainerStart:
+    """What every training loop begins with (start_training)."""
+
+    callbacks: Callbacks
+    output_dir: Path
+    accelerator: Accelerator
+
+    @property
+    def device(self) -> torch.device:
+        device: torch.device = self.accelerator.device
+        return device
+
+
+def start_training(
+    config: TrainingSettings,
+    output_dir: str | Path,
+    callbacks: Callbacks | None,
+    *,
+    grad_accum_steps: int,
+) -> TrainerStart:
+    """Every loop's prologue: settings checked before anything is loaded, the output folder,
+    threads, seeds and the accelerator.
+
+    grad_accum_steps is what accelerate accumulates over (and divides the loss by): the
+    config's for the loops that let it, 1 for those that weight micro-batches themselves.
+    """
+    config.validate()
+    callbacks = callbacks or Callbacks()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    configure_threads()
+    set_seed(config.seed)
+    accelerator = make_accelerator(config.precision, grad_accum_steps)
+    return TrainerStart(callbacks, output_dir, accelerator)
 
 
 def make_accelerator(precision: str, grad_accum_steps: int) -> Accelerator:
@@ -209,8 +249,8 @@ def mean_metrics(rows: Sequence[Metrics]) -> Metrics:
 def final_metrics(train: Metrics, evaluation: Metrics) -> Metrics:
     """One flat dict for the artifact: train_loss, eval_accuracy, ..."""
     return {
-        **{f"train_{key}": value for key, value in train.items()},
-        **{f"eval_{key}": value for key, value in evaluation.items()},
+        **{metric.train_metric(key): value for key, value in train.items()},
+        **{metric.eval_metric(key): value for key, value in evaluation.items()},
     }
 
 
@@ -232,7 +272,10 @@ class Throughput:
 
     def rates(self) -> Metrics:
         seconds = max(self.seconds, 1e-9)
-        return {"samples_per_s": self.samples / seconds, "tokens_per_s": self.tokens / seconds}
+        return {
+            metric.SAMPLES_PER_S: self.samples / seconds,
+            metric.TOKENS_PER_S: self.tokens / seconds,
+        }
 
 
 # A batch's loss: (prepared model, indices into the training pairs) -> (loss, stats, tokens).
@@ -307,7 +350,7 @@ def optimize(
             if accelerator.sync_gradients:
                 scheduler.step()
         throughput.add(len(batch_index), tokens)
-        step_metrics.append({"loss": loss.item(), **stats})
+        step_metrics.append({metric.LOSS: loss.item(), **stats})
         if (micro_step + 1) % accum:
             continue
 
@@ -315,8 +358,8 @@ def optimize(
         step += 1
         train_metrics = {
             **mean_metrics(step_metrics),
-            "grad_norm": float(grad_norm),
-            "learning_rate": scheduler.get_last_lr()[0],
+            metric.GRAD_NORM: float(grad_norm),
+            metric.LEARNING_RATE: float(scheduler.get_last_lr()[0]),
             **throughput.rates(),
         }
         step_metrics = []
@@ -334,7 +377,7 @@ def optimize(
         output_dir=Path(output_dir),
         steps=total_steps,
         seconds=throughput.seconds,
-        samples_per_second=throughput.rates()["samples_per_s"],
+        samples_per_second=throughput.rates()[metric.SAMPLES_PER_S],
         train_metrics=train_metrics,
         eval_metrics=eval_metrics,
         resumed_from_step=start_step,
