@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict
+from typing import Any
 
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -19,6 +20,7 @@ from rest_framework.views import APIView
 from annotate import exporters, importers, selectors
 from annotate.models import Project
 from config.errors import ApplicationError
+from config.users import User, request_user
 
 NDJSON = "application/x-ndjson"
 CSV = "text/csv; charset=utf-8"
@@ -26,7 +28,7 @@ CSV = "text/csv; charset=utf-8"
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
-def _require_manager(user, project: Project, action: str) -> None:
+def _require_manager(user: User, project: Project, action: str) -> None:
     if not selectors.user_can_manage_prompts(user=user, project=project):
         raise ApplicationError(
             f"Only admins and the project's API clients {action}.",
@@ -35,13 +37,13 @@ def _require_manager(user, project: Project, action: str) -> None:
         )
 
 
-class ImportInputSerializer(serializers.Serializer):
+class ImportInputSerializer(serializers.Serializer[Any]):
     file = serializers.FileField()
     format = serializers.ChoiceField(choices=importers.IMPORT_FORMATS)
     all_or_nothing = serializers.BooleanField(default=True)
 
 
-class ImportResultSerializer(serializers.Serializer):
+class ImportResultSerializer(serializers.Serializer[Any]):
     format = serializers.CharField()
     rows_read = serializers.IntegerField()
     prompts_created = serializers.IntegerField()
@@ -51,10 +53,12 @@ class ImportResultSerializer(serializers.Serializer):
     skipped_duplicates = serializers.IntegerField()
     skipped_identical = serializers.IntegerField()
     rows_failed = serializers.IntegerField()
-    errors = serializers.ListField(child=serializers.DictField())
+    # DRF's metaclass moves declared fields off the class, so this does not replace the
+    # `errors` property; mypy cannot see that.
+    errors = serializers.ListField(child=serializers.DictField())  # type: ignore[assignment]
 
 
-class ExportTrlQuerySerializer(serializers.Serializer):
+class ExportTrlQuerySerializer(serializers.Serializer[Any]):
     include_ties = serializers.BooleanField(default=False)
 
 
@@ -70,8 +74,9 @@ class ProjectImportApi(APIView):
         responses={201: ImportResultSerializer, 200: ImportResultSerializer},
     )
     def post(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
-        _require_manager(request.user, project, "import data")
+        user = request_user(request)
+        project = selectors.project_get_for_user(user=user, project_id=project_id)
+        _require_manager(user, project, "import data")
         # Refuse an obviously oversized upload before Django spools it to disk.
         limit = importers.max_import_bytes()
         declared = request.META.get("CONTENT_LENGTH") or "0"
@@ -129,8 +134,9 @@ class ExportTrlApi(_DownloadApi):
         description="Resolved pairs as TRL conversational preference JSONL; admins and clients.",
     )
     def get(self, request: Request, project_id: int) -> StreamingHttpResponse:
-        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
-        _require_manager(request.user, project, "export training data")
+        user = request_user(request)
+        project = selectors.project_get_for_user(user=user, project_id=project_id)
+        _require_manager(user, project, "export training data")
         query = ExportTrlQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         lines = exporters.trl_jsonl_lines(
@@ -146,8 +152,9 @@ class ExportJudgmentsJsonlApi(_DownloadApi):
         description="Raw judgments; annotators get only their own.",
     )
     def get(self, request: Request, project_id: int) -> StreamingHttpResponse:
-        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
-        judgments = selectors.judgments_visible_to(user=request.user, project=project)
+        user = request_user(request)
+        project = selectors.project_get_for_user(user=user, project_id=project_id)
+        judgments = selectors.judgments_visible_to(user=user, project=project)
         lines = exporters.judgments_jsonl_lines(judgments=judgments)
         return _download(lines, filename=f"{project.slug}-judgments.jsonl", content_type=NDJSON)
 
@@ -159,7 +166,8 @@ class ExportJudgmentsCsvApi(_DownloadApi):
         description="Raw judgments as CSV, formula cells neutralized; annotators get their own.",
     )
     def get(self, request: Request, project_id: int) -> StreamingHttpResponse:
-        project = selectors.project_get_for_user(user=request.user, project_id=project_id)
-        judgments = selectors.judgments_visible_to(user=request.user, project=project)
+        user = request_user(request)
+        project = selectors.project_get_for_user(user=user, project_id=project_id)
+        judgments = selectors.judgments_visible_to(user=user, project=project)
         lines = exporters.judgments_csv_lines(judgments=judgments)
         return _download(lines, filename=f"{project.slug}-judgments.csv", content_type=CSV)

@@ -42,8 +42,6 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -62,6 +60,7 @@ from annotate.models import (
 )
 from annotate.services import chat_messages_clean
 from config.errors import ApplicationError, ConflictError
+from config.users import User
 
 IMPORT_FORMATS = ("trl", "hh", "alpaca_eval")
 # A file saved in the wrong encoding fails on every line; the first errors say enough.
@@ -71,7 +70,12 @@ EXTERNAL_MODEL_MAX_CHARS = 200
 # What external_model says when the row does not name the model that wrote the answer.
 UNKNOWN_MODEL = {"trl": "unknown (trl import)", "hh": "unknown (hh-rlhf import)"}
 
-_OUTCOME_CHOICE = {Outcome.A: Choice.LEFT, Outcome.B: Choice.RIGHT, Outcome.TIE: Choice.TIE}
+# Keyed by the plain strings PreferencePair.outcome holds (Outcome members are equal to them).
+_OUTCOME_CHOICE: dict[str, Choice] = {
+    Outcome.A: Choice.LEFT,
+    Outcome.B: Choice.RIGHT,
+    Outcome.TIE: Choice.TIE,
+}
 
 
 def max_import_bytes() -> int:
@@ -347,13 +351,10 @@ def _record(number: int, raw: bytes) -> dict[str, Any]:
 # --- Storing --------------------------------------------------------------------------------
 
 
-def import_annotator_get_or_create(*, project: Project) -> AbstractBaseUser:
+def import_annotator_get_or_create(*, project: Project) -> User:
     """The per-project user imported judgments are recorded under; it can never log in."""
-    user_model = get_user_model()
     username = f"import-bot-{project.slug}"
-    user, created = user_model.objects.get_or_create(
-        username=username, defaults={"is_active": False}
-    )
+    user, created = User.objects.get_or_create(username=username, defaults={"is_active": False})
     if created:
         user.set_unusable_password()
         user.save(update_fields=["password"])
@@ -416,7 +417,7 @@ class _RowCounts:
 
 
 def _store_pair(
-    *, project: Project, pair: PreferencePair, annotator: AbstractBaseUser, source: str
+    *, project: Project, pair: PreferencePair, annotator: User, source: str
 ) -> _RowCounts:
     prompt, prompt_created = _prompt_get_or_create(project, pair, source)
     response_a, a_created = _response_get_or_create(prompt, pair.answer_a, pair.model_a)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -59,7 +59,7 @@ def krippendorff_alpha_nominal(units: Iterable[Sequence[str]]) -> float | None:
     Units with fewer than two judgments carry no pairable information and are left out.
     None when it is undefined (fewer than two pairable values, or a single label everywhere).
     """
-    coincidence: Counter[tuple[str, str]] = Counter()
+    coincidence: defaultdict[tuple[str, str], float] = defaultdict(float)
     for outcomes in units:
         n = len(outcomes)
         if n < 2:
@@ -72,7 +72,7 @@ def krippendorff_alpha_nominal(units: Iterable[Sequence[str]]) -> float | None:
     total = sum(coincidence.values())
     if total <= 1:
         return None
-    marginals: Counter[str] = Counter()
+    marginals: defaultdict[str, float] = defaultdict(float)
     for (c, _k), value in coincidence.items():
         marginals[c] += value
     observed = sum(value for (c, k), value in coincidence.items() if c != k) / total

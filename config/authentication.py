@@ -9,15 +9,18 @@ PostgreSQL: config.db) and answers exactly as DRF does.
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.db.models import Field
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
 from config.db import prepared_cursor
+from config.users import User
 
 
 @cache
@@ -25,7 +28,7 @@ def _user_fields() -> list[str]:
     return [field.attname for field in get_user_model()._meta.concrete_fields]
 
 
-def _user_values(raw: tuple) -> list:
+def _user_values(raw: tuple[Any, ...]) -> list[Any]:
     """Raw column values as the ORM would load them (SQLite's 0/1 and naive times, say)."""
     model = get_user_model()
     values = []
@@ -39,14 +42,19 @@ def _user_values(raw: tuple) -> list:
     return values
 
 
+def _column(field: Field[Any, Any]) -> str:
+    assert field.column is not None  # a concrete field is one with a column
+    return field.column
+
+
 @cache
 def _token_sql() -> str:
     user_model = get_user_model()
     quote = connection.ops.quote_name
-    columns = ", ".join(f"u.{quote(field.column)}" for field in user_model._meta.concrete_fields)
+    columns = ", ".join(f"u.{quote(_column(field))}" for field in user_model._meta.concrete_fields)
     return (
         f"SELECT t.{quote('created')}, {columns} FROM {quote(Token._meta.db_table)} t "
-        f"JOIN {quote(user_model._meta.db_table)} u ON u.{quote(user_model._meta.pk.column)} "
+        f"JOIN {quote(user_model._meta.db_table)} u ON u.{quote(_column(user_model._meta.pk))} "
         f"= t.{quote('user_id')} WHERE t.{quote('key')} = %s"
     )
 
@@ -54,7 +62,7 @@ def _token_sql() -> str:
 class FastTokenAuthentication(TokenAuthentication):
     """`Authorization: Token <key>`, as DRF's, with the token and its user read in one query."""
 
-    def authenticate_credentials(self, key: str):
+    def authenticate_credentials(self, key: str) -> tuple[User, Token]:
         with prepared_cursor() as cursor:
             cursor.execute(_token_sql(), [key])
             row = cursor.fetchone()

@@ -24,4 +24,7 @@ def prepared_cursor() -> CursorWrapper:
     database.ensure_connection()
     with database.wrap_database_errors:
         # Wrapped as Django wraps its own cursors: errors, query logging and thread checks.
-        return database._prepare_cursor(ServerBindingCursor(database.connection))
+        # The stubs give ServerBindingCursor no psycopg.Cursor base (so no constructor
+        # arguments) and leave out BaseDatabaseWrapper._prepare_cursor, which cursor() uses.
+        cursor = ServerBindingCursor(database.connection)  # type: ignore[call-arg]
+        return database._prepare_cursor(cursor)  # type: ignore[attr-defined]

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from django.core.exceptions import ImproperlyConfigured
+
+if TYPE_CHECKING:
+    from dj_database_url import DBConfig
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -69,7 +73,7 @@ SUPPORTED_DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql", "pgsql")
 SUPPORTED_BROKER_SCHEMES = ("filesystem", "redis", "rediss", "memory", "amqp", "pyamqp")
 
 
-def database_config(url: str, *, prepared_statements: bool = True) -> dict:
+def database_config(url: str, *, prepared_statements: bool = True) -> DBConfig:
     """A Django DATABASES entry from DATABASE_URL (SQLite gets WAL mode and immediate locks).
 
     On PostgreSQL, prepared_statements lets config.db.prepared_cursor's statements be prepared

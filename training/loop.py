@@ -163,7 +163,11 @@ def drive_runs(round_: Round, *, log: Log) -> None:
 
 def _collect_run_figures(round_: Round, report: RoundReport) -> None:
     """Seconds per stage from the runs' own start and finish times (whoever ran them)."""
-    stage = {RunKind.GENERATE: "generate", RunKind.REWARD: "reward", RunKind.EVALUATE: "evaluate"}
+    stage: dict[str, str] = {
+        RunKind.GENERATE: "generate",
+        RunKind.REWARD: "reward",
+        RunKind.EVALUATE: "evaluate",
+    }
     for run in round_.training_runs.filter(status=RunStatus.SUCCEEDED).order_by("id"):
         name = "policy" if run.kind in POLICY_RUN_KINDS else stage.get(run.kind, run.kind)
         if run.started_at and run.finished_at:

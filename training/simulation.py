@@ -17,10 +17,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from typing import TYPE_CHECKING, Any, Protocol
 
 from annotate.models import (
     Assignment,
@@ -33,6 +30,10 @@ from annotate.models import (
 )
 from annotate.services import assignment_lease_next, judgment_submit, membership_set
 from config.errors import ApplicationError
+from config.users import User
+
+if TYPE_CHECKING:
+    from training.engine.evaluate import RewardJudge
 
 PromptValue = str | list[dict[str, str]]
 SIMULATED_USER_PREFIX = "simulated-"
@@ -40,7 +41,8 @@ WORD = re.compile(r"\w+", re.UNICODE)
 
 
 class Oracle(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def prefer(self, prompt: PromptValue, first: str, second: str) -> float:
         """1.0 when `first` is better, 0.0 when `second` is, 0.5 for a tie."""
@@ -95,7 +97,7 @@ class RewardModelOracle:
     def __init__(self, artifact: str | Path, cache_dir: Path | None = None) -> None:
         self.artifact = Path(artifact)
         self.cache_dir = cache_dir
-        self._judge = None
+        self._judge: RewardJudge | None = None
 
     def prefer(self, prompt: PromptValue, first: str, second: str) -> float:
         # The engine loads torch: imported only when a reward-model oracle is first used.
@@ -129,13 +131,11 @@ def oracle_from_spec(spec: str, *, cache_dir: Path | None = None) -> Oracle:
     )
 
 
-def simulated_annotators(project: Project, count: int) -> list[AbstractBaseUser]:
+def simulated_annotators(project: Project, count: int) -> list[User]:
     """`count` simulated accounts with annotator membership (created once, reused after)."""
     users = []
     for index in range(1, count + 1):
-        user, created = get_user_model().objects.get_or_create(
-            username=f"{SIMULATED_USER_PREFIX}{index}"
-        )
+        user, created = User.objects.get_or_create(username=f"{SIMULATED_USER_PREFIX}{index}")
         if created:
             user.set_unusable_password()  # nobody logs in as a simulation
             user.save(update_fields=["password"])

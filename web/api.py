@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from annotate import selectors as annotate_selectors
 from annotate.serializers import LeasedPairSerializer
+from config.users import request_user
 from web import selectors, services
 from web.serializers import (
     LoginInputSerializer,
@@ -57,7 +58,7 @@ class MeApi(APIView):
 
     @extend_schema(responses=MeSerializer)
     def get(self, request: Request) -> Response:
-        return Response(MeSerializer(selectors.me(user=request.user)).data)
+        return Response(MeSerializer(selectors.me(user=request_user(request))).data)
 
 
 class ProgressApi(APIView):
@@ -65,8 +66,9 @@ class ProgressApi(APIView):
 
     @extend_schema(responses=ProgressSerializer)
     def get(self, request: Request, project_id: int) -> Response:
-        project = annotate_selectors.project_get_for_user(user=request.user, project_id=project_id)
-        progress = selectors.annotator_progress(project=project, user=request.user)
+        user = request_user(request)
+        project = annotate_selectors.project_get_for_user(user=user, project_id=project_id)
+        progress = selectors.annotator_progress(project=project, user=user)
         return Response(ProgressSerializer(progress).data)
 
 
@@ -77,8 +79,9 @@ class LeaseAheadApi(APIView):
 
     @extend_schema(request=None, responses={200: LeasedPairSerializer, 204: None})
     def post(self, request: Request, project_id: int) -> Response:
-        project = annotate_selectors.project_get_for_user(user=request.user, project_id=project_id)
-        assignment = services.assignment_lease_ahead(project=project, annotator=request.user)
+        user = request_user(request)
+        project = annotate_selectors.project_get_for_user(user=user, project_id=project_id)
+        assignment = services.assignment_lease_ahead(project=project, annotator=user)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         view = annotate_selectors.assignment_for_annotator_view(assignment)
@@ -90,7 +93,9 @@ class RoundSummaryApi(APIView):
 
     @extend_schema(responses=RoundSummarySerializer(many=True))
     def get(self, request: Request, project_id: int) -> Response:
-        project = annotate_selectors.project_get_for_user(user=request.user, project_id=project_id)
+        project = annotate_selectors.project_get_for_user(
+            user=request_user(request), project_id=project_id
+        )
         rows = selectors.round_summaries(project=project)
         return Response(RoundSummarySerializer(rows, many=True).data)
 
@@ -111,7 +116,7 @@ class UserListApi(APIView):
         project = None
         if values.get("project_id") is not None:
             project = annotate_selectors.project_get_for_user(
-                user=request.user, project_id=values["project_id"]
+                user=request_user(request), project_id=values["project_id"]
             )
         user = services.user_create(
             username=values["username"],
@@ -131,7 +136,9 @@ class UserDetailApi(APIView):
         data = UserUpdateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         user = services.user_set_active(
-            user_id=user_id, is_active=data.validated_data["is_active"], actor=request.user
+            user_id=user_id,
+            is_active=data.validated_data["is_active"],
+            actor=request_user(request),
         )
         return Response(UserRowSerializer(selectors.user_row(user)).data)
 
@@ -141,7 +148,9 @@ class MembershipDeleteApi(APIView):
 
     @extend_schema(request=None, responses={204: None})
     def delete(self, request: Request, project_id: int, user_id: int) -> Response:
-        project = annotate_selectors.project_get_for_user(user=request.user, project_id=project_id)
+        project = annotate_selectors.project_get_for_user(
+            user=request_user(request), project_id=project_id
+        )
         services.membership_remove(project=project, user_id=user_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 

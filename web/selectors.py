@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import TypedDict
 
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -22,16 +22,69 @@ from annotate.models import (
     Round,
     RoundStatus,
 )
+from config.users import User
 from registry.models import ModelKind, ModelVersion
 
 
-def me(*, user: AbstractBaseUser) -> dict:
+class MyProject(TypedDict):
+    id: int
+    name: str
+    slug: str
+    role: str
+    paused: bool
+
+
+class Me(TypedDict):
+    id: int
+    username: str
+    is_staff: bool
+    projects: list[MyProject]
+
+
+class Progress(TypedDict):
+    judged_today: int
+    judged_total: int
+    left_in_round: int
+    round: int | None
+
+
+class RoundSummary(TypedDict):
+    number: int
+    status: str
+    quota: int
+    comparisons: int
+    complete: int
+    judgments: int
+    percent_agreement: float | None
+    krippendorff_alpha: float | None
+    reward_accuracy: float | None
+    policy_win_rate: float | None
+
+
+class UserMembership(TypedDict):
+    project_id: int
+    project: str
+    role: str
+    paused: bool
+
+
+class UserRow(TypedDict):
+    id: int
+    username: str
+    is_staff: bool
+    is_active: bool
+    memberships: list[UserMembership]
+    token_prefix: str | None
+    token_created: datetime | None
+
+
+def me(*, user: User) -> Me:
     """The signed-in user and the projects they may open, with their role in each."""
     roles = {
         m.project_id: (m.role, m.paused)
         for m in Membership.objects.filter(user=user).only("project_id", "role", "paused")
     }
-    projects = [
+    projects: list[MyProject] = [
         {
             "id": p.pk,
             "name": p.name,
@@ -53,7 +106,7 @@ def _start_of_today() -> datetime:
     return timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def annotator_progress(*, project: Project, user: AbstractBaseUser) -> dict:
+def annotator_progress(*, project: Project, user: User) -> Progress:
     """Judged today and in all, and the open round's pairs this annotator may still get."""
     judged = Judgment.objects.filter(comparison__project=project, annotator=user)
     open_round = project.rounds.filter(status=RoundStatus.OPEN).first()
@@ -73,7 +126,7 @@ def annotator_progress(*, project: Project, user: AbstractBaseUser) -> dict:
     }
 
 
-def _version_round(version: ModelVersion, rounds: list[Round]) -> int | None:
+def _version_round(version: ModelVersion, rounds: Sequence[Round]) -> int | None:
     # A version is trained on the data of the last round opened before it was made (closing a
     # round queues training; the next round opens after promotion).
     number = None
@@ -97,7 +150,7 @@ def _reward_accuracy(version: ModelVersion) -> float | None:
     return None
 
 
-def round_summaries(*, project: Project) -> list[dict]:
+def round_summaries(*, project: Project) -> list[RoundSummary]:
     """One row per round for the dashboard charts: volume, agreement, reward and policy quality."""
     rounds = list(
         project.rounds.order_by("number").annotate(
@@ -114,11 +167,14 @@ def round_summaries(*, project: Project) -> list[dict]:
         number = _version_round(version, rounds)
         if number is None:
             continue
-        if version.kind == ModelKind.REWARD and _reward_accuracy(version) is not None:
-            reward_accuracy[number] = _reward_accuracy(version)
-        if version.kind == ModelKind.POLICY and _gate_value(version, "win_rate") is not None:
-            win_rate[number] = _gate_value(version, "win_rate")
-    rows = []
+        if version.kind == ModelKind.REWARD and (accuracy := _reward_accuracy(version)) is not None:
+            reward_accuracy[number] = accuracy
+        if (
+            version.kind == ModelKind.POLICY
+            and (rate := _gate_value(version, "win_rate")) is not None
+        ):
+            win_rate[number] = rate
+    rows: list[RoundSummary] = []
     for round_ in rounds:
         stats = annotate_selectors.project_statistics(project=project, round_number=round_.number)
         rows.append(
@@ -138,7 +194,7 @@ def round_summaries(*, project: Project) -> list[dict]:
     return rows
 
 
-def live_leases(*, project: Project, user: AbstractBaseUser) -> list[Assignment]:
+def live_leases(*, project: Project, user: User) -> list[Assignment]:
     """The annotator's live leases in a project, oldest first (the oldest is the one on screen)."""
     return list(
         Assignment.objects.filter(
@@ -152,16 +208,15 @@ def live_leases(*, project: Project, user: AbstractBaseUser) -> list[Assignment]
     )
 
 
-def users_with_memberships() -> QuerySet:
+def users_with_memberships() -> QuerySet[User]:
     return (
-        get_user_model()
-        .objects.order_by("username")
+        User.objects.order_by("username")
         .prefetch_related("memberships__project")
         .select_related("auth_token")
     )
 
 
-def user_row(user: AbstractBaseUser) -> dict:
+def user_row(user: User) -> UserRow:
     token: Token | None = getattr(user, "auth_token", None)
     return {
         "id": user.pk,

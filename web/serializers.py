@@ -1,16 +1,18 @@
 """Input and output shapes of the web UI's own endpoints."""
 
+from typing import Any
+
 from rest_framework import serializers
 
 from annotate.models import MemberRole
 
 
-class LoginInputSerializer(serializers.Serializer):
+class LoginInputSerializer(serializers.Serializer[Any]):
     username = serializers.CharField(max_length=150)
     password = serializers.CharField(max_length=256, trim_whitespace=False)
 
 
-class MyProjectSerializer(serializers.Serializer):
+class MyProjectSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     name = serializers.CharField()
     slug = serializers.CharField()
@@ -18,21 +20,21 @@ class MyProjectSerializer(serializers.Serializer):
     paused = serializers.BooleanField()
 
 
-class MeSerializer(serializers.Serializer):
+class MeSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     username = serializers.CharField()
     is_staff = serializers.BooleanField()
     projects = MyProjectSerializer(many=True)
 
 
-class ProgressSerializer(serializers.Serializer):
+class ProgressSerializer(serializers.Serializer[Any]):
     judged_today = serializers.IntegerField()
     judged_total = serializers.IntegerField()
     left_in_round = serializers.IntegerField()
     round = serializers.IntegerField(allow_null=True)
 
 
-class RoundSummarySerializer(serializers.Serializer):
+class RoundSummarySerializer(serializers.Serializer[Any]):
     number = serializers.IntegerField()
     status = serializers.CharField()
     quota = serializers.IntegerField()
@@ -45,14 +47,14 @@ class RoundSummarySerializer(serializers.Serializer):
     policy_win_rate = serializers.FloatField(allow_null=True)
 
 
-class UserMembershipSerializer(serializers.Serializer):
+class UserMembershipSerializer(serializers.Serializer[Any]):
     project_id = serializers.IntegerField()
     project = serializers.CharField()
     role = serializers.CharField()
     paused = serializers.BooleanField()
 
 
-class UserRowSerializer(serializers.Serializer):
+class UserRowSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     username = serializers.CharField()
     is_staff = serializers.BooleanField()
@@ -62,7 +64,7 @@ class UserRowSerializer(serializers.Serializer):
     token_created = serializers.DateTimeField(allow_null=True)
 
 
-class UserCreateInputSerializer(serializers.Serializer):
+class UserCreateInputSerializer(serializers.Serializer[Any]):
     username = serializers.RegexField(r"^[\w.@+-]+\Z", max_length=150)
     password = serializers.CharField(max_length=256, trim_whitespace=False)
     is_staff = serializers.BooleanField(default=False)
@@ -70,10 +72,10 @@ class UserCreateInputSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=MemberRole.choices, default=MemberRole.ANNOTATOR)
 
 
-class UserUpdateInputSerializer(serializers.Serializer):
+class UserUpdateInputSerializer(serializers.Serializer[Any]):
     is_active = serializers.BooleanField()
 
 
-class TokenOutputSerializer(serializers.Serializer):
+class TokenOutputSerializer(serializers.Serializer[Any]):
     user_id = serializers.IntegerField()
     key = serializers.CharField(help_text="Shown once; store it now.")

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from django.contrib.auth import authenticate, get_user_model, login, logout
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth import authenticate, login, logout
 from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
 from django.http import HttpRequest
@@ -12,6 +11,7 @@ from rest_framework.authtoken.models import Token
 from annotate import services as annotate_services
 from annotate.models import Assignment, MemberRole, Membership, Project
 from config.errors import ApplicationError, NotFoundError
+from config.users import User
 from web import selectors
 
 # The workspace holds the pair on screen plus one prefetched pair, never more, so a closed tab
@@ -19,12 +19,13 @@ from web import selectors
 MAX_LIVE_LEASES = 2
 
 
-def session_login(*, request: HttpRequest, username: str, password: str) -> AbstractBaseUser:
+def session_login(*, request: HttpRequest, username: str, password: str) -> User:
     user = authenticate(request, username=username, password=password)
     if user is None:
         raise ApplicationError(
             "Wrong username or password.", code="bad_credentials", http_status=400
         )
+    assert isinstance(user, User)  # the only user model (no AUTH_USER_MODEL override)
     login(request, user)
     return user
 
@@ -34,7 +35,7 @@ def session_logout(*, request: HttpRequest) -> None:
 
 
 @transaction.atomic
-def assignment_lease_ahead(*, project: Project, annotator: AbstractBaseUser) -> Assignment | None:
+def assignment_lease_ahead(*, project: Project, annotator: User) -> Assignment | None:
     """Lease one more pair beyond the one on screen, so the next appears without a round trip."""
     # First the pair on screen: leasing it locks the annotator's membership row until this
     # transaction ends, so two tabs asking at once cannot both add a pair.
@@ -55,9 +56,8 @@ def user_create(
     is_staff: bool = False,
     project: Project | None = None,
     role: str = MemberRole.ANNOTATOR,
-) -> AbstractBaseUser:
+) -> User:
     """A new account, optionally a member of one project at once (both or neither)."""
-    User = get_user_model()
     if User.objects.filter(username=username).exists():
         raise ApplicationError(f"A user named {username!r} already exists.", code="conflict")
     user = User(username=username, is_staff=is_staff)
@@ -69,15 +69,15 @@ def user_create(
     return user
 
 
-def _user(user_id: int) -> AbstractBaseUser:
-    user = get_user_model().objects.filter(pk=user_id).first()
+def _user(user_id: int) -> User:
+    user = User.objects.filter(pk=user_id).first()
     if user is None:
         raise NotFoundError(f"User {user_id} does not exist.")
     return user
 
 
 @transaction.atomic
-def user_set_active(*, user_id: int, is_active: bool, actor: AbstractBaseUser) -> AbstractBaseUser:
+def user_set_active(*, user_id: int, is_active: bool, actor: User) -> User:
     user = _user(user_id)
     if user.pk == actor.pk and not is_active:
         raise ApplicationError("You cannot deactivate your own account.")
