@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate import selectors, services
-from annotate.models import Comparison
+from annotate.models import Comparison, FeedbackKind
 from annotate.permissions import CanManageProject, CanSeeProject, IsStaff, StaffForWrites
 from annotate.serializers import (
     ComparisonOutputSerializer,
@@ -167,10 +167,14 @@ class SubmitJudgmentApi(APIView):
     def post(self, request: Request, assignment_id: int) -> Response:
         data = JudgmentSubmitInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        fields = dict(data.validated_data)
-        lease_next = fields.pop("lease_next", False)
-        result = services.judgment_submit(
-            assignment_id=assignment_id, annotator=request_user(request), **fields
+        values = dict(data.validated_data)
+        lease_next = values.pop("lease_next", False)
+        result = services.feedback_submit(
+            assignment_id=assignment_id,
+            annotator=request_user(request),
+            kind=values.pop("kind", FeedbackKind.PAIRWISE),
+            submission_key=values.pop("submission_key", None),
+            values=values,
         )
         body = selectors.judgment_view(result.judgment)
         if lease_next:

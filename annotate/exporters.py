@@ -24,12 +24,12 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import QuerySet
 
-from annotate import quality
-from annotate.models import Comparison, ComparisonStatus, Judgment, Outcome, Project, Prompt
+from annotate.feedback import pairwise
+from annotate.models import Judgment, Project
 
-EXPORT_CHUNK_SIZE = 500
+EXPORT_CHUNK_SIZE = pairwise.EXPORT_CHUNK_SIZE
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 JUDGMENT_COLUMNS = (
     "judgment_id",
@@ -55,50 +55,21 @@ def _jsonl(row: dict[str, Any]) -> str:
 # --- TRL preference pairs -------------------------------------------------------------------
 
 
-def prompt_messages(prompt: Prompt) -> list[dict[str, str]]:
-    """A prompt as chat messages, the shape TRL's conversational format expects."""
-    if prompt.messages:
-        return [{"role": turn["role"], "content": turn["content"]} for turn in prompt.messages]
-    return [{"role": "user", "content": prompt.text}]
-
-
-def _resolved_comparisons(project: Project) -> QuerySet[Comparison]:
-    judgments = Judgment.objects.only(
-        "id", "comparison", "choice", "left_response", "right_response"
-    )
-    return (
-        Comparison.objects.filter(project=project, status=ComparisonStatus.COMPLETE)
-        .select_related("prompt", "response_a", "response_b")
-        # Prefetched per chunk of the iterator: two queries per chunk, not one per pair. The
-        # prefetch also caches each judgment's comparison, which Judgment.outcome reads.
-        .prefetch_related(Prefetch("judgments", queryset=judgments))
-        .order_by("id")
-    )
-
-
 def trl_rows(*, project: Project, include_ties: bool = False) -> Iterator[dict[str, Any]]:
-    wanted = {Outcome.A, Outcome.B} | ({Outcome.TIE} if include_ties else set())
-    for comparison in _resolved_comparisons(project).iterator(chunk_size=EXPORT_CHUNK_SIZE):
-        resolution = quality.resolve([j.outcome for j in comparison.judgments.all()])
-        if resolution.label not in wanted:
-            continue
-        a, b = comparison.response_a.text, comparison.response_b.text
-        if a.strip() == b.strip():
-            continue
-        chosen, rejected = (b, a) if resolution.label == Outcome.B else (a, b)
+    for pair in pairwise.resolved_pairs(project=project, include_ties=include_ties):
         row = {
-            "prompt": prompt_messages(comparison.prompt),
-            "chosen": [{"role": "assistant", "content": chosen}],
-            "rejected": [{"role": "assistant", "content": rejected}],
-            "agreement": resolution.agreement,
-            "weight": resolution.agreement,
-            "judgments": resolution.judgments,
-            "comparison_id": comparison.pk,
-            "prompt_id": comparison.prompt_id,
-            "round_id": comparison.round_id,
+            "prompt": pair.prompt,
+            "chosen": [{"role": "assistant", "content": pair.chosen}],
+            "rejected": [{"role": "assistant", "content": pair.rejected}],
+            "agreement": pair.agreement,
+            "weight": pair.agreement,
+            "judgments": pair.judgments,
+            "comparison_id": pair.comparison_id,
+            "prompt_id": pair.prompt_id,
+            "round_id": pair.round_id,
         }
         if include_ties:
-            row["tie"] = resolution.label == Outcome.TIE
+            row["tie"] = pair.is_tie
         yield row
 
 

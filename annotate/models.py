@@ -256,8 +256,23 @@ class Outcome(models.TextChoices):
     BOTH_BAD = "both_bad", "Both bad"
 
 
+class FeedbackKind(models.TextChoices):
+    """What an annotator gives on a queued item; each kind's rules live in annotate/feedback/."""
+
+    PAIRWISE = "pairwise", "Which of two answers is better"
+
+
 class Comparison(models.Model):
+    """One item of the judging queue: leased, judged to its overlap, resolved, exported.
+
+    `kind` says which feedback type it collects (annotate.feedback); the queue itself treats
+    every kind alike.
+    """
+
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="comparisons")
+    kind = models.CharField(
+        max_length=16, choices=FeedbackKind.choices, default=FeedbackKind.PAIRWISE
+    )
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="comparisons")
     round = models.ForeignKey(
         Round, null=True, blank=True, on_delete=models.SET_NULL, related_name="comparisons"
@@ -299,6 +314,9 @@ class Comparison(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(status__in=ComparisonStatus.values), name="comparison_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=FeedbackKind.values), name="comparison_kind_valid"
             ),
             models.CheckConstraint(
                 condition=Q(gold_outcome__isnull=True) | Q(gold_outcome__in=Outcome.values),
@@ -439,7 +457,19 @@ class Judgment(models.Model):
     @property
     def outcome(self) -> str:
         """The choice in the comparison's own terms (a / b / tie / both_bad)."""
-        if self.choice in (Choice.TIE, Choice.BOTH_BAD):
-            return self.choice
-        chosen = self.left_response_id if self.choice == Choice.LEFT else self.right_response_id
-        return Outcome.A if chosen == self.comparison.response_a_id else Outcome.B
+        return choice_outcome(
+            self.choice,
+            self.left_response_id,
+            self.right_response_id,
+            self.comparison.response_a_id,
+        )
+
+
+def choice_outcome(
+    choice: str, left_response_id: int | None, right_response_id: int | None, response_a_id: int
+) -> str:
+    """A pairwise choice (screen terms) in the comparison's own terms: a / b / tie / both_bad."""
+    if choice in (Choice.TIE, Choice.BOTH_BAD):
+        return choice
+    chosen = left_response_id if choice == Choice.LEFT else right_response_id
+    return Outcome.A if chosen == response_a_id else Outcome.B

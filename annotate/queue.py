@@ -22,7 +22,6 @@ from annotate.models import (
     AssignmentStatus,
     Comparison,
     ComparisonStatus,
-    Judgment,
     Membership,
     Project,
     Prompt,
@@ -34,7 +33,7 @@ from config.db import prepared_cursor
 
 
 @cache
-def _table(model: type[Model]) -> str:
+def table(model: type[Model]) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
 
@@ -69,15 +68,15 @@ def _candidate_sql(gold: bool | None, passed: int, lock: bool) -> str:
     lock_clause = _lock("FOR UPDATE OF c SKIP LOCKED") if lock else ""
     return f"""
         SELECT c.id, c.judgment_count, c.required_annotations
-        FROM {_table(Comparison)} c
-        LEFT JOIN {_table(Round)} r ON r.id = c.round_id
+        FROM {table(Comparison)} c
+        LEFT JOIN {table(Round)} r ON r.id = c.round_id
         WHERE c.project_id = %s AND c.status = %s
           AND (c.round_id IS NULL OR r.status = %s)
           AND NOT EXISTS (
-              SELECT 1 FROM {_table(Assignment)} mine
+              SELECT 1 FROM {table(Assignment)} mine
               WHERE mine.comparison_id = c.id AND mine.annotator_id = %s)
           AND c.judgment_count + (
-              SELECT COUNT(*) FROM {_table(Assignment)} live
+              SELECT COUNT(*) FROM {table(Assignment)} live
               WHERE live.comparison_id = c.id AND live.status = %s AND live.expires_at > %s
           ) < c.required_annotations
           {gold_filter} {passed_filter}
@@ -101,7 +100,7 @@ def _insert_sql(model: type[Model], attnames: tuple[str, ...]) -> str:
     columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
     placeholders = ", ".join(["%s"] * len(fields))
     pk = connection.ops.quote_name(str(model._meta.pk.column))
-    return f"INSERT INTO {_table(model)} ({columns}) VALUES ({placeholders}) RETURNING {pk}"
+    return f"INSERT INTO {table(model)} ({columns}) VALUES ({placeholders}) RETURNING {pk}"
 
 
 def insert_row(instance: Model, attnames: tuple[str, ...]) -> None:
@@ -162,7 +161,7 @@ def lock_open_pair(comparison_id: int) -> Candidate | None:
     """Lock one pair, waiting for whoever holds it; None once it is no longer open."""
     with prepared_cursor() as cursor:
         cursor.execute(
-            f"SELECT id, judgment_count, required_annotations FROM {_table(Comparison)} "
+            f"SELECT id, judgment_count, required_annotations FROM {table(Comparison)} "
             f"WHERE id = %s AND status = %s {_lock('FOR UPDATE')}",
             [comparison_id, ComparisonStatus.OPEN],
         )
@@ -173,7 +172,7 @@ def lock_open_pair(comparison_id: int) -> Candidate | None:
 def live_lease_count(*, comparison_id: int, now: datetime) -> int:
     with prepared_cursor() as cursor:
         cursor.execute(
-            f"SELECT COUNT(*) FROM {_table(Assignment)} "
+            f"SELECT COUNT(*) FROM {table(Assignment)} "
             "WHERE comparison_id = %s AND status = %s AND expires_at > %s",
             [comparison_id, AssignmentStatus.LEASED, _db_time(now)],
         )
@@ -193,8 +192,8 @@ def lock_membership(*, project_id: int, user_id: int) -> JudgingRights | None:
     """
     with prepared_cursor() as cursor:
         cursor.execute(
-            f"SELECT m.paused, p.gold_rate FROM {_table(Membership)} m "
-            f"JOIN {_table(Project)} p ON p.id = m.project_id "
+            f"SELECT m.paused, p.gold_rate FROM {table(Membership)} m "
+            f"JOIN {table(Project)} p ON p.id = m.project_id "
             f"WHERE m.project_id = %s AND m.user_id = %s {_lock('FOR UPDATE OF m')}",
             [project_id, user_id],
         )
@@ -204,6 +203,7 @@ def lock_membership(*, project_id: int, user_id: int) -> JudgingRights | None:
 
 class LeaseToSubmit(NamedTuple):
     assignment_id: int
+    kind: str
     status: str
     a_on_left: bool
     comparison_id: int
@@ -223,9 +223,9 @@ def lock_lease_for_submit(*, assignment_id: int, annotator_id: int) -> LeaseToSu
     """
     with prepared_cursor() as cursor:
         cursor.execute(
-            f"SELECT a.id, a.status, a.a_on_left, c.id, c.project_id, c.round_id, c.status, "
-            f"c.judgment_count, c.required_annotations, c.response_a_id, c.response_b_id "
-            f"FROM {_table(Assignment)} a JOIN {_table(Comparison)} c ON c.id = a.comparison_id "
+            f"SELECT a.id, c.kind, a.status, a.a_on_left, c.id, c.project_id, c.round_id, "
+            f"c.status, c.judgment_count, c.required_annotations, c.response_a_id, c.response_b_id "
+            f"FROM {table(Assignment)} a JOIN {table(Comparison)} c ON c.id = a.comparison_id "
             f"WHERE a.id = %s AND a.annotator_id = %s {_lock('FOR UPDATE OF a, c')}",
             [assignment_id, annotator_id],
         )
@@ -254,7 +254,7 @@ def count_judgment(lease: LeaseToSubmit, now: datetime) -> str | None:
     params: list[Any] = [count, status, *([_db_time(now)] if complete else [])]
     with prepared_cursor() as cursor:
         cursor.execute(
-            f"UPDATE {_table(Comparison)} SET judgment_count = %s, status = %s{completed_at} "
+            f"UPDATE {table(Comparison)} SET judgment_count = %s, status = %s{completed_at} "
             "WHERE id = %s AND status = %s AND judgment_count = %s",
             [*params, lease.comparison_id, ComparisonStatus.OPEN, lease.judgment_count],
         )
@@ -262,101 +262,10 @@ def count_judgment(lease: LeaseToSubmit, now: datetime) -> str | None:
     return status if updated else None
 
 
-class StoredSubmit(NamedTuple):
-    judgment_id: int
-    pair_status: str
-    project_id: int
-    round_id: int | None
-    comparison_id: int
-    left_response_id: int
-    right_response_id: int
-
-
-def submits_in_one_statement() -> bool:
-    """PostgreSQL can lock, count, insert and mark a submit in one statement (SQLite cannot)."""
-    return connection.vendor == "postgresql"
-
-
-@cache
-def _one_statement_submit_sql() -> str:
-    assignments, comparisons = _table(Assignment), _table(Comparison)
-    # Each write feeds the next, so nothing is written unless all of it is: `counted` only if
-    # the lease may still be judged and the pair has room, `stored` only if counted, `marked`
-    # only if stored. The row lock in `lease` queues submits on one pair; the UPDATE's own
-    # condition is rechecked on the newest row version, so the count never passes the overlap.
-    return f"""
-    WITH lease AS (
-        SELECT a.id AS assignment_id, a.status, c.id AS comparison_id, c.project_id,
-               c.round_id,
-               CASE WHEN a.a_on_left THEN c.response_a_id ELSE c.response_b_id END AS left_id,
-               CASE WHEN a.a_on_left THEN c.response_b_id ELSE c.response_a_id END AS right_id
-        FROM {assignments} a JOIN {comparisons} c ON c.id = a.comparison_id
-        WHERE a.id = %(assignment)s AND a.annotator_id = %(annotator)s
-        FOR UPDATE OF a, c
-    ), counted AS (
-        UPDATE {comparisons} c SET
-            judgment_count = c.judgment_count + 1,
-            status = CASE WHEN c.judgment_count + 1 >= c.required_annotations
-                          THEN %(complete)s ELSE c.status END,
-            completed_at = CASE WHEN c.judgment_count + 1 >= c.required_annotations
-                                THEN %(now)s ELSE c.completed_at END
-        FROM lease
-        WHERE c.id = lease.comparison_id AND lease.status IN (%(leased)s, %(expired)s)
-          AND c.status = %(open)s AND c.judgment_count < c.required_annotations
-          AND NOT EXISTS (SELECT 1 FROM {_table(Judgment)} used
-                          WHERE used.submission_key = %(key)s)
-        RETURNING c.status
-    ), stored AS (
-        INSERT INTO {_table(Judgment)} (comparison_id, annotator_id, assignment_id, choice,
-            strength, rationale, time_spent_ms, left_response_id, right_response_id, source,
-            submission_key, created_at)
-        SELECT lease.comparison_id, %(annotator)s, lease.assignment_id,
-               CAST(%(choice)s AS varchar), CAST(%(strength)s AS varchar),
-               CAST(%(rationale)s AS text), CAST(%(time_spent_ms)s AS integer),
-               lease.left_id, lease.right_id, CAST(%(source)s AS varchar),
-               CAST(%(key)s AS uuid), CAST(%(now)s AS timestamptz)
-        FROM lease, counted
-        RETURNING id
-    ), marked AS (
-        UPDATE {assignments} SET status = %(submitted)s, finished_at = %(now)s
-        WHERE id = %(assignment)s AND EXISTS (SELECT 1 FROM stored)
-    )
-    SELECT stored.id, counted.status, lease.project_id, lease.round_id, lease.comparison_id,
-           lease.left_id, lease.right_id
-    FROM lease, counted, stored
-    """
-
-
-def submit_in_one_statement(
-    *, assignment_id: int, annotator_id: int, now: datetime, fields: dict[str, Any]
-) -> StoredSubmit | None:
-    """Store a judgment on a lease that may take it, in one statement; None if it may not.
-
-    None changes nothing: the caller then takes the checked path, which tells a retry, a
-    skipped lease or a full pair apart. fields: choice, strength, rationale, time_spent_ms,
-    source and key (the submission key).
-    """
-    params = {
-        **fields,
-        "assignment": assignment_id,
-        "annotator": annotator_id,
-        "now": now,
-        "leased": AssignmentStatus.LEASED,
-        "expired": AssignmentStatus.EXPIRED,
-        "submitted": AssignmentStatus.SUBMITTED,
-        "open": ComparisonStatus.OPEN,
-        "complete": ComparisonStatus.COMPLETE,
-    }
-    with prepared_cursor() as cursor:
-        cursor.execute(_one_statement_submit_sql(), params)
-        row = cursor.fetchone()
-    return StoredSubmit(*row) if row else None
-
-
 def mark_lease_submitted(assignment_id: int, now: datetime) -> None:
     with prepared_cursor() as cursor:
         cursor.execute(
-            f"UPDATE {_table(Assignment)} SET status = %s, finished_at = %s WHERE id = %s",
+            f"UPDATE {table(Assignment)} SET status = %s, finished_at = %s WHERE id = %s",
             [AssignmentStatus.SUBMITTED, _db_time(now), assignment_id],
         )
 
@@ -372,13 +281,13 @@ def open_round_progress(round_id: int) -> RoundProgress | None:
 
     Two counts on the (round, status) index rather than one pass over the round's pairs.
     """
-    comparisons = _table(Comparison)
+    comparisons = table(Comparison)
     with prepared_cursor() as cursor:
         cursor.execute(
             f"SELECT r.quota, "
             f"(SELECT COUNT(*) FROM {comparisons} c WHERE c.round_id = r.id), "
             f"(SELECT COUNT(*) FROM {comparisons} c WHERE c.round_id = r.id AND c.status = %s) "
-            f"FROM {_table(Round)} r WHERE r.id = %s AND r.status = %s",
+            f"FROM {table(Round)} r WHERE r.id = %s AND r.status = %s",
             [ComparisonStatus.COMPLETE, round_id, RoundStatus.OPEN],
         )
         row = cursor.fetchone()
@@ -389,8 +298,8 @@ def oldest_live_lease_id(*, project_id: int, annotator_id: int, now: datetime) -
     """The lease this annotator already holds in the project, if any (a reloaded page)."""
     with prepared_cursor() as cursor:
         cursor.execute(
-            f"SELECT a.id FROM {_table(Assignment)} a "
-            f"JOIN {_table(Comparison)} c ON c.id = a.comparison_id "
+            f"SELECT a.id FROM {table(Assignment)} a "
+            f"JOIN {table(Comparison)} c ON c.id = a.comparison_id "
             "WHERE a.annotator_id = %s AND c.project_id = %s AND a.status = %s "
             "AND a.expires_at > %s ORDER BY a.leased_at, a.id LIMIT 1",
             [annotator_id, project_id, AssignmentStatus.LEASED, _db_time(now)],
@@ -399,36 +308,53 @@ def oldest_live_lease_id(*, project_id: int, annotator_id: int, now: datetime) -
     return row[0] if row else None
 
 
-def leased_pair(assignment_id: int) -> dict | None:
-    """What the annotator sees of a leased pair, by side: the prompt and the two answers.
+class LeasedItem(NamedTuple):
+    """A leased item as the queue reads it, before its type shapes what the annotator sees."""
 
-    Never which model version wrote an answer, nor whether the pair is gold: blind judging.
+    assignment_id: int
+    project_id: int
+    kind: str
+    a_on_left: bool
+    leased_at: datetime
+    expires_at: datetime
+    prompt_text: str
+    prompt_messages: Any
+    answer_a: str | None
+    answer_b: str | None
+
+
+def leased_item(assignment_id: int) -> LeasedItem | None:
+    """A leased item as stored: its kind, the prompt and the comparison's answers (a, b).
+
+    Its feedback type turns this into what the annotator sees (annotate.feedback).
     """
     with prepared_cursor() as cursor:
         cursor.execute(
-            f"SELECT a.id, c.project_id, a.a_on_left, a.leased_at, a.expires_at, "
-            f"p.text, p.messages, ra.text, rb.text FROM {_table(Assignment)} a "
-            f"JOIN {_table(Comparison)} c ON c.id = a.comparison_id "
-            f"JOIN {_table(Prompt)} p ON p.id = c.prompt_id "
-            f"JOIN {_table(Response)} ra ON ra.id = c.response_a_id "
-            f"JOIN {_table(Response)} rb ON rb.id = c.response_b_id "
+            f"SELECT a.id, c.project_id, c.kind, a.a_on_left, a.leased_at, a.expires_at, "
+            f"p.text, p.messages, ra.text, rb.text FROM {table(Assignment)} a "
+            f"JOIN {table(Comparison)} c ON c.id = a.comparison_id "
+            f"JOIN {table(Prompt)} p ON p.id = c.prompt_id "
+            f"LEFT JOIN {table(Response)} ra ON ra.id = c.response_a_id "
+            f"LEFT JOIN {table(Response)} rb ON rb.id = c.response_b_id "
             "WHERE a.id = %s",
             [assignment_id],
         )
         row = cursor.fetchone()
     if row is None:
         return None
-    pk, project_id, a_on_left, leased_at, expires_at, text, messages, a_text, b_text = row
-    left, right = (a_text, b_text) if a_on_left else (b_text, a_text)
-    return {
-        "assignment_id": pk,
-        "project_id": project_id,
-        "prompt": {"text": text or None, "messages": _json_value(messages)},
-        "left": {"text": left},
-        "right": {"text": right},
-        "leased_at": _db_datetime(leased_at),
-        "expires_at": _db_datetime(expires_at),
-    }
+    pk, project_id, kind, a_on_left, leased_at, expires_at, text, messages, a, b = row
+    return LeasedItem(
+        assignment_id=pk,
+        project_id=project_id,
+        kind=kind,
+        a_on_left=bool(a_on_left),
+        leased_at=_db_datetime(leased_at),
+        expires_at=_db_datetime(expires_at),
+        prompt_text=text,
+        prompt_messages=_json_value(messages),
+        answer_a=a,
+        answer_b=b,
+    )
 
 
 def _json_value(raw: Any) -> Any:

@@ -8,6 +8,7 @@ from dataclasses import asdict
 from django.db.models import QuerySet
 
 from annotate import quality, queue
+from annotate.feedback import JudgmentFacts, feedback_type
 from annotate.models import Assignment, Judgment, MemberRole, Membership, Project, Prompt
 from config.errors import NotFoundError
 from config.users import User
@@ -46,10 +47,10 @@ def assignment_for_annotator_view(assignment: Assignment) -> dict:
 
     Never which model version wrote an answer, nor whether the pair is gold: blind judging.
     """
-    view = queue.leased_pair(assignment.pk)
-    if view is None:
+    item = queue.leased_item(assignment.pk)
+    if item is None:
         raise NotFoundError(f"Assignment {assignment.pk} does not exist.")
-    return view
+    return feedback_type(item.kind).annotator_view(item)
 
 
 def judgment_view(judgment: Judgment) -> dict:
@@ -94,15 +95,16 @@ def judgment_outcome_rows(*, project: Project, round_number: int | None = None) 
         "time_spent_ms",
         "comparison__response_a_id",
         "comparison__gold_outcome",
+        "comparison__kind",
     ).iterator(chunk_size=2000):
-        if row["choice"] in ("tie", "both_bad"):
-            outcome = row["choice"]
-        else:
-            chosen = (
-                row["left_response_id"] if row["choice"] == "left" else row["right_response_id"]
-            )
-            outcome = "a" if chosen == row["comparison__response_a_id"] else "b"
-        rows.append({**row, "outcome": outcome, "gold": row["comparison__gold_outcome"]})
+        facts = JudgmentFacts(
+            row["choice"],
+            row["left_response_id"],
+            row["right_response_id"],
+            row["comparison__response_a_id"],
+        )
+        label = feedback_type(row["comparison__kind"]).label(facts)
+        rows.append({**row, "outcome": label, "gold": row["comparison__gold_outcome"]})
     return rows
 
 

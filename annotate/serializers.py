@@ -2,16 +2,16 @@
 
 from rest_framework import serializers
 
+from annotate.feedback.pairwise import PairwiseSubmitInput
 from annotate.models import (
-    Choice,
     Comparison,
+    FeedbackKind,
     Judgment,
     MemberRole,
     Outcome,
     Project,
     Prompt,
     Round,
-    Strength,
     TrainingAlgorithm,
 )
 
@@ -103,6 +103,7 @@ class LeasedPairSerializer(serializers.Serializer):
 
     assignment_id = serializers.IntegerField()
     project_id = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=FeedbackKind.choices)
     prompt = PromptViewSerializer()
     left = TextSerializer()
     right = TextSerializer()
@@ -110,13 +111,14 @@ class LeasedPairSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField()
 
 
-class JudgmentSubmitInputSerializer(serializers.Serializer):
-    choice = serializers.ChoiceField(choices=Choice.choices)
-    strength = serializers.ChoiceField(choices=Strength.choices, required=False, allow_null=True)
-    rationale = serializers.CharField(
-        required=False, allow_blank=True, max_length=10_000, default=""
+class JudgmentSubmitInputSerializer(PairwiseSubmitInput):
+    """A submit: the feedback type's own fields (pairwise today) and the generic ones."""
+
+    kind = serializers.ChoiceField(
+        choices=FeedbackKind.choices,
+        required=False,
+        help_text="The item's feedback type, as `next` showed it (default: pairwise).",
     )
-    time_spent_ms = serializers.IntegerField(required=False, min_value=0, max_value=86_400_000)
     submission_key = serializers.UUIDField(required=False)
     lease_next = serializers.BooleanField(
         required=False,  # no default, so generated clients may leave it out

@@ -16,12 +16,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotate import hooks, queue
+from annotate.feedback import FeedbackType, feedback_type
 from annotate.models import (
     Assignment,
     AssignmentStatus,
-    Choice,
     Comparison,
     ComparisonStatus,
+    FeedbackKind,
     Judgment,
     JudgmentSource,
     MemberRole,
@@ -33,7 +34,6 @@ from annotate.models import (
     ResponseSource,
     Round,
     RoundStatus,
-    Strength,
     TrainingAlgorithm,
 )
 from config.errors import ApplicationError, ConflictError, NotFoundError
@@ -552,27 +552,11 @@ def _finish_lease(assignment_id: int, annotator: User, status: str) -> Assignmen
 # --- Judgments ------------------------------------------------------------------------------
 
 
-JUDGMENT_COLUMNS = (
-    "comparison_id", "annotator_id", "assignment_id", "choice", "strength", "rationale",
-    "time_spent_ms", "left_response_id", "right_response_id", "source", "submission_key",
-    "created_at",
-)  # fmt: skip
-
-
 @dataclass(frozen=True)
 class SubmitResult:
     judgment: Judgment
     created: bool
     project_id: int
-
-
-def _validate_choice(choice: str, strength: str | None) -> None:
-    if choice not in Choice.values:
-        raise ApplicationError(f"choice must be one of {', '.join(Choice.values)}.")
-    if strength is not None and strength not in Strength.values:
-        raise ApplicationError(f"strength must be one of {', '.join(Strength.values)}.")
-    if strength is not None and choice not in (Choice.LEFT, Choice.RIGHT):
-        raise ApplicationError("strength applies only when one side wins (left or right).")
 
 
 def judgment_submit(
@@ -586,67 +570,70 @@ def judgment_submit(
     submission_key: uuid.UUID | None = None,
     source: str = JudgmentSource.HUMAN,
 ) -> SubmitResult:
-    """Record a judgment exactly once. A retried submit returns the stored judgment."""
-    _validate_choice(choice, strength)
-    fields = dict(
+    """Record a pairwise judgment exactly once. A retried submit returns the stored judgment."""
+    values = dict(
         choice=choice, strength=strength, rationale=rationale, time_spent_ms=time_spent_ms,
-        source=source,
     )  # fmt: skip
-    if queue.submits_in_one_statement():
-        stored = _judgment_submit_in_one_statement(
-            assignment_id, annotator, key=submission_key or uuid.uuid4(), **fields
-        )
-        if stored is not None:
-            return stored
-    return _judgment_submit_checked(
-        assignment_id=assignment_id, annotator=annotator, submission_key=submission_key, **fields
-    )
-
-
-def _judgment_submit_in_one_statement(
-    assignment_id: int, annotator: User, *, key: uuid.UUID, **fields: Any
-) -> SubmitResult | None:
-    """The common case in one round trip, and outside a transaction in its own implicit one
-    (no BEGIN and COMMIT). None when the lease may not take a judgment as it stands: nothing
-    was written, and the checked path tells a retry, a used key, a skip or a full pair apart.
-    """
-    now = timezone.now()
-    stored = queue.submit_in_one_statement(
+    return feedback_submit(
         assignment_id=assignment_id,
-        annotator_id=annotator.pk,
-        now=now,
-        fields={**fields, "key": key},
-    )
-    if stored is None:
-        return None
-    judgment = Judgment(
-        pk=stored.judgment_id,
-        comparison_id=stored.comparison_id,
         annotator=annotator,
-        assignment_id=assignment_id,
-        left_response_id=stored.left_response_id,
-        right_response_id=stored.right_response_id,
-        submission_key=key,
-        created_at=now,
-        **fields,
+        kind=FeedbackKind.PAIRWISE,
+        values=values,
+        submission_key=submission_key,
+        source=source,
     )
-    judgment._state.adding = False
-    _after_pair_counted(stored.pair_status, stored.round_id)
-    return SubmitResult(judgment, created=True, project_id=stored.project_id)
 
 
-@transaction.atomic
-def _judgment_submit_checked(
+def feedback_submit(
     *,
     assignment_id: int,
     annotator: User,
-    submission_key: uuid.UUID | None,
-    **fields: Any,
+    kind: str,
+    values: Mapping[str, Any],
+    submission_key: uuid.UUID | None = None,
+    source: str = JudgmentSource.HUMAN,
 ) -> SubmitResult:
-    """judgment_submit under row locks, step by step: every path, on every database."""
+    """Record feedback of any kind on a lease, exactly once; its type checks and stores it."""
+    feedback = feedback_type(kind)
+    feedback.check(values)
+    values = {**values, "source": source}
+    # The common case in one round trip where the type and backend allow (outside a
+    # transaction, in its own implicit one). None means nothing was written, and the checked
+    # path tells a retry, a used key, a skip, a full pair or another kind apart.
+    stored = feedback.store_in_one_statement(
+        assignment_id=assignment_id,
+        annotator=annotator,
+        key=submission_key or uuid.uuid4(),
+        values=values,
+        now=timezone.now(),
+    )
+    if stored is not None:
+        _after_pair_counted(stored.pair_status, stored.round_id)
+        return SubmitResult(stored.judgment, created=True, project_id=stored.project_id)
+    return _feedback_submit_checked(
+        assignment_id=assignment_id,
+        annotator=annotator,
+        feedback=feedback,
+        values=values,
+        submission_key=submission_key,
+    )
+
+
+@transaction.atomic
+def _feedback_submit_checked(
+    *,
+    assignment_id: int,
+    annotator: User,
+    feedback: FeedbackType,
+    values: Mapping[str, Any],
+    submission_key: uuid.UUID | None,
+) -> SubmitResult:
+    """feedback_submit under row locks, step by step: every path, on every database."""
     lease = queue.lock_lease_for_submit(assignment_id=assignment_id, annotator_id=annotator.pk)
     if lease is None:
         raise NotFoundError(f"Assignment {assignment_id} does not exist or is not yours.")
+    if lease.kind != feedback.kind:
+        raise ApplicationError(f"This item takes {lease.kind} feedback, not {feedback.kind}.")
     if lease.status == AssignmentStatus.SUBMITTED:
         # A judgment is stored in the same transaction that marks its lease submitted, so
         # only a submitted lease can have one: a retry, answered with what was stored.
@@ -670,22 +657,9 @@ def _judgment_submit_checked(
             "Your lease expired and this pair already has all the judgments it needs.",
             extra={"lease_expired": True},
         )
-    left, right = (
-        (lease.response_a_id, lease.response_b_id)
-        if lease.a_on_left
-        else (lease.response_b_id, lease.response_a_id)
+    judgment = feedback.store(
+        lease=lease, annotator=annotator, key=submission_key or uuid.uuid4(), values=values, now=now
     )
-    judgment = Judgment(
-        comparison_id=lease.comparison_id,
-        annotator=annotator,
-        assignment_id=lease.assignment_id,
-        left_response_id=left,
-        right_response_id=right,
-        submission_key=submission_key or uuid.uuid4(),
-        created_at=now,
-        **fields,
-    )
-    queue.insert_row(judgment, JUDGMENT_COLUMNS)
     _after_pair_counted(pair_status, lease.round_id)
     queue.mark_lease_submitted(lease.assignment_id, now)
     return SubmitResult(judgment, created=True, project_id=lease.project_id)

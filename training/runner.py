@@ -20,7 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from annotate.exporters import trl_rows
+from annotate.feedback.pairwise import resolved_pairs
 from annotate.models import Prompt, Response, ResponseSource, RoundStatus
 from annotate.services import comparisons_create_for_round
 from registry.models import ModelKind, ModelVersion
@@ -91,21 +91,21 @@ def preference_rows(
 
     fraction = training_settings_of(project).evaluation.heldout_fraction
     rows, ids = [], []
-    for row in trl_rows(project=project, include_ties=True):
-        if prompt_is_heldout(row["prompt_id"], fraction) != (split == "heldout"):
+    for pair in resolved_pairs(project=project, include_ties=True):
+        if prompt_is_heldout(pair.prompt_id, fraction) != (split == "heldout"):
             continue
-        if round_id is not None and row["round_id"] != round_id:
+        if round_id is not None and pair.round_id != round_id:
             continue
         rows.append(
             PreferenceRow(
-                prompt=row["prompt"],
-                chosen=row["chosen"][0]["content"],
-                rejected=row["rejected"][0]["content"],
-                weight=row["weight"],
-                target=0.5 if row.get("tie") else 1.0,
+                prompt=pair.prompt,
+                chosen=pair.chosen,
+                rejected=pair.rejected,
+                weight=pair.agreement,
+                target=0.5 if pair.is_tie else 1.0,
             )
         )
-        ids.append(row["comparison_id"])
+        ids.append(pair.comparison_id)
     return rows, ids
 
 

@@ -18,8 +18,10 @@ pytestmark = pytest.mark.django_db
 def test_next_pair_is_blind(project, annotator_api):
     make_round(project, prompts=1)
     body = annotator_api.post(f"/api/projects/{project.pk}/comparisons/next/").json()
-    assert set(body) == {"assignment_id", "project_id", "prompt", "left", "right", "leased_at",
-                         "expires_at"}  # fmt: skip
+    # `kind` names the feedback type (which workspace component shows it), not a model.
+    assert set(body) == {"assignment_id", "project_id", "kind", "prompt", "left", "right",
+                         "leased_at", "expires_at"}  # fmt: skip
+    assert body["kind"] == "pairwise"
     assert set(body["left"]) == {"text"}
     flat = str(body)
     assert "model_version" not in flat and "gold" not in flat

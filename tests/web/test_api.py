@@ -87,6 +87,7 @@ def test_lease_ahead_holds_one_more_pair_and_next_keeps_serving_the_oldest(
     assert set(ahead) == {
         "assignment_id",
         "project_id",
+        "kind",
         "prompt",
         "left",
         "right",
