@@ -19,11 +19,13 @@ from django.db.models import Q
 from annotate.models import Project, Round, RoundStatus
 from registry.models import ModelVersion, VersionStatus
 from registry.services import version_promote
+from training.engine import metric_names as metric
 from training.models import RunKind, RunStatus
 from training.pipeline import POLICY_RUN_KINDS, gates_passed, round_finish, round_start
 from training.runner import training_run_execute
 from training.services import training_run_create
 from training.simulation import Oracle, simulate_judging
+from training.version_metrics import reward_accuracy
 
 Log = Callable[[str], None]
 POLL_SECONDS = 2.0
@@ -125,9 +127,9 @@ def run_one_round(
         return report
     report.candidate = candidate.number
     gates = candidate.gate_results.get("gates", {})
-    report.reward_win_rate = gates.get("win_rate", {}).get("value")
-    report.kl = gates.get("kl", {}).get("value")
-    report.heldout_accuracy = gates.get("heldout_accuracy", {}).get("value")
+    report.reward_win_rate = gates.get(metric.WIN_RATE, {}).get("value")
+    report.kl = gates.get(metric.KL, {}).get("value")
+    report.heldout_accuracy = gates.get(metric.HELDOUT_ACCURACY, {}).get("value")
     report.gates_passed = gates_passed(candidate)
     report.oracle_win_rate = oracle_win_rate(candidate, oracle)
     candidate.refresh_from_db()
@@ -174,7 +176,7 @@ def _collect_run_figures(round_: Round, report: RoundReport) -> None:
             seconds = (run.finished_at - run.started_at).total_seconds()
             report.seconds[name] = report.seconds.get(name, 0.0) + seconds
         if run.kind == RunKind.REWARD and run.output_version is not None:
-            report.reward_accuracy = run.output_version.metrics.get("heldout_accuracy")
+            report.reward_accuracy = reward_accuracy(run.output_version.metrics)
 
 
 def _candidate_of(round_: Round) -> ModelVersion | None:

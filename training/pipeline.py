@@ -30,6 +30,7 @@ from config.errors import ConflictError
 from config.users import User
 from registry.models import ModelVersion, VersionStatus
 from registry.services import version_promote
+from training.engine import metric_names as metric
 from training.models import RunKind, TrainingRun
 from training.services import training_run_create
 
@@ -205,16 +206,19 @@ def gates_passed(version: ModelVersion) -> bool:
 def gates_check(*, project: Project, summary: dict[str, Any]) -> dict[str, Any]:
     """Compare an evaluation with the project's thresholds; a gate without a value fails,
     except held-out accuracy before any held-out pair was judged (nothing to hold against)."""
-    win_rate, kl, accuracy = summary["win_rate"], summary["kl"], summary["heldout_accuracy"]
+    win_rate, kl = summary[metric.WIN_RATE], summary[metric.KL]
+    accuracy = summary[metric.HELDOUT_ACCURACY]
     gates = {
-        "win_rate": _gate(win_rate, project.gate_min_win_rate, "min"),
-        "kl": _gate(kl, project.gate_max_kl, "max"),
-        "heldout_accuracy": _gate(accuracy, project.gate_min_heldout_accuracy, "min"),
+        metric.WIN_RATE: _gate(win_rate, project.gate_min_win_rate, "min"),
+        metric.KL: _gate(kl, project.gate_max_kl, "max"),
+        metric.HELDOUT_ACCURACY: _gate(accuracy, project.gate_min_heldout_accuracy, "min"),
     }
     if win_rate is None:
-        gates["win_rate"]["note"] = "no reward model to judge with"
+        gates[metric.WIN_RATE]["note"] = "no reward model to judge with"
     if accuracy is None:
-        gates["heldout_accuracy"].update(passed=True, note="no held-out human pairs judged yet")
+        gates[metric.HELDOUT_ACCURACY].update(
+            passed=True, note="no held-out human pairs judged yet"
+        )
     return {"passed": all(g["passed"] for g in gates.values()), "gates": gates}
 
 

@@ -26,6 +26,8 @@ from annotate.services import comparisons_create_for_round
 from registry.models import ModelKind, ModelVersion
 from registry.selectors import active_policy, reward_model_for
 from registry.services import version_next_number
+from training import version_metrics
+from training.engine import metric_names as metric
 from training.models import RunKind, RunStatus, TrainingRun
 from training.pipeline import chain_continue, gates_check, prompt_is_heldout, prompts_in_split
 from training.project_settings import training_settings_of
@@ -141,9 +143,8 @@ def _train_version(
             artifact_path=str(final),
             config=config_to_dict(config),
             metrics={
-                **{f"train_{k}": v for k, v in result.train_metrics.items()},
-                **{f"eval_{k}": v for k, v in result.eval_metrics.items()},
-                "seconds": result.seconds,
+                **version_metrics.engine_metrics(result.train_metrics, result.eval_metrics),
+                version_metrics.SECONDS: result.seconds,
             },
             training_data=training_data
             or {"comparisons": comparison_ids, "pairs": len(rows), "run": run.pk},
@@ -189,8 +190,8 @@ def reward_heldout_accuracy(version: ModelVersion) -> None:
     )
     version.metrics = {
         **version.metrics,
-        "heldout_accuracy": metrics["accuracy"],
-        "heldout_pairs": len(rows),
+        version_metrics.REWARD_HELDOUT_ACCURACY: metrics[metric.ACCURACY],
+        version_metrics.REWARD_HELDOUT_PAIRS: len(rows),
     }
     version.training_data = {**version.training_data, "heldout_comparisons": ids}
     version.save(update_fields=["metrics", "training_data"])
@@ -390,7 +391,7 @@ def run_evaluate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
     }
     candidate.metrics = {
         **candidate.metrics,
-        **{f"gate_{k}": v for k, v in summary.items() if v is not None},
+        **{version_metrics.gate_metric(k): v for k, v in summary.items() if v is not None},
     }
     candidate.save(update_fields=["gate_results", "metrics"])
     callbacks.on_metrics(0, "eval", {k: v for k, v in summary.items() if v is not None})

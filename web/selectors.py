@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import TypedDict
 
@@ -19,11 +18,13 @@ from annotate.models import (
     Judgment,
     Membership,
     Project,
-    Round,
     RoundStatus,
 )
 from config.users import User
 from registry.models import ModelKind, ModelVersion
+from training.engine import metric_names as metric
+from training.models import TrainingRun
+from training.version_metrics import reward_accuracy
 
 
 class MyProject(TypedDict):
@@ -126,28 +127,25 @@ def annotator_progress(*, project: Project, user: User) -> Progress:
     }
 
 
-def _version_round(version: ModelVersion, rounds: Sequence[Round]) -> int | None:
-    # A version is trained on the data of the last round opened before it was made (closing a
-    # round queues training; the next round opens after promotion).
-    number = None
-    for round_ in rounds:
-        if round_.opened_at <= version.created_at:
-            number = round_.number
-    return number
+def _versions_by_round(project: Project) -> dict[int, list[ModelVersion]]:
+    """Each round's trained versions, by the runs that made them (a run names its round)."""
+    runs = (
+        TrainingRun.objects.filter(project=project, round__isnull=False)
+        .exclude(output_version=None)
+        .select_related("round", "output_version")
+        .order_by("output_version__created_at")
+    )
+    by_round: dict[int, list[ModelVersion]] = {}
+    for run in runs:
+        assert run.round is not None and run.output_version is not None  # filtered above
+        by_round.setdefault(run.round.number, []).append(run.output_version)
+    return by_round
 
 
 def _gate_value(version: ModelVersion, gate: str) -> float | None:
     gates = (version.gate_results or {}).get("gates") or {}
     value = (gates.get(gate) or {}).get("value")
     return float(value) if isinstance(value, int | float) else None
-
-
-def _reward_accuracy(version: ModelVersion) -> float | None:
-    for key in ("eval_accuracy", "eval_heldout_accuracy", "accuracy"):
-        value = (version.metrics or {}).get(key)
-        if isinstance(value, int | float):
-            return float(value)
-    return None
 
 
 def round_summaries(*, project: Project) -> list[RoundSummary]:
@@ -160,20 +158,16 @@ def round_summaries(*, project: Project) -> list[RoundSummary]:
             ),
         )
     )
-    reward_accuracy: dict[int, float] = {}
+    reward_accuracies: dict[int, float] = {}
     win_rate: dict[int, float] = {}
-    versions = ModelVersion.objects.filter(project=project).order_by("created_at")
-    for version in versions:
-        number = _version_round(version, rounds)
-        if number is None:
-            continue
-        if version.kind == ModelKind.REWARD and (accuracy := _reward_accuracy(version)) is not None:
-            reward_accuracy[number] = accuracy
-        if (
-            version.kind == ModelKind.POLICY
-            and (rate := _gate_value(version, "win_rate")) is not None
-        ):
-            win_rate[number] = rate
+    for number, versions in _versions_by_round(project).items():
+        for version in versions:  # oldest first: a retrained version overrides its round's
+            accuracy = reward_accuracy(version.metrics or {})
+            if version.kind == ModelKind.REWARD and accuracy is not None:
+                reward_accuracies[number] = accuracy
+            rate = _gate_value(version, metric.WIN_RATE)
+            if version.kind == ModelKind.POLICY and rate is not None:
+                win_rate[number] = rate
     rows: list[RoundSummary] = []
     for round_ in rounds:
         stats = annotate_selectors.project_statistics(project=project, round_number=round_.number)
@@ -187,7 +181,7 @@ def round_summaries(*, project: Project) -> list[RoundSummary]:
                 "judgments": stats["judgments"],
                 "percent_agreement": stats["percent_agreement"],
                 "krippendorff_alpha": stats["krippendorff_alpha"],
-                "reward_accuracy": reward_accuracy.get(round_.number),
+                "reward_accuracy": reward_accuracies.get(round_.number),
                 "policy_win_rate": win_rate.get(round_.number),
             }
         )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from annotate.models import Assignment, AssignmentStatus
-from annotate.services import assignment_lease_next, judgment_submit, round_open
+from annotate.services import assignment_lease_next, judgment_submit, round_close, round_open
 from registry.models import ModelKind, ModelVersion
 from tests.factories import ComparisonFactory, PromptFactory, UserFactory
+from training.models import TrainingRun
 
 
 @pytest.fixture
@@ -113,17 +115,20 @@ def test_lease_ahead_answers_204_when_nothing_is_left(project, annotator, annota
     assert annotator_api.post(f"/api/web/projects/{project.pk}/lease-ahead/").status_code == 204
 
 
-def test_round_summary_reads_agreement_reward_accuracy_and_win_rate(project, admin_api):
-    round_open(project=project)
-    policy = ModelVersion.objects.get(project=project, kind=ModelKind.POLICY)
-    ModelVersion.objects.create(
-        project=project,
-        kind=ModelKind.REWARD,
-        number=1,
-        base_model="tiny",
-        metrics={"eval_accuracy": 0.7},
+def _trained_in(round_, version: ModelVersion, kind: str) -> None:
+    """The run of `round_`'s chain that produced `version` (what links a version to a round)."""
+    TrainingRun.objects.create(
+        project=round_.project, round=round_, kind=kind, status="succeeded", output_version=version
     )
-    ModelVersion.objects.create(
+
+
+def _round_one_versions(project, reward_metrics: dict) -> tuple:
+    first = round_open(project=project)
+    policy = ModelVersion.objects.get(project=project, kind=ModelKind.POLICY)
+    reward = ModelVersion.objects.create(
+        project=project, kind=ModelKind.REWARD, number=1, base_model="tiny", metrics=reward_metrics
+    )
+    candidate = ModelVersion.objects.create(
         project=project,
         kind=ModelKind.POLICY,
         number=1,
@@ -131,10 +136,37 @@ def test_round_summary_reads_agreement_reward_accuracy_and_win_rate(project, adm
         parent=policy,
         gate_results={"passed": True, "gates": {"win_rate": {"value": 0.62, "passed": True}}},
     )
+    return first, reward, candidate
+
+
+def test_round_summary_reads_agreement_reward_accuracy_and_win_rate(project, admin_api):
+    first, reward, candidate = _round_one_versions(project, {"eval_accuracy": 0.7})
+    _trained_in(first, reward, "reward")
+    _trained_in(first, candidate, "dpo")
     rows = admin_api.get(f"/api/web/projects/{project.pk}/rounds/").json()
     assert rows[0]["number"] == 1
     assert rows[0]["reward_accuracy"] == pytest.approx(0.7)
     assert rows[0]["policy_win_rate"] == pytest.approx(0.62)
+
+
+def test_round_summary_follows_the_runs_not_the_clock_and_prefers_heldout_accuracy(
+    project, admin_api
+):
+    # Round 1's versions are registered only after round 2 opened (a slow chain, a retry):
+    # they still belong to round 1, because the runs that made them say so.
+    first, reward, candidate = _round_one_versions(
+        project, {"eval_accuracy": 0.7, "heldout_accuracy": 0.55}
+    )
+    round_close(round=first)
+    round_open(project=project)
+    ModelVersion.objects.filter(pk__in=[reward.pk, candidate.pk]).update(created_at=timezone.now())
+    _trained_in(first, reward, "reward")
+    _trained_in(first, candidate, "dpo")
+    rows = admin_api.get(f"/api/web/projects/{project.pk}/rounds/").json()
+    assert [row["number"] for row in rows] == [1, 2]
+    assert rows[0]["reward_accuracy"] == pytest.approx(0.55)  # human held-out pairs first
+    assert rows[0]["policy_win_rate"] == pytest.approx(0.62)
+    assert rows[1]["reward_accuracy"] is None and rows[1]["policy_win_rate"] is None
 
 
 def test_admin_endpoints_refuse_annotators(project, annotator_api):
