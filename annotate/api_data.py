@@ -18,23 +18,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate import exporters, importers, selectors
-from annotate.models import Project
+from annotate.permissions import CanManageProject
 from config.errors import ApplicationError
-from config.users import User, request_user
+from config.users import request_user
 
 NDJSON = "application/x-ndjson"
 CSV = "text/csv; charset=utf-8"
 # Slack for the multipart envelope around the file when judging Content-Length up front.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
-
-
-def _require_manager(user: User, project: Project, action: str) -> None:
-    if not selectors.user_can_manage_prompts(user=user, project=project):
-        raise ApplicationError(
-            f"Only admins and the project's API clients {action}.",
-            code="forbidden",
-            http_status=403,
-        )
 
 
 class ImportInputSerializer(serializers.Serializer[Any]):
@@ -65,7 +56,7 @@ class ExportTrlQuerySerializer(serializers.Serializer[Any]):
 class ProjectImportApi(APIView):
     """Upload a preference JSONL file; 201 when anything was stored, 200 for a repeat."""
 
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAuthenticated, CanManageProject]
     parser_classes = [MultiPartParser]
 
     @extend_schema(
@@ -76,7 +67,6 @@ class ProjectImportApi(APIView):
     def post(self, request: Request, project_id: int) -> Response:
         user = request_user(request)
         project = selectors.project_get_for_user(user=user, project_id=project_id)
-        _require_manager(user, project, "import data")
         # Refuse an obviously oversized upload before Django spools it to disk.
         limit = importers.max_import_bytes()
         declared = request.META.get("CONTENT_LENGTH") or "0"
@@ -121,6 +111,8 @@ class _DownloadApi(APIView):
 
 
 class ExportTrlApi(_DownloadApi):
+    permission_classes = [IsAuthenticated, CanManageProject]
+
     @extend_schema(
         operation_id="projects_export_trl",
         parameters=[
@@ -136,7 +128,6 @@ class ExportTrlApi(_DownloadApi):
     def get(self, request: Request, project_id: int) -> StreamingHttpResponse:
         user = request_user(request)
         project = selectors.project_get_for_user(user=user, project_id=project_id)
-        _require_manager(user, project, "export training data")
         query = ExportTrlQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         lines = exporters.trl_jsonl_lines(

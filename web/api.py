@@ -7,12 +7,13 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.permissions import AllowAny, IsAdminUser, IsAuthenticated
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate import selectors as annotate_selectors
+from annotate.permissions import IsStaff
 from annotate.serializers import LeasedPairSerializer
 from config.users import request_user
 from web import selectors, services
@@ -89,7 +90,7 @@ class LeaseAheadApi(APIView):
 
 
 class RoundSummaryApi(APIView):
-    permission_classes = [IsAdminUser]
+    permission_classes = [IsAuthenticated, IsStaff]
 
     @extend_schema(responses=RoundSummarySerializer(many=True))
     def get(self, request: Request, project_id: int) -> Response:
@@ -101,7 +102,7 @@ class RoundSummaryApi(APIView):
 
 
 class UserListApi(APIView):
-    permission_classes = [IsAdminUser]
+    permission_classes = [IsAuthenticated, IsStaff]
 
     @extend_schema(responses=UserRowSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -129,7 +130,7 @@ class UserListApi(APIView):
 
 
 class UserDetailApi(APIView):
-    permission_classes = [IsAdminUser]
+    permission_classes = [IsAuthenticated, IsStaff]
 
     @extend_schema(request=UserUpdateInputSerializer, responses={200: UserRowSerializer})
     def patch(self, request: Request, user_id: int) -> Response:
@@ -144,7 +145,7 @@ class UserDetailApi(APIView):
 
 
 class MembershipDeleteApi(APIView):
-    permission_classes = [IsAdminUser]
+    permission_classes = [IsAuthenticated, IsStaff]
 
     @extend_schema(request=None, responses={204: None})
     def delete(self, request: Request, project_id: int, user_id: int) -> Response:
@@ -156,7 +157,7 @@ class MembershipDeleteApi(APIView):
 
 
 class TokenApi(APIView):
-    permission_classes = [IsAdminUser]
+    permission_classes = [IsAuthenticated, IsStaff]
 
     @extend_schema(request=None, responses={201: TokenOutputSerializer})
     def post(self, request: Request, user_id: int) -> Response:
