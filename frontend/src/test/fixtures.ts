@@ -5,6 +5,7 @@ export function pair(id: number, overrides: Partial<LeasedPair> = {}): LeasedPai
   return {
     assignment_id: id,
     project_id: 1,
+    kind: "pairwise",
     prompt: { text: `Prompt ${id}`, messages: null },
     left: { text: `Left answer ${id}` },
     right: { text: `Right answer ${id}` },

@@ -1,10 +1,28 @@
 // The annotator workspace: prompt, two answers side by side, one key per judgment.
-import { useCallback, useEffect, useMemo, useRef, useState } from "react";
+import {
+  type ComponentType,
+  useCallback,
+  useEffect,
+  useMemo,
+  useRef,
+  useState,
+} from "react";
 import { api, type LeasedPair, type Schemas } from "../api/client";
 import { Markdown } from "../components/Markdown";
 import { PromptView } from "../components/Prompt";
 import { KEY_HELP, actionForKey, strengthFor, type Choice, type Strength } from "./keys";
+import { PairwiseAnswers } from "./PairwiseAnswers";
 import { PairQueue, type PairSource, type QueueState } from "./queue";
+
+// One component per feedback type (the item's `kind`, annotate/feedback on the server).
+const ITEM_VIEWS: Record<LeasedPair["kind"], ComponentType<{ item: LeasedPair }>> = {
+  pairwise: PairwiseAnswers,
+};
+
+function ItemAnswers({ item }: { item: LeasedPair }) {
+  const View = ITEM_VIEWS[item.kind];
+  return <View item={item} />;
+}
 
 const STRENGTHS: Strength[] = ["slight", "clear", "strong"];
 const CHOICE_LABEL: Record<Choice, string> = {
@@ -222,20 +240,7 @@ export function Workspace({ projectId, projectName, guidelines, source }: Worksp
           <section className="prompt" aria-label="Prompt">
             <PromptView prompt={pair.prompt} />
           </section>
-          <div className="answers">
-            <section className="answer" aria-label="Left answer" data-side="left">
-              <header>
-                Left <kbd>1</kbd>
-              </header>
-              <Markdown text={pair.left.text} />
-            </section>
-            <section className="answer" aria-label="Right answer" data-side="right">
-              <header>
-                Right <kbd>2</kbd>
-              </header>
-              <Markdown text={pair.right.text} />
-            </section>
-          </div>
+          <ItemAnswers item={pair} />
           <div className="controls">
             <div className="choices">
               {(Object.keys(CHOICE_LABEL) as Choice[]).map((choice, i) => (
