@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
@@ -14,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate import selectors, services
-from annotate.models import Comparison, FeedbackKind
+from annotate.models import FeedbackKind
 from annotate.permissions import CanManageProject, CanSeeProject, IsStaff, StaffForWrites
 from annotate.serializers import (
     ComparisonOutputSerializer,
@@ -34,7 +33,7 @@ from annotate.serializers import (
     PromptOutputSerializer,
     PromptUploadInputSerializer,
 )
-from config.errors import ApplicationError, NotFoundError
+from config.errors import ApplicationError
 from config.pagination import paginated, paginated_response
 from config.users import User, request_user
 
@@ -263,10 +262,9 @@ class ComparisonListApi(APIView):
     @extend_schema(responses=paginated(ComparisonOutputSerializer))
     def get(self, request: Request, project_id: int) -> Response:
         project = selectors.project_get_for_user(user=request_user(request), project_id=project_id)
-        comparisons = Comparison.objects.filter(project=project).order_by("id")
-        status_filter = request.query_params.get("status")
-        if status_filter:
-            comparisons = comparisons.filter(status=status_filter)
+        comparisons = selectors.comparisons_of_project(
+            project=project, status=request.query_params.get("status")
+        )
         return paginated_response(request, self, comparisons, ComparisonOutputSerializer)
 
     @extend_schema(
@@ -296,7 +294,7 @@ class MemberListApi(APIView):
     @extend_schema(responses=MembershipOutputSerializer(many=True))
     def get(self, request: Request, project_id: int) -> Response:
         project = selectors.project_get_for_user(user=request_user(request), project_id=project_id)
-        members = project.memberships.select_related("user").order_by("user__username")
+        members = selectors.members_of_project(project=project)
         return Response(MembershipOutputSerializer(members, many=True).data)
 
     @extend_schema(request=MembershipInputSerializer, responses={201: MembershipOutputSerializer})
@@ -304,9 +302,7 @@ class MemberListApi(APIView):
         project = selectors.project_get_for_user(user=request_user(request), project_id=project_id)
         data = MembershipInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        user = get_user_model().objects.filter(username=data.validated_data["username"]).first()
-        if user is None:
-            raise NotFoundError(f"No user named {data.validated_data['username']!r}.")
+        user = selectors.user_by_username(username=data.validated_data["username"])
         membership = services.membership_set(
             project=project, user=user, role=data.validated_data["role"]
         )

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict
+from typing import Any
 
 from django.db.models import QuerySet
 
 from annotate import quality, queue
 from annotate.feedback import JudgmentFacts, feedback_type
-from annotate.models import Assignment, Judgment, MemberRole, Membership, Project, Prompt
+from annotate.models import (
+    Assignment,
+    Comparison,
+    Judgment,
+    MemberRole,
+    Membership,
+    Project,
+    Prompt,
+)
 from config.errors import NotFoundError
 from config.users import User
 
@@ -38,6 +47,22 @@ def user_can_manage_prompts(*, user: User, project: Project) -> bool:
     return Membership.objects.filter(project=project, user=user, role=MemberRole.CLIENT).exists()
 
 
+def comparisons_of_project(*, project: Project, status: str | None = None) -> QuerySet[Comparison]:
+    comparisons = Comparison.objects.filter(project=project).order_by("id")
+    return comparisons.filter(status=status) if status else comparisons
+
+
+def members_of_project(*, project: Project) -> QuerySet[Membership]:
+    return project.memberships.select_related("user").order_by("user__username")
+
+
+def user_by_username(*, username: str) -> User:
+    user = User.objects.filter(username=username).first()
+    if user is None:
+        raise NotFoundError(f"No user named {username!r}.")
+    return user
+
+
 def prompts_of_project(*, project: Project) -> QuerySet[Prompt]:
     return Prompt.objects.filter(project=project).order_by("id")
 
@@ -53,22 +78,22 @@ def assignment_for_annotator_view(assignment: Assignment) -> dict:
     return feedback_type(item.kind).annotator_view(item)
 
 
-def judgment_view(judgment: Judgment) -> dict:
+# A judgment as the API shows it; JudgmentOutputSerializer lists the same fields.
+JUDGMENT_FIELDS = (
+    "id", "comparison", "annotator", "choice", "strength", "rationale", "time_spent_ms",
+    "left_response", "right_response", "source", "submission_key", "created_at",
+)  # fmt: skip
+_JUDGMENT_FOREIGN_KEYS = frozenset({"comparison", "annotator", "left_response", "right_response"})
+
+
+def judgment_view(judgment: Judgment) -> dict[str, Any]:
     """A judgment in JudgmentOutputSerializer's shape, without a serializer per submit."""
-    return {
-        "id": judgment.pk,
-        "comparison": judgment.comparison_id,
-        "annotator": judgment.annotator_id,
-        "choice": judgment.choice,
-        "strength": judgment.strength,
-        "rationale": judgment.rationale,
-        "time_spent_ms": judgment.time_spent_ms,
-        "left_response": judgment.left_response_id,
-        "right_response": judgment.right_response_id,
-        "source": judgment.source,
-        "submission_key": str(judgment.submission_key),
-        "created_at": judgment.created_at,
+    view = {
+        name: getattr(judgment, f"{name}_id" if name in _JUDGMENT_FOREIGN_KEYS else name)
+        for name in JUDGMENT_FIELDS
     }
+    view["submission_key"] = str(judgment.submission_key)
+    return view
 
 
 def judgments_visible_to(*, user: User, project: Project) -> QuerySet[Judgment]:

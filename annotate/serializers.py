@@ -14,6 +14,7 @@ from annotate.models import (
     Round,
     TrainingAlgorithm,
 )
+from annotate.selectors import JUDGMENT_FIELDS
 
 
 class ProjectOutputSerializer(serializers.ModelSerializer):
@@ -129,20 +130,7 @@ class JudgmentSubmitInputSerializer(PairwiseSubmitInput):
 class JudgmentOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Judgment
-        fields = [
-            "id",
-            "comparison",
-            "annotator",
-            "choice",
-            "strength",
-            "rationale",
-            "time_spent_ms",
-            "left_response",
-            "right_response",
-            "source",
-            "submission_key",
-            "created_at",
-        ]
+        fields = list(JUDGMENT_FIELDS)
 
 
 class NextErrorSerializer(serializers.Serializer):

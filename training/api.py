@@ -21,9 +21,8 @@ from config.users import request_user
 from registry import services as registry_services
 from training import pipeline, selectors, services
 from training.project_settings import (
-    training_settings_effective,
-    training_settings_of,
     training_settings_update,
+    training_settings_view,
 )
 from training.serializers import (
     MetricPointSerializer,
@@ -32,6 +31,7 @@ from training.serializers import (
     TrainingRunCreateInputSerializer,
     TrainingRunOutputSerializer,
     TrainingSettingsSerializer,
+    TrainingSettingsViewSerializer,
 )
 
 
@@ -183,18 +183,17 @@ class RoundCloseApi(APIView):
 
 
 class TrainingSettingsApi(APIView):
-    """The settings every run of the project uses, with the defaults filled in."""
+    """The settings every run of the project uses: values, the project's overrides, defaults."""
 
     permission_classes = [IsAuthenticated, CanManageProject, StaffForWrites]
 
-    @extend_schema(responses=TrainingSettingsSerializer)
+    @extend_schema(responses=TrainingSettingsViewSerializer)
     def get(self, request: Request, project_id: int) -> Response:
-        project = _project(request, project_id)
-        return Response(training_settings_effective(training_settings_of(project)))
+        return Response(training_settings_view(_project(request, project_id)))
 
     @extend_schema(
         request=TrainingSettingsSerializer,
-        responses={200: TrainingSettingsSerializer},
+        responses={200: TrainingSettingsViewSerializer},
         description="Replace the project's overrides: only the fields given differ from the "
         "defaults. Unknown fields and wrong types are a 400 that names each field.",
     )
@@ -204,4 +203,4 @@ class TrainingSettingsApi(APIView):
         project = training_settings_update(
             project=_project(request, project_id), values=request.data
         )
-        return Response(training_settings_effective(training_settings_of(project)))
+        return Response(training_settings_view(project))

@@ -24,7 +24,14 @@ from typing import Any
 from django.db import transaction
 
 from annotate import queue as annotate_queue
-from annotate.models import ComparisonStatus, Project, Prompt, Round, RoundStatus
+from annotate.models import (
+    ComparisonStatus,
+    Project,
+    Prompt,
+    Round,
+    RoundStatus,
+    TrainingAlgorithm,
+)
 from annotate.services import round_close, round_open
 from config.errors import ConflictError
 from config.users import User
@@ -34,7 +41,8 @@ from training.engine import metric_names as metric
 from training.models import RunKind, TrainingRun
 from training.services import training_run_create
 
-POLICY_RUN_KINDS = (RunKind.DPO, RunKind.PPO, RunKind.RLOO)
+# A project's training_algorithm is the kind of its policy runs (tested to be run kinds).
+POLICY_RUN_KINDS = tuple(TrainingAlgorithm.values)
 
 
 # --- the held-out split ---------------------------------------------------------------------

@@ -225,6 +225,16 @@ class _GenerateRunConfig:
     generation: dict[str, Any] = field(default_factory=dict)
 
 
+def training_settings_view(project: Project) -> dict[str, Any]:
+    """The settings as the API and the dashboard's form show them: the values a run would
+    use, the project's own overrides, and the defaults they override."""
+    return {
+        "values": training_settings_effective(training_settings_of(project)),
+        "overrides": dict(project.training_settings),
+        "defaults": training_settings_effective(ProjectTrainingSettings()),
+    }
+
+
 def training_settings_effective(settings: ProjectTrainingSettings) -> dict[str, Any]:
     """Every setting with the value a run would use: the project's overrides over the defaults."""
     effective: dict[str, Any] = {}

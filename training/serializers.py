@@ -166,3 +166,9 @@ def training_settings_serializer() -> type[serializers.Serializer[Any]]:
 
 
 TrainingSettingsSerializer = training_settings_serializer()
+
+
+class TrainingSettingsViewSerializer(serializers.Serializer[Any]):
+    values = TrainingSettingsSerializer(help_text="What a run would use: overrides over defaults.")
+    overrides = serializers.DictField(help_text="The project's own settings, as last written.")
+    defaults = TrainingSettingsSerializer()

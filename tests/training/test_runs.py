@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from annotate.models import Comparison, Response, Round
+from annotate.models import Comparison, Response, Round, TrainingAlgorithm
 from annotate.services import round_open
 from registry.models import ModelKind, ModelVersion
 from registry.selectors import active_policy
 from tests.factories import PromptFactory
 from tests.training.helpers import judged_pairs
 from training import runner, services
-from training.models import MetricPoint, RunStatus, TrainingRun
-from training.pipeline import prompt_is_heldout
+from training.models import MetricPoint, RunKind, RunStatus, TrainingRun
+from training.pipeline import POLICY_RUN_KINDS, prompt_is_heldout
 from training.project_settings import training_settings_of
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_broker")]
@@ -190,3 +190,8 @@ def test_promote_through_the_api_keeps_one_active(tiny_project, admin_api):
     assert rollback.json()["status"] == "active"
     assert ModelVersion.objects.filter(project=tiny_project, status="active").count() == 1
     assert Round.objects.count() == 0
+
+
+def test_every_training_algorithm_a_project_may_choose_is_a_run_kind():
+    assert set(TrainingAlgorithm.values) <= set(RunKind.values)
+    assert set(POLICY_RUN_KINDS) == set(TrainingAlgorithm.values)

@@ -18,7 +18,9 @@ URL = "/api/projects/{}/training-settings/"
 
 
 def test_get_shows_every_setting_with_its_default(admin_api, project):
-    body = admin_api.get(URL.format(project.pk)).json()
+    view = admin_api.get(URL.format(project.pk)).json()
+    assert view["values"] == view["defaults"] and view["overrides"] == {}
+    body = view["values"]
     assert body["dpo"]["beta"] == 0.1 and body["dpo"]["loss_type"] == "sigmoid"
     assert body["reward"]["strength_margins"] == {"slight": 0.0, "clear": 0.5, "strong": 1.0}
     assert body["evaluation"]["heldout_fraction"] == 0.2
@@ -33,8 +35,11 @@ def test_put_stores_overrides_and_reads_them_back(admin_api, project):
         format="json",
     )
     assert response.status_code == 200, response.content
-    assert response.json()["dpo"]["beta"] == 0.3
-    assert response.json()["dpo"]["lora"]["r"] == 8
+    view = response.json()
+    assert view["values"]["dpo"]["beta"] == 0.3 and view["defaults"]["dpo"]["beta"] == 0.1
+    assert view["values"]["dpo"]["lora"]["r"] == 8
+    assert view["values"]["dpo"]["lora"]["alpha"] == view["defaults"]["dpo"]["lora"]["alpha"]
+    assert view["overrides"] == {"dpo": {"beta": 0.3, "lora": {"r": 8}}, "policy_data": "all"}
     project.refresh_from_db()
     assert project.training_settings == {
         "dpo": {"beta": 0.3, "lora": {"r": 8}},

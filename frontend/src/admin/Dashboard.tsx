@@ -7,11 +7,13 @@ import { AnnotatorsPanel } from "./AnnotatorsPanel";
 import { DataPanel } from "./DataPanel";
 import { OverviewPanel } from "./OverviewPanel";
 import { ProjectForm } from "./ProjectForm";
+import { SettingsPanel } from "./SettingsPanel";
 import { TrainingPanel } from "./TrainingPanel";
 
 const TABS: [string, string][] = [
   ["overview", "Rounds"],
   ["training", "Training & versions"],
+  ["settings", "Settings"],
   ["annotators", "Annotators"],
   ["data", "Data"],
   ["accounts", "Accounts & tokens"],
@@ -71,6 +73,7 @@ export function Dashboard({ me, projectId, tab, onProjectsChanged }: DashboardPr
       </div>
       {tab === "overview" && <OverviewPanel key={id} projectId={id} />}
       {tab === "training" && <TrainingPanel key={id} projectId={id} />}
+      {tab === "settings" && <SettingsPanel key={id} projectId={id} />}
       {tab === "annotators" && <AnnotatorsPanel key={id} projectId={id} />}
       {tab === "data" && <DataPanel key={id} projectId={id} />}
       {tab === "accounts" && <AccountsPanel key={id} me={me} projectId={id} />}
