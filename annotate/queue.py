@@ -5,7 +5,11 @@ written once here instead of being built by the ORM on each request: building th
 search through querysets cost more CPU than the database spent running it. Table names come
 from the models' metadata; the columns are the models' own. The same SQL runs on PostgreSQL and
 SQLite; only PostgreSQL gets row locks (SQLite's write lock serializes instead). On PostgreSQL
-each statement is prepared once per connection (config.db)."""
+each statement is prepared once per connection (config.db).
+
+Nothing here depends on the feedback type: a lease, its expiry and the overlap count are the same
+for every kind. What a kind stores, including the pairwise type's single-statement submit, lives
+with the type in annotate/feedback/."""
 
 from __future__ import annotations
 
