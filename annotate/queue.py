@@ -185,6 +185,7 @@ def live_lease_count(*, comparison_id: int, now: datetime) -> int:
 
 class JudgingRights(NamedTuple):
     paused: bool
+    role: str
     gold_rate: float
 
 
@@ -196,17 +197,18 @@ def lock_membership(*, project_id: int, user_id: int) -> JudgingRights | None:
     """
     with prepared_cursor() as cursor:
         cursor.execute(
-            f"SELECT m.paused, p.gold_rate FROM {table(Membership)} m "
+            f"SELECT m.paused, m.role, p.gold_rate FROM {table(Membership)} m "
             f"JOIN {table(Project)} p ON p.id = m.project_id "
             f"WHERE m.project_id = %s AND m.user_id = %s {_lock('FOR UPDATE OF m')}",
             [project_id, user_id],
         )
         row = cursor.fetchone()
-    return JudgingRights(bool(row[0]), float(row[1])) if row else None
+    return JudgingRights(bool(row[0]), str(row[1]), float(row[2])) if row else None
 
 
 class LeaseToSubmit(NamedTuple):
     assignment_id: int
+    member_role: str | None  # the annotator's role in the project now; None: no longer a member
     kind: str
     status: str
     a_on_left: bool
@@ -227,9 +229,12 @@ def lock_lease_for_submit(*, assignment_id: int, annotator_id: int) -> LeaseToSu
     """
     with prepared_cursor() as cursor:
         cursor.execute(
-            f"SELECT a.id, c.kind, a.status, a.a_on_left, c.id, c.project_id, c.round_id, "
-            f"c.status, c.judgment_count, c.required_annotations, c.response_a_id, c.response_b_id "
+            f"SELECT a.id, m.role, c.kind, a.status, a.a_on_left, c.id, c.project_id, "
+            f"c.round_id, c.status, c.judgment_count, c.required_annotations, c.response_a_id, "
+            f"c.response_b_id "
             f"FROM {table(Assignment)} a JOIN {table(Comparison)} c ON c.id = a.comparison_id "
+            f"LEFT JOIN {table(Membership)} m "
+            f"ON m.project_id = c.project_id AND m.user_id = a.annotator_id "
             f"WHERE a.id = %s AND a.annotator_id = %s {_lock('FOR UPDATE OF a, c')}",
             [assignment_id, annotator_id],
         )

@@ -86,6 +86,8 @@ def membership_set(*, project: Project, user: User, role: str = MemberRole.ANNOT
     membership, _ = Membership.objects.update_or_create(
         project=project, user=user, defaults={"role": role}
     )
+    if role != MemberRole.ANNOTATOR:
+        leases_release_for(project_id=project.pk, user_id=user.pk)  # no longer judging here
     return membership
 
 
@@ -422,11 +424,29 @@ def _judging_rights(project_id: int, annotator: User) -> queue.JudgingRights:
         raise ApplicationError(
             "You are not a member of this project.", code="forbidden", http_status=403
         )
+    if rights.role != MemberRole.ANNOTATOR:
+        raise _not_an_annotator(rights.role)
     if rights.paused:
         raise ApplicationError(
             "Your judging in this project is paused; ask an admin.", code="paused", http_status=403
         )
     return rights
+
+
+def _not_an_annotator(role: str) -> ApplicationError:
+    # A program's token (the client role) must never stand in for a person's judgment.
+    return ApplicationError(
+        f"Your role in this project is {role!r}; only annotators judge.",
+        code="not_an_annotator",
+        http_status=403,
+    )
+
+
+def leases_release_for(*, project_id: int, user_id: int) -> int:
+    """Give back a user's live leases in a project (paused, removed, or no longer judging)."""
+    return Assignment.objects.filter(
+        annotator_id=user_id, comparison__project_id=project_id, status=AssignmentStatus.LEASED
+    ).update(status=AssignmentStatus.RELEASED, finished_at=timezone.now())
 
 
 def assignment_lease_next(
@@ -643,6 +663,13 @@ def _feedback_submit_checked(
         if stored is None:  # deleted by an admin since: the pair stays judged once
             raise ConflictError("This pair is already judged.")
         return SubmitResult(stored, created=False, project_id=lease.project_id)
+    # A retry (above) is answered whatever happened since; a new judgment needs the role now.
+    if lease.member_role is None:
+        raise ApplicationError(
+            "You are no longer a member of this project.", code="forbidden", http_status=403
+        )
+    if lease.member_role != MemberRole.ANNOTATOR:
+        raise _not_an_annotator(lease.member_role)
     if (
         submission_key is not None
         and Judgment.objects.filter(submission_key=submission_key).exists()
@@ -686,9 +713,7 @@ def annotator_set_paused(*, project: Project, user_id: int, paused: bool) -> Mem
     membership.save(update_fields=["paused"])
     if paused:
         # Their live leases go back to the pool at once instead of waiting to expire.
-        Assignment.objects.filter(
-            annotator_id=user_id, comparison__project=project, status=AssignmentStatus.LEASED
-        ).update(status=AssignmentStatus.RELEASED, finished_at=timezone.now())
+        leases_release_for(project_id=project.pk, user_id=user_id)
     return membership
 
 

@@ -91,6 +91,8 @@ def membership_remove(*, project: Project, user_id: int) -> None:
     deleted, _ = Membership.objects.filter(project=project, user_id=user_id).delete()
     if not deleted:
         raise NotFoundError(f"User {user_id} is not a member of this project.")
+    # A lease they held would otherwise stay theirs until it expires (and could be submitted).
+    annotate_services.leases_release_for(project_id=project.pk, user_id=user_id)
 
 
 @transaction.atomic

@@ -28,6 +28,8 @@ from annotate.models import (
     ComparisonStatus,
     FeedbackKind,
     Judgment,
+    MemberRole,
+    Membership,
     Outcome,
     Project,
     Prompt,
@@ -184,6 +186,8 @@ def _one_statement_submit_sql() -> str:
     # the lease may still be judged and the pair has room, `stored` only if counted, `marked`
     # only if stored. The row lock in `lease` queues submits on one pair; the UPDATE's own
     # condition is rechecked on the newest row version, so the count never passes the overlap.
+    # Only a member who judges (the annotator role) gets past `lease`; anyone else falls to the
+    # checked path, which says why.
     return f"""
     WITH lease AS (
         SELECT a.id AS assignment_id, a.status, c.id AS comparison_id, c.project_id,
@@ -191,6 +195,9 @@ def _one_statement_submit_sql() -> str:
                CASE WHEN a.a_on_left THEN c.response_a_id ELSE c.response_b_id END AS left_id,
                CASE WHEN a.a_on_left THEN c.response_b_id ELSE c.response_a_id END AS right_id
         FROM {assignments} a JOIN {comparisons} c ON c.id = a.comparison_id
+        JOIN {queue.table(Membership)} m
+          ON m.project_id = c.project_id AND m.user_id = a.annotator_id
+             AND m.role = %(annotator_role)s
         WHERE a.id = %(assignment)s AND a.annotator_id = %(annotator)s AND c.kind = %(kind)s
         FOR UPDATE OF a, c
     ), counted AS (
@@ -245,6 +252,7 @@ def _submit_in_one_statement(
         "open": ComparisonStatus.OPEN,
         "complete": ComparisonStatus.COMPLETE,
         "kind": FeedbackKind.PAIRWISE,
+        "annotator_role": MemberRole.ANNOTATOR,
     }
     with prepared_cursor() as cursor:
         cursor.execute(_one_statement_submit_sql(), params)
