@@ -116,8 +116,11 @@ def _matches(hint: Any, value: Any) -> bool:
 
 
 def _describe(hint: Any) -> str:
+    """A field's type as a person reads it: float, int | None, 'sigmoid' | 'ipo', ..."""
     if get_origin(hint) is Literal:
         return " | ".join(repr(v) for v in get_args(hint))
+    if isinstance(hint, type):
+        return "an object" if dataclasses.is_dataclass(hint) else hint.__name__
     return str(hint).replace("typing.", "")
 
 

@@ -74,6 +74,11 @@ def test_a_bad_setting_is_a_400_naming_the_field_and_nothing_is_stored(
     assert project.training_settings == before
 
 
+def test_a_type_error_says_the_type_as_a_person_reads_it(admin_api, project):
+    detail = admin_api.put(URL.format(project.pk), {"dpo": {"beta": "high"}}, format="json")
+    assert detail.json()["detail"] == "training_settings.dpo.beta: expected float, got 'high'."
+
+
 def test_only_admins_change_settings(annotator_api, token_api, project):
     assert annotator_api.get(URL.format(project.pk)).status_code == 403
     assert token_api.get(URL.format(project.pk)).status_code == 200
