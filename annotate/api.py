@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
@@ -36,6 +37,7 @@ from annotate.serializers import (
 from config.errors import ApplicationError
 from config.pagination import paginated, paginated_response
 from config.users import User, request_user
+from config.validation import query_int, refuse_declared_oversize, too_large
 
 
 class ProjectListApi(APIView):
@@ -120,9 +122,13 @@ class PromptUploadApi(APIView):
     )
     def post(self, request: Request, project_id: int) -> Response:
         project = selectors.project_get_for_user(user=request_user(request), project_id=project_id)
+        limit = settings.MAX_IMPORT_BYTES
+        refuse_declared_oversize(request.META, limit)  # before Django reads the body
         data = PromptUploadInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         upload = data.validated_data["file"]
+        if upload.size > limit:  # spooled to disk by now, never read into memory
+            raise too_large(limit, "The file")
         rows = services.prompt_rows_from_file(content=upload.read(), filename=upload.name)
         result = services.prompts_create(
             project=project,
@@ -231,12 +237,8 @@ class StatisticsApi(APIView):
     )
     def get(self, request: Request, project_id: int) -> Response:
         project = selectors.project_get_for_user(user=request_user(request), project_id=project_id)
-        round_number = request.query_params.get("round")
-        if round_number is not None and not round_number.isdigit():
-            raise ApplicationError("round must be a round number.")
-        stats = selectors.project_statistics(
-            project=project, round_number=int(round_number) if round_number else None
-        )
+        round_number = query_int(request.query_params, "round", minimum=1)
+        stats = selectors.project_statistics(project=project, round_number=round_number)
         return Response(ProjectStatisticsSerializer(stats).data)
 
 

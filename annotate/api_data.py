@@ -19,13 +19,11 @@ from rest_framework.views import APIView
 
 from annotate import exporters, importers, selectors
 from annotate.permissions import CanManageProject
-from config.errors import ApplicationError
 from config.users import request_user
+from config.validation import BoundedIntegerField, refuse_declared_oversize
 
 NDJSON = "application/x-ndjson"
 CSV = "text/csv; charset=utf-8"
-# Slack for the multipart envelope around the file when judging Content-Length up front.
-MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
 class ImportInputSerializer(serializers.Serializer[Any]):
@@ -36,14 +34,14 @@ class ImportInputSerializer(serializers.Serializer[Any]):
 
 class ImportResultSerializer(serializers.Serializer[Any]):
     format = serializers.CharField()
-    rows_read = serializers.IntegerField()
-    prompts_created = serializers.IntegerField()
-    responses_created = serializers.IntegerField()
-    comparisons_created = serializers.IntegerField()
-    judgments_created = serializers.IntegerField()
-    skipped_duplicates = serializers.IntegerField()
-    skipped_identical = serializers.IntegerField()
-    rows_failed = serializers.IntegerField()
+    rows_read = BoundedIntegerField()
+    prompts_created = BoundedIntegerField()
+    responses_created = BoundedIntegerField()
+    comparisons_created = BoundedIntegerField()
+    judgments_created = BoundedIntegerField()
+    skipped_duplicates = BoundedIntegerField()
+    skipped_identical = BoundedIntegerField()
+    rows_failed = BoundedIntegerField()
     # DRF's metaclass moves declared fields off the class, so this does not replace the
     # `errors` property; mypy cannot see that.
     errors = serializers.ListField(child=serializers.DictField())  # type: ignore[assignment]
@@ -68,14 +66,7 @@ class ProjectImportApi(APIView):
         user = request_user(request)
         project = selectors.project_get_for_user(user=user, project_id=project_id)
         # Refuse an obviously oversized upload before Django spools it to disk.
-        limit = importers.max_import_bytes()
-        declared = request.META.get("CONTENT_LENGTH") or "0"
-        if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD_BYTES:
-            raise ApplicationError(
-                f"The file is larger than the import limit of {limit} bytes; split it into parts.",
-                code="too_large",
-                http_status=413,
-            )
+        refuse_declared_oversize(request.META, importers.max_import_bytes())
         data = ImportInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         result = importers.preferences_import(

@@ -60,6 +60,7 @@ from annotate.models import (
 )
 from annotate.services import chat_messages_clean
 from config.errors import ApplicationError, ConflictError
+from config.safe_json import json_loads_checked
 from config.users import User
 
 IMPORT_FORMATS = ("trl", "hh", "alpaca_eval")
@@ -340,9 +341,11 @@ def _record(number: int, raw: bytes) -> dict[str, Any]:
             "save the file as UTF-8"
         ) from None
     try:
-        record = json.loads(text)
+        record = json_loads_checked(text)
     except json.JSONDecodeError as error:
         raise RowError(f"invalid JSON ({error.msg} at column {error.colno})") from None
+    except ValueError as error:  # nested too deep, NaN, or a lone surrogate
+        raise RowError(str(error)) from None
     if not isinstance(record, dict):
         raise RowError(f"expected a JSON object, got {type(record).__name__}")
     return record

@@ -15,6 +15,7 @@ from annotate.models import (
     TrainingAlgorithm,
 )
 from annotate.selectors import JUDGMENT_FIELDS
+from config.validation import MAX_POSITIVE_INTEGER, BoundedIntegerField
 
 
 class ProjectOutputSerializer(serializers.ModelSerializer):
@@ -47,10 +48,10 @@ class ProjectCreateInputSerializer(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True, default="")
     guidelines = serializers.CharField(required=False, allow_blank=True, default="")
     base_model = serializers.CharField(max_length=500, default="smollm2-135m-instruct")
-    required_annotations = serializers.IntegerField(min_value=1, max_value=50, default=1)
+    required_annotations = BoundedIntegerField(min_value=1, max_value=50, default=1)
     gold_rate = serializers.FloatField(min_value=0, max_value=1, default=0.0)
-    round_quota = serializers.IntegerField(min_value=1, default=64)
-    max_prompt_chars = serializers.IntegerField(min_value=1, max_value=1_000_000, default=8_000)
+    round_quota = BoundedIntegerField(min_value=1, max_value=MAX_POSITIVE_INTEGER, default=64)
+    max_prompt_chars = BoundedIntegerField(min_value=1, max_value=1_000_000, default=8_000)
     training_algorithm = serializers.ChoiceField(
         choices=TrainingAlgorithm.choices, default=TrainingAlgorithm.DPO
     )
@@ -78,14 +79,14 @@ class PromptUploadInputSerializer(serializers.Serializer):
 
 
 class RowErrorSerializer(serializers.Serializer):
-    index = serializers.IntegerField()
+    index = BoundedIntegerField()
     error = serializers.CharField()
 
 
 class PromptBatchOutputSerializer(serializers.Serializer):
-    created = serializers.IntegerField()
-    unchanged = serializers.IntegerField()
-    prompt_ids = serializers.ListField(child=serializers.IntegerField())
+    created = BoundedIntegerField()
+    unchanged = BoundedIntegerField()
+    prompt_ids = serializers.ListField(child=BoundedIntegerField())
     # The API's name for the rows left out; it shadows Serializer.errors on this output-only class.
     errors = RowErrorSerializer(many=True)  # type: ignore[assignment]
 
@@ -102,8 +103,8 @@ class PromptViewSerializer(serializers.Serializer):
 class LeasedPairSerializer(serializers.Serializer):
     """A leased pair as the annotator sees it; no model identity, no gold flag."""
 
-    assignment_id = serializers.IntegerField()
-    project_id = serializers.IntegerField()
+    assignment_id = BoundedIntegerField()
+    project_id = BoundedIntegerField()
     kind = serializers.ChoiceField(choices=FeedbackKind.choices)
     prompt = PromptViewSerializer()
     left = TextSerializer()
@@ -153,10 +154,10 @@ class JudgmentSubmittedSerializer(JudgmentOutputSerializer):
 
 
 class AnnotatorStatsSerializer(serializers.Serializer):
-    annotator_id = serializers.IntegerField()
+    annotator_id = BoundedIntegerField()
     username = serializers.CharField()
-    judgments = serializers.IntegerField()
-    gold_judged = serializers.IntegerField()
+    judgments = BoundedIntegerField()
+    gold_judged = BoundedIntegerField()
     gold_accuracy = serializers.FloatField(allow_null=True)
     agreement_with_others = serializers.FloatField(allow_null=True)
     left_bias = serializers.FloatField(allow_null=True)
@@ -165,12 +166,12 @@ class AnnotatorStatsSerializer(serializers.Serializer):
 
 
 class ProjectStatisticsSerializer(serializers.Serializer):
-    round = serializers.IntegerField(allow_null=True)
-    judgments = serializers.IntegerField()
-    comparisons_judged = serializers.IntegerField()
+    round = BoundedIntegerField(allow_null=True)
+    judgments = BoundedIntegerField()
+    comparisons_judged = BoundedIntegerField()
     percent_agreement = serializers.FloatField(allow_null=True)
     krippendorff_alpha = serializers.FloatField(allow_null=True)
-    resolutions = serializers.DictField(child=serializers.IntegerField())
+    resolutions = serializers.DictField(child=BoundedIntegerField())
     annotators = AnnotatorStatsSerializer(many=True)
 
 
@@ -179,7 +180,7 @@ class PauseInputSerializer(serializers.Serializer):
 
 
 class ExternalComparisonInputSerializer(serializers.Serializer):
-    prompt_id = serializers.IntegerField()
+    prompt_id = BoundedIntegerField()
     answer_a = serializers.CharField(trim_whitespace=False, max_length=200_000)
     answer_b = serializers.CharField(trim_whitespace=False, max_length=200_000)
     model_a = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
@@ -219,7 +220,7 @@ class MembershipInputSerializer(serializers.Serializer):
 
 
 class MembershipOutputSerializer(serializers.Serializer):
-    user_id = serializers.IntegerField()
+    user_id = BoundedIntegerField()
     username = serializers.CharField(source="user.username")
     role = serializers.CharField()
     paused = serializers.BooleanField()

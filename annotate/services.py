@@ -37,6 +37,7 @@ from annotate.models import (
     TrainingAlgorithm,
 )
 from config.errors import ApplicationError, ConflictError, NotFoundError
+from config.safe_json import json_loads_checked
 from config.users import User
 from registry.selectors import active_policy
 from registry.services import base_policy_create
@@ -261,14 +262,23 @@ def prompt_rows_from_file(*, content: bytes, filename: str) -> list[dict[str, An
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            rows.append(json_loads_checked(line))
         except json.JSONDecodeError as error:
             raise ApplicationError(f"Line {number} is not valid JSON: {error.msg}.") from None
+        except ValueError as error:  # nested too deep, NaN, or a lone surrogate
+            raise ApplicationError(f"Line {number}: {error}") from None
     return rows
 
 
 def _prompt_rows_from_csv(text: str) -> list[dict[str, Any]]:
     reader = csv.DictReader(io.StringIO(text))
+    try:
+        return _csv_prompt_rows(reader)
+    except csv.Error as error:  # a field over csv's size limit, a NUL byte, ...
+        raise ApplicationError(f"CSV line {reader.line_num}: {error}.") from None
+
+
+def _csv_prompt_rows(reader: csv.DictReader[str]) -> list[dict[str, Any]]:
     if not reader.fieldnames or "text" not in reader.fieldnames:
         raise ApplicationError("A prompt CSV needs a header row with a 'text' column.")
     rows = []

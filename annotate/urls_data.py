@@ -6,22 +6,22 @@ from annotate import api_data
 
 data_patterns: list = [
     path(
-        "projects/<int:project_id>/import/",
+        "projects/<id:project_id>/import/",
         api_data.ProjectImportApi.as_view(),
         name="data-import",
     ),
     path(
-        "projects/<int:project_id>/export/trl/",
+        "projects/<id:project_id>/export/trl/",
         api_data.ExportTrlApi.as_view(),
         name="export-trl",
     ),
     path(
-        "projects/<int:project_id>/export/judgments.jsonl",
+        "projects/<id:project_id>/export/judgments.jsonl",
         api_data.ExportJudgmentsJsonlApi.as_view(),
         name="export-judgments-jsonl",
     ),
     path(
-        "projects/<int:project_id>/export/judgments.csv",
+        "projects/<id:project_id>/export/judgments.csv",
         api_data.ExportJudgmentsCsvApi.as_view(),
         name="export-judgments-csv",
     ),

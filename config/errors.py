@@ -6,14 +6,19 @@ responses themselves. Every API error body has the same shape: {"error": code, "
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DataError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+logger = logging.getLogger(__name__)
 
 
 class ApplicationError(Exception):
@@ -46,9 +51,24 @@ class ConflictError(ApplicationError):
         )
 
 
-def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
         return Response({"error": exc.code, "detail": exc.message, **exc.extra}, exc.http_status)
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        too_big = f"The request body is larger than the limit of {limit} bytes (MAX_REQUEST_BYTES)."
+        return Response(
+            {"error": "too_large", "detail": too_big}, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+        )
+    if isinstance(exc, TooManyFieldsSent):
+        too_many = "The request has more form fields than the server accepts."
+        return Response({"error": "invalid", "detail": too_many}, status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, DataError):
+        # The input layer (config.validation) keeps numbers and text storable; this is the net
+        # under it, so a value it missed is still the caller's 400 and never a 500.
+        logger.warning("A value the database refused reached it: %s", exc)
+        out_of_range = "A value in the request is out of the range the server can store."
+        return Response({"error": "invalid", "detail": out_of_range}, status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else exc.messages
         exc = exceptions.ValidationError(detail)

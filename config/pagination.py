@@ -11,12 +11,30 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.validation import query_int
+
+MAX_PAGE_SIZE = 1000
+
+
+class BoundedLimitOffsetPagination(LimitOffsetPagination):
+    """`?limit=&offset=`: limit at most MAX_PAGE_SIZE; a limit or offset that is not a whole
+    number in range is a 400 (DRF would fall back silently, or fail on a huge offset)."""
+
+    max_limit = MAX_PAGE_SIZE
+
+    def get_limit(self, request: Request) -> int | None:
+        limit = query_int(request.query_params, self.limit_query_param, minimum=1)
+        return self.default_limit if limit is None else min(limit, MAX_PAGE_SIZE)
+
+    def get_offset(self, request: Request) -> int:
+        return query_int(request.query_params, self.offset_query_param) or 0
+
 
 def paginated_response(
     request: Request, view: APIView, rows: QuerySet, serializer_class: type[serializers.Serializer]
 ) -> Response:
     """`?limit=&offset=` over `rows`: {count, next, previous, results}."""
-    paginator = LimitOffsetPagination()
+    paginator = BoundedLimitOffsetPagination()
     page = paginator.paginate_queryset(rows, request, view=view)
     return paginator.get_paginated_response(serializer_class(page, many=True).data)
 

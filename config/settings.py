@@ -121,7 +121,13 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "config.pagination.BoundedLimitOffsetPagination",
+    # JSON bodies pass the depth and text checks of config.validation before anything reads them.
+    "DEFAULT_PARSER_CLASSES": [
+        "config.parsers.CheckedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
@@ -140,6 +146,10 @@ SPECTACULAR_SETTINGS = {
 MAX_PROMPT_CHARS = env_int("MAX_PROMPT_CHARS", 32_000, minimum=1)
 MAX_PROMPTS_PER_REQUEST = env_int("MAX_PROMPTS_PER_REQUEST", 5_000, minimum=1)
 MAX_IMPORT_BYTES = env_int("MAX_IMPORT_BYTES", 32 * 1024 * 1024, minimum=1024)
+# The largest JSON (or form) body read into memory: room for MAX_PROMPTS_PER_REQUEST prompts of a
+# few thousand characters. Files are spooled to disk and bounded by MAX_IMPORT_BYTES instead.
+MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 32 * 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
 LEASE_SECONDS = env_int("LEASE_SECONDS", 600, minimum=10)
 
 # --- Celery -------------------------------------------------------------------------------

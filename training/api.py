@@ -18,6 +18,7 @@ from annotate.serializers import RoundOutputSerializer
 from config.errors import ApplicationError
 from config.pagination import paginated, paginated_response
 from config.users import request_user
+from config.validation import query_int
 from registry import services as registry_services
 from training import pipeline, selectors, services
 from training.project_settings import (
@@ -94,12 +95,8 @@ class TrainingRunMetricsApi(RunScoped, APIView):
 
     @extend_schema(responses=MetricPointSerializer(many=True))
     def get(self, request: Request, run_id: int) -> Response:
-        after = request.query_params.get("after_step")
-        if after is not None and not after.isdigit():
-            raise ApplicationError("after_step must be a step number.")
-        points = selectors.run_metric_points(
-            run=selectors.run_get(run_id=run_id), after_step=None if after is None else int(after)
-        )
+        after = query_int(request.query_params, "after_step")
+        points = selectors.run_metric_points(run=selectors.run_get(run_id=run_id), after_step=after)
         return Response(MetricPointSerializer(points, many=True).data)
 
 

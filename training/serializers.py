@@ -8,6 +8,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from rest_framework import serializers
 
+from config.validation import BoundedIntegerField
 from registry.models import ModelVersion
 from training.models import MetricPoint, RunKind, RunStatus, TrainingRun
 from training.project_settings import (
@@ -21,8 +22,8 @@ from training.project_settings import (
 class TrainingRunCreateInputSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=RunKind.choices)
     config = serializers.JSONField(required=False, default=dict)
-    round = serializers.IntegerField(required=False, help_text="Round number (generate runs).")
-    version = serializers.IntegerField(
+    round = BoundedIntegerField(required=False, help_text="Round number (generate runs).")
+    version = BoundedIntegerField(
         required=False, help_text="Id of the policy version an evaluate run measures."
     )
     chain = serializers.BooleanField(

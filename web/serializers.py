@@ -5,6 +5,7 @@ from typing import Any
 from rest_framework import serializers
 
 from annotate.models import MemberRole
+from config.validation import BoundedIntegerField
 
 
 class LoginInputSerializer(serializers.Serializer[Any]):
@@ -13,7 +14,7 @@ class LoginInputSerializer(serializers.Serializer[Any]):
 
 
 class MyProjectSerializer(serializers.Serializer[Any]):
-    id = serializers.IntegerField()
+    id = BoundedIntegerField()
     name = serializers.CharField()
     slug = serializers.CharField()
     role = serializers.CharField(help_text="annotator, client, or admin for staff")
@@ -21,26 +22,26 @@ class MyProjectSerializer(serializers.Serializer[Any]):
 
 
 class MeSerializer(serializers.Serializer[Any]):
-    id = serializers.IntegerField()
+    id = BoundedIntegerField()
     username = serializers.CharField()
     is_staff = serializers.BooleanField()
     projects = MyProjectSerializer(many=True)
 
 
 class ProgressSerializer(serializers.Serializer[Any]):
-    judged_today = serializers.IntegerField()
-    judged_total = serializers.IntegerField()
-    left_in_round = serializers.IntegerField()
-    round = serializers.IntegerField(allow_null=True)
+    judged_today = BoundedIntegerField()
+    judged_total = BoundedIntegerField()
+    left_in_round = BoundedIntegerField()
+    round = BoundedIntegerField(allow_null=True)
 
 
 class RoundSummarySerializer(serializers.Serializer[Any]):
-    number = serializers.IntegerField()
+    number = BoundedIntegerField()
     status = serializers.CharField()
-    quota = serializers.IntegerField()
-    comparisons = serializers.IntegerField()
-    complete = serializers.IntegerField()
-    judgments = serializers.IntegerField()
+    quota = BoundedIntegerField()
+    comparisons = BoundedIntegerField()
+    complete = BoundedIntegerField()
+    judgments = BoundedIntegerField()
     percent_agreement = serializers.FloatField(allow_null=True)
     krippendorff_alpha = serializers.FloatField(allow_null=True)
     reward_accuracy = serializers.FloatField(allow_null=True)
@@ -48,14 +49,14 @@ class RoundSummarySerializer(serializers.Serializer[Any]):
 
 
 class UserMembershipSerializer(serializers.Serializer[Any]):
-    project_id = serializers.IntegerField()
+    project_id = BoundedIntegerField()
     project = serializers.CharField()
     role = serializers.CharField()
     paused = serializers.BooleanField()
 
 
 class UserRowSerializer(serializers.Serializer[Any]):
-    id = serializers.IntegerField()
+    id = BoundedIntegerField()
     username = serializers.CharField()
     is_staff = serializers.BooleanField()
     is_active = serializers.BooleanField()
@@ -68,7 +69,7 @@ class UserCreateInputSerializer(serializers.Serializer[Any]):
     username = serializers.RegexField(r"^[\w.@+-]+\Z", max_length=150)
     password = serializers.CharField(max_length=256, trim_whitespace=False)
     is_staff = serializers.BooleanField(default=False)
-    project_id = serializers.IntegerField(required=False, help_text="Add to this project at once.")
+    project_id = BoundedIntegerField(required=False, help_text="Add to this project at once.")
     role = serializers.ChoiceField(choices=MemberRole.choices, default=MemberRole.ANNOTATOR)
 
 
@@ -77,5 +78,5 @@ class UserUpdateInputSerializer(serializers.Serializer[Any]):
 
 
 class TokenOutputSerializer(serializers.Serializer[Any]):
-    user_id = serializers.IntegerField()
+    user_id = BoundedIntegerField()
     key = serializers.CharField(help_text="Shown once; store it now.")

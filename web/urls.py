@@ -8,21 +8,21 @@ api_patterns = [
     path("login/", api.LoginApi.as_view(), name="web-login"),
     path("logout/", api.LogoutApi.as_view(), name="web-logout"),
     path("me/", api.MeApi.as_view(), name="web-me"),
-    path("projects/<int:project_id>/progress/", api.ProgressApi.as_view(), name="web-progress"),
+    path("projects/<id:project_id>/progress/", api.ProgressApi.as_view(), name="web-progress"),
     path(
-        "projects/<int:project_id>/lease-ahead/",
+        "projects/<id:project_id>/lease-ahead/",
         api.LeaseAheadApi.as_view(),
         name="web-lease-ahead",
     ),
-    path("projects/<int:project_id>/rounds/", api.RoundSummaryApi.as_view(), name="web-rounds"),
+    path("projects/<id:project_id>/rounds/", api.RoundSummaryApi.as_view(), name="web-rounds"),
     path(
-        "projects/<int:project_id>/members/<int:user_id>/",
+        "projects/<id:project_id>/members/<id:user_id>/",
         api.MembershipDeleteApi.as_view(),
         name="web-membership",
     ),
     path("users/", api.UserListApi.as_view(), name="web-users"),
-    path("users/<int:user_id>/", api.UserDetailApi.as_view(), name="web-user"),
-    path("users/<int:user_id>/token/", api.TokenApi.as_view(), name="web-token"),
+    path("users/<id:user_id>/", api.UserDetailApi.as_view(), name="web-user"),
+    path("users/<id:user_id>/token/", api.TokenApi.as_view(), name="web-token"),
 ]
 
 page_patterns = [

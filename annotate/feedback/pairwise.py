@@ -40,6 +40,7 @@ from annotate.queue import LeasedItem
 from config.db import prepared_cursor
 from config.errors import ApplicationError
 from config.users import User
+from config.validation import BoundedIntegerField
 
 # The judgment columns a pairwise submit writes, in this order, on both submit paths.
 STORED_COLUMNS = (
@@ -56,7 +57,7 @@ class PairwiseSubmitInput(serializers.Serializer[Any]):
     rationale = serializers.CharField(
         required=False, allow_blank=True, max_length=10_000, default=""
     )
-    time_spent_ms = serializers.IntegerField(required=False, min_value=0, max_value=86_400_000)
+    time_spent_ms = BoundedIntegerField(required=False, min_value=0, max_value=86_400_000)
 
 
 def check_choice(choice: str, strength: str | None) -> None:
