@@ -12,13 +12,15 @@ import json
 import logging
 import os
 import socket
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 
 from annotate.feedback.pairwise import resolved_pairs
 from annotate.models import Prompt, Response, ResponseSource, RoundStatus
@@ -32,9 +34,11 @@ from training.models import RunKind, RunStatus, TrainingRun
 from training.pipeline import chain_continue, gates_check, prompt_is_heldout, prompts_in_split
 from training.project_settings import training_settings_of
 from training.services import (
+    training_run_beat,
     training_run_claim,
     training_run_finish,
     training_run_heartbeat,
+    training_run_lock_if_ours,
     training_run_record_metrics,
 )
 
@@ -132,9 +136,13 @@ def _train_version(
         rows, config, work, callbacks=callbacks.engine(), cache_dir=settings.MODEL_CACHE_DIR
     )
     with transaction.atomic():
+        if not training_run_lock_if_ours(run_id=run.pk, worker=run.worker):
+            # Reaped, cancelled or handed to another worker while training: the artifact stays
+            # in the work folder (a retry resumes from its checkpoint) and nothing is registered.
+            raise RunLost(f"Run {run.pk} is no longer this worker's; its model is not registered.")
         number = version_next_number(project_id=run.project_id, kind=kind)
         final = publish_artifact(work, run, kind, number)
-        return ModelVersion.objects.create(
+        version = ModelVersion.objects.create(
             project=run.project,
             kind=kind,
             number=number,
@@ -149,6 +157,9 @@ def _train_version(
             training_data=training_data
             or {"comparisons": comparison_ids, "pairs": len(rows), "run": run.pk},
         )
+        # Registered and succeeded in one transaction, under the run's row lock.
+        training_run_finish(run_id=run.pk, status=RunStatus.SUCCEEDED, output_version=version)
+        return version
 
 
 def run_reward(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersion:
@@ -444,6 +455,45 @@ RUNNERS: dict[str, Callable[[TrainingRun, DatabaseCallbacks], ModelVersion | Non
 }
 
 
+class RunLost(Exception):
+    """The run stopped being this worker's while it worked (reaped, cancelled, retried)."""
+
+
+# The liveness beat: far more often than the reaper's limit (tasks.STALE_RUN_SECONDS).
+HEARTBEAT_SECONDS = 30.0
+
+
+@contextmanager
+def beating_heart(run_id: int) -> Iterator[None]:
+    """Beat the run's heartbeat from a thread while the body runs.
+
+    Steps beat too, but some phases have none for a long time (loading a large model,
+    reference log-probs, evaluation samples, held-out accuracy, a shared machine): a worker
+    that is alive is never reaped. A killed worker stops beating with it.
+    """
+    stop = threading.Event()
+    every_seconds = HEARTBEAT_SECONDS  # read now, so a test can shorten it
+
+    def beat() -> None:
+        try:
+            while not stop.wait(every_seconds):
+                try:
+                    if not training_run_beat(run_id=run_id):
+                        return  # finished, cancelled or reaped: nothing left to keep alive
+                except Exception:  # a database hiccup must not kill the thread or the run
+                    logger.exception("Heartbeat of run %s failed; trying again", run_id)
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-run-{run_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=every_seconds)
+
+
 def training_run_execute(*, run_id: int, worker: str | None = None) -> str | None:
     """Claim the run and carry it out; returns its final status, or None if not claimed."""
     from training.engine.runtime import RunCancelled
@@ -456,18 +506,31 @@ def training_run_execute(*, run_id: int, worker: str | None = None) -> str | Non
     try:
         if runner is None:
             raise NotImplementedError(f"{run.kind} runs are not available yet.")
-        version = runner(run, callbacks)
+        with beating_heart(run.pk):
+            version = runner(run, callbacks)
+    except RunLost as lost:
+        logger.warning("%s", lost)
+        return _status_of(run)
     except RunCancelled:
         training_run_finish(run_id=run.pk, status=RunStatus.CANCELLED, error="Cancelled.")
-        return RunStatus.CANCELLED
+        return _status_of(run)
     except Exception as error:  # the row must say what went wrong, whatever it was
         detail = "".join(traceback.format_exception_only(type(error), error)).strip()
         training_run_finish(run_id=run.pk, status=RunStatus.FAILED, error=detail)
-        return RunStatus.FAILED
+        return _status_of(run)
+    # Training kinds finished themselves with their version; the others finish here, and only
+    # a run that is still this one's (not reaped meanwhile) goes on down its chain.
     training_run_finish(run_id=run.pk, status=RunStatus.SUCCEEDED, output_version=version)
     run.refresh_from_db()
+    if run.status != RunStatus.SUCCEEDED:
+        return run.status
     try:
         chain_continue(run)
     except Exception:  # the run itself succeeded; a broken next step must not undo that
         logger.exception("Run %s succeeded but its chain could not continue", run.pk)
     return RunStatus.SUCCEEDED
+
+
+def _status_of(run: TrainingRun) -> str:
+    run.refresh_from_db(fields=["status"])
+    return run.status

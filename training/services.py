@@ -125,12 +125,51 @@ def training_run_finish(
     status: str,
     error: str = "",
     output_version: ModelVersion | None = None,
-) -> None:
-    TrainingRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(
-        status=status,
-        error=error[:10_000],
-        output_version=output_version,
-        finished_at=timezone.now(),
+) -> bool:
+    """Record how a running run ended; False when it was not running any more (the reaper or a
+    cancel got there first), in which case nothing is changed."""
+    return bool(
+        TrainingRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(
+            status=status,
+            error=error[:10_000],
+            output_version=output_version,
+            finished_at=timezone.now(),
+        )
+    )
+
+
+@transaction.atomic
+def training_run_beat(*, run_id: int) -> bool:
+    """The worker is alive and on this run (between steps too); False once it is not running.
+
+    A row locked this instant is skipped, not waited on: whoever holds it is the worker
+    itself registering its model (or the reaper or a cancel, whose write then decides).
+    """
+    locked = (
+        TrainingRun.objects.select_for_update(skip_locked=True)
+        .filter(pk=run_id, status=RunStatus.RUNNING)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if locked is not None:
+        TrainingRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(
+            heartbeat_at=timezone.now()
+        )
+        return True
+    # Not running, or locked by someone else: only the first ends the beating.
+    return TrainingRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).exists()
+
+
+def training_run_lock_if_ours(*, run_id: int, worker: str) -> bool:
+    """Row-lock the run for the rest of the transaction if this worker still runs it.
+
+    A trained model is registered only under this lock: a run the reaper marked failed (or a
+    retry gave to another worker) in the meantime never registers a version.
+    """
+    return (
+        TrainingRun.objects.select_for_update()
+        .filter(pk=run_id, status=RunStatus.RUNNING, worker=worker[:200])
+        .exists()
     )
 
 
@@ -163,18 +202,23 @@ def training_run_retry(*, run: TrainingRun) -> TrainingRun:
 
 
 def training_runs_reap(*, stale_after_seconds: int) -> list[int]:
-    """Mark running runs whose worker stopped sending heartbeats as failed (retry resumes them)."""
+    """Mark running runs whose worker stopped sending heartbeats as failed (retry resumes them).
+
+    Each run is failed by an UPDATE that checks the heartbeat again at write time: a run whose
+    worker beat between the read and the write is alive and is left alone.
+    """
     cutoff = timezone.now() - timedelta(seconds=stale_after_seconds)
-    stale = list(
-        TrainingRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).values_list(
-            "pk", flat=True
-        )
-    )
-    for run_id in stale:
-        training_run_finish(
-            run_id=run_id,
+    candidates = TrainingRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff)
+    reaped = []
+    for run_id in list(candidates.values_list("pk", flat=True)):
+        failed = TrainingRun.objects.filter(
+            pk=run_id, status=RunStatus.RUNNING, heartbeat_at__lt=cutoff
+        ).update(
             status=RunStatus.FAILED,
             error=f"The worker stopped sending heartbeats for {stale_after_seconds} s "
             "(killed or lost); retry to resume from the last checkpoint.",
+            finished_at=timezone.now(),
         )
-    return stale
+        if failed:
+            reaped.append(run_id)
+    return reaped
