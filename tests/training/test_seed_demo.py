@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.core.management import call_command
+from django.test import RequestFactory
 
 from annotate.models import Membership, Project, Prompt
 from registry.selectors import active_policy
@@ -26,7 +27,9 @@ def test_seed_creates_project_prompts_and_accounts_and_is_idempotent(client, cap
     output = capsys.readouterr().out
     for username, password, is_staff in DEMO_ACCOUNTS:
         assert f"{username} / {password}" in output
-        assert client.login(username=username, password=password)
+        assert client.login(
+            request=RequestFactory().post("/"), username=username, password=password
+        )
         page = client.get("/admin/")
         assert page.status_code == (200 if is_staff else 302)
         client.logout()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
@@ -184,7 +184,9 @@ def test_admin_creates_an_annotator_in_a_project_then_removes_them(project, admi
     assert created.status_code == 201, created.content
     row = created.json()
     assert row["memberships"][0]["role"] == "annotator"
-    Client().login(username="carol", password="a-long-password-1")
+    Client().login(
+        request=RequestFactory().post("/"), username="carol", password="a-long-password-1"
+    )
     gone = admin_api.delete(f"/api/web/projects/{project.pk}/members/{row['id']}/")
     assert gone.status_code == 204
     assert project.memberships.filter(user_id=row["id"]).count() == 0
