@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from annotate import api as annotate_api
 from annotate.urls_data import data_patterns
@@ -87,7 +87,7 @@ api_patterns = [
     path("versions/<id:version_id>/promote/", training_api.ModelVersionPromoteApi.as_view()),
     path("web/", include(web_urls.api_patterns)),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="docs"),
 ]
 
 urlpatterns = [
