@@ -43,7 +43,7 @@ from config.validation import query_int, refuse_declared_oversize, too_large
 class ProjectListApi(APIView):
     permission_classes = [IsAuthenticated, StaffForWrites]
 
-    @extend_schema(responses=paginated(ProjectOutputSerializer))
+    @extend_schema(operation_id="projects_list", responses=paginated(ProjectOutputSerializer))
     def get(self, request: Request) -> Response:
         return paginated_response(
             request,

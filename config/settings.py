@@ -149,7 +149,7 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "config.schema.TandemAutoSchema",
     "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
@@ -160,6 +160,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have a `kind`; each choice set gets a name of its own in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "RunKindEnum": "training.models.RunKind.choices",
+        "ModelKindEnum": "registry.models.ModelKind.choices",
+        "FeedbackKindEnum": "annotate.models.FeedbackKind.choices",
+    },
 }
 
 # Limits on what users may send (also enforced per project where a project has its own).
