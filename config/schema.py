@@ -1,9 +1,9 @@
 """The OpenAPI schema documents the errors every operation can answer, in the one error shape.
 
 drf-spectacular describes each view's successes; what config.errors turns into 4xx bodies is
-the same for every view, so it is added here once: 400 (bad input), 401/403 (not signed in, not
-allowed), 404 (an id in the path), 409 (a conflict with the current state), 413 (a body too
-large), 429 (a locked-out sign-in).
+the same for every view, so it is added here once: 400 (bad input), 401/403 (not signed in,
+not allowed), 404 (an id in the path or the body), 409 (a conflict with the current state),
+413 (a body too large), 429 (a locked-out sign-in).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class TandemAutoSchema(AutoSchema):
         if "{" in self.path:
             codes.append("404")
         if self.method in UNSAFE_METHODS:
-            codes += ["409", "413"]
+            codes += ["404", "409", "413"]  # a body can name an id too (a project, a user)
         if self.path.rstrip("/").endswith("/login"):
             codes += ["403", "429"]
         return sorted(set(codes))

@@ -26,7 +26,7 @@ def test_every_operation_documents_its_error_statuses_with_the_error_shape(schem
         if "{" in path:
             assert "404" in codes, (method, path)
         if method in ("POST", "PUT", "PATCH", "DELETE"):
-            assert {"409", "413"} <= codes, (method, path)
+            assert {"404", "409", "413"} <= codes, (method, path)
         body = operation["responses"]["400"]["content"]["application/json"]["schema"]
         assert body == {"$ref": "#/components/schemas/Error"}, (method, path)
     assert set(schema["components"]["schemas"]["Error"]["required"]) == {"error", "detail"}
