@@ -161,6 +161,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # `<id:...>` (config.validation.IdConverter): a database id.
+    "PATH_CONVERTER_OVERRIDES": {
+        "id": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+    },
     # Several models have a `kind`; each choice set gets a name of its own in the schema.
     "ENUM_NAME_OVERRIDES": {
         "RunKindEnum": "training.models.RunKind.choices",
