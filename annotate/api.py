@@ -251,7 +251,10 @@ class AnnotatorPauseApi(APIView):
         data = PauseInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         membership = services.annotator_set_paused(
-            project=project, user_id=user_id, paused=data.validated_data["paused"]
+            project=project,
+            user_id=user_id,
+            paused=data.validated_data["paused"],
+            actor=request_user(request),
         )
         return Response({"paused": membership.paused})
 
@@ -306,6 +309,9 @@ class MemberListApi(APIView):
         data.is_valid(raise_exception=True)
         user = selectors.user_by_username(username=data.validated_data["username"])
         membership = services.membership_set(
-            project=project, user=user, role=data.validated_data["role"]
+            project=project,
+            user=user,
+            role=data.validated_data["role"],
+            actor=request_user(request),
         )
         return Response(MembershipOutputSerializer(membership).data, status=201)

@@ -36,6 +36,8 @@ from annotate.models import (
     RoundStatus,
     TrainingAlgorithm,
 )
+from audit.models import AuditAction
+from audit.services import audit_record
 from config.errors import ApplicationError, ConflictError, NotFoundError
 from config.safe_json import json_loads_checked
 from config.users import User
@@ -81,11 +83,20 @@ def project_create(
 
 
 @transaction.atomic
-def membership_set(*, project: Project, user: User, role: str = MemberRole.ANNOTATOR) -> Membership:
+def membership_set(
+    *, project: Project, user: User, role: str = MemberRole.ANNOTATOR, actor: User | None = None
+) -> Membership:
     if role not in MemberRole.values:
         raise ApplicationError(f"role must be one of {', '.join(MemberRole.values)}.")
     membership, _ = Membership.objects.update_or_create(
         project=project, user=user, defaults={"role": role}
+    )
+    audit_record(
+        action=AuditAction.MEMBERSHIP_SET,
+        actor=actor,
+        project_id=project.pk,
+        target=f"user {user.get_username()}",
+        detail={"role": role},
     )
     if role != MemberRole.ANNOTATOR:
         leases_release_for(project_id=project.pk, user_id=user.pk)  # no longer judging here
@@ -713,7 +724,9 @@ def _after_pair_counted(pair_status: str, round_id: int | None) -> None:
 
 
 @transaction.atomic
-def annotator_set_paused(*, project: Project, user_id: int, paused: bool) -> Membership:
+def annotator_set_paused(
+    *, project: Project, user_id: int, paused: bool, actor: User | None = None, reason: str = ""
+) -> Membership:
     membership = (
         Membership.objects.select_for_update().filter(project=project, user_id=user_id).first()
     )
@@ -721,6 +734,13 @@ def annotator_set_paused(*, project: Project, user_id: int, paused: bool) -> Mem
         raise NotFoundError(f"User {user_id} is not a member of this project.")
     membership.paused = paused
     membership.save(update_fields=["paused"])
+    audit_record(
+        action=AuditAction.ANNOTATOR_PAUSED if paused else AuditAction.ANNOTATOR_RESUMED,
+        actor=actor,
+        project_id=project.pk,
+        target=f"user {user_id}",
+        detail={"reason": reason} if reason else {},
+    )
     if paused:
         # Their live leases go back to the pool at once instead of waiting to expire.
         leases_release_for(project_id=project.pk, user_id=user_id)
@@ -743,5 +763,10 @@ def annotators_pause_below_gold(
         and not row["paused"]
     ]
     for user_id in to_pause:
-        annotator_set_paused(project=project, user_id=user_id, paused=True)
+        annotator_set_paused(
+            project=project,
+            user_id=user_id,
+            paused=True,
+            reason=f"gold accuracy below {min_accuracy:.0%}",
+        )
     return to_pause

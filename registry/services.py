@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
+from audit.models import AuditAction
+from audit.services import audit_record
 from config.errors import ApplicationError
 from config.users import User
 from registry.models import ModelKind, ModelVersion, PromotionAction, PromotionEvent, VersionStatus
@@ -58,6 +60,13 @@ def version_promote(
         action=PromotionAction.ROLLBACK if is_rollback else PromotionAction.PROMOTE,
         actor=actor,
         reason=reason,
+    )
+    audit_record(
+        action=AuditAction.VERSION_ROLLED_BACK if is_rollback else AuditAction.VERSION_PROMOTED,
+        actor=actor,
+        project_id=version.project_id,
+        target=f"{version.kind} v{version.number}",
+        detail={"replaced": current.number if current else None, "reason": reason},
     )
     return version
 

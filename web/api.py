@@ -125,6 +125,7 @@ class UserListApi(APIView):
             is_staff=values["is_staff"],
             project=project,
             role=values["role"],
+            actor=request_user(request),
         )
         return Response(UserRowSerializer(selectors.user_row(user)).data, status=201)
 
@@ -152,7 +153,7 @@ class MembershipDeleteApi(APIView):
         project = annotate_selectors.project_get_for_user(
             user=request_user(request), project_id=project_id
         )
-        services.membership_remove(project=project, user_id=user_id)
+        services.membership_remove(project=project, user_id=user_id, actor=request_user(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -161,10 +162,10 @@ class TokenApi(APIView):
 
     @extend_schema(request=None, responses={201: TokenOutputSerializer})
     def post(self, request: Request, user_id: int) -> Response:
-        token = services.token_rotate(user_id=user_id)
+        token = services.token_rotate(user_id=user_id, actor=request_user(request))
         return Response({"user_id": user_id, "key": token.key}, status=201)
 
     @extend_schema(request=None, responses={204: None})
     def delete(self, request: Request, user_id: int) -> Response:
-        services.token_revoke(user_id=user_id)
+        services.token_revoke(user_id=user_id, actor=request_user(request))
         return Response(status=status.HTTP_204_NO_CONTENT)

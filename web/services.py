@@ -10,6 +10,8 @@ from rest_framework.authtoken.models import Token
 
 from annotate import services as annotate_services
 from annotate.models import Assignment, MemberRole, Membership, Project
+from audit.models import AuditAction
+from audit.services import audit_record
 from config.errors import ApplicationError, NotFoundError
 from config.users import User
 from web import selectors
@@ -56,6 +58,7 @@ def user_create(
     is_staff: bool = False,
     project: Project | None = None,
     role: str = MemberRole.ANNOTATOR,
+    actor: User | None = None,
 ) -> User:
     """A new account, optionally a member of one project at once (both or neither)."""
     if User.objects.filter(username=username).exists():
@@ -65,7 +68,7 @@ def user_create(
     user.set_password(password)
     user.save()
     if project is not None:
-        annotate_services.membership_set(project=project, user=user, role=role)
+        annotate_services.membership_set(project=project, user=user, role=role, actor=actor)
     return user
 
 
@@ -87,22 +90,33 @@ def user_set_active(*, user_id: int, is_active: bool, actor: User) -> User:
 
 
 @transaction.atomic
-def membership_remove(*, project: Project, user_id: int) -> None:
+def membership_remove(*, project: Project, user_id: int, actor: User | None = None) -> None:
     deleted, _ = Membership.objects.filter(project=project, user_id=user_id).delete()
     if not deleted:
         raise NotFoundError(f"User {user_id} is not a member of this project.")
+    audit_record(
+        action=AuditAction.MEMBERSHIP_REMOVED,
+        actor=actor,
+        project_id=project.pk,
+        target=f"user {user_id}",
+    )
     # A lease they held would otherwise stay theirs until it expires (and could be submitted).
     annotate_services.leases_release_for(project_id=project.pk, user_id=user_id)
 
 
 @transaction.atomic
-def token_rotate(*, user_id: int) -> Token:
+def token_rotate(*, user_id: int, actor: User | None = None) -> Token:
     """A new API token for the user; the old one stops working at once."""
     user = _user(user_id)
     Token.objects.filter(user=user).delete()
+    audit_record(
+        action=AuditAction.TOKEN_ROTATED, actor=actor, target=f"user {user.get_username()}"
+    )
     return Token.objects.create(user=user)
 
 
 @transaction.atomic
-def token_revoke(*, user_id: int) -> None:
-    Token.objects.filter(user_id=user_id).delete()
+def token_revoke(*, user_id: int, actor: User | None = None) -> None:
+    deleted, _ = Token.objects.filter(user_id=user_id).delete()
+    if deleted:
+        audit_record(action=AuditAction.TOKEN_REVOKED, actor=actor, target=f"user {user_id}")
