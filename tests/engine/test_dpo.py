@@ -182,3 +182,12 @@ def test_bf16_autocast_run_trains_the_fp32_adapter(base, tmp_path):
     assert all(w.dtype == torch.float32 for w in weights.values())
     assert any(w.abs().sum() > 0 for name, w in weights.items() if "lora_B" in name)
     assert len(metrics) >= 4 and all(m["loss"] == m["loss"] for m in metrics)  # no NaN
+
+
+def test_dpo_with_only_ties_fails_with_a_message_instead_of_looping(tmp_path):
+    base = save_tiny_llama(tmp_path / "tiny")
+    ties = [PreferenceRow("Q?", "a", "b", target=0.5) for _ in range(4)]
+    config = DPOConfig(base_model=str(base), max_steps=2, precision="fp32", max_length=32,
+                       max_prompt_length=16)  # fmt: skip
+    with pytest.raises(ValueError, match="Nothing to train on"):
+        train_dpo(ties, config, tmp_path / "out")

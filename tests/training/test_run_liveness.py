@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 
 from registry.models import ModelKind, ModelVersion
+from registry.selectors import active_policy
 from tests.training.helpers import judged_pairs
 from training import runner, services
 from training.models import RunKind, RunStatus, TrainingRun
@@ -97,3 +98,29 @@ def test_a_run_reaped_while_it_trained_registers_no_version(tiny_project, no_bro
     assert after == before
     assert not TrainingRun.objects.filter(project=tiny_project).exclude(pk=run.pk).exists()
     assert no_broker == []  # the chain did not go on
+
+
+@pytest.mark.django_db
+def test_a_full_disk_while_publishing_fails_the_run_cleanly_and_the_parent_keeps_serving(
+    tiny_project, monkeypatch
+):
+    import errno
+
+    judged_pairs(tiny_project, 16)
+    run = TrainingRun.objects.create(project=tiny_project, kind=RunKind.DPO)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runner, "publish_artifact", disk_full)
+    assert runner.training_run_execute(run_id=run.pk, worker="w:1") == RunStatus.FAILED
+    run.refresh_from_db()
+    assert "No space left on device" in run.error and run.output_version is None
+    assert not ModelVersion.objects.filter(project=tiny_project, number__gt=0).exists()
+    assert active_policy(project_id=tiny_project.pk).number == 0  # the parent still serves
+    # The finished artifact stays in the run's work folder; with room again, a retry registers it.
+    monkeypatch.undo()
+    services.training_run_retry(run=run)
+    assert runner.training_run_execute(run_id=run.pk, worker="w:1") == RunStatus.SUCCEEDED
+    run.refresh_from_db()
+    assert run.output_version is not None and run.output_version.number == 1

@@ -48,11 +48,14 @@ def wait_for(condition, seconds: float, worker: subprocess.Popen) -> None:
     raise AssertionError("timed out")
 
 
-def test_sigkilled_worker_leaves_a_failed_run_and_a_retry_resumes(project, tmp_path, settings):
+@pytest.mark.parametrize("kind", ["dpo", "reward"])
+def test_sigkilled_worker_leaves_a_failed_run_and_a_retry_resumes(
+    project, tmp_path, settings, kind
+):
     settings.ARTIFACTS_DIR = tmp_path / "artifacts"
     base = save_tiny_llama(tmp_path / "tiny-llama")
-    project.base_model = str(base)
-    project.training_settings = {"dpo": {**TINY_TRAINING, "max_steps": 400}}
+    project.base_model = project.reward_backbone = str(base)
+    project.training_settings = {kind: {**TINY_TRAINING, "max_steps": 400}}
     project.save()
     ModelVersion.objects.filter(project=project).update(base_model=str(base))
     judged_pairs(project, 16)
@@ -60,7 +63,7 @@ def test_sigkilled_worker_leaves_a_failed_run_and_a_retry_resumes(project, tmp_p
 
     worker = start_worker(settings.ARTIFACTS_DIR)
     try:
-        run = services.training_run_create(project=project, kind="dpo")  # enqueued on commit
+        run = services.training_run_create(project=project, kind=kind)  # enqueued on commit
         wait_for(lambda: TrainingRun.objects.get(pk=run.pk).step >= 5, 180, worker)
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait(timeout=30)

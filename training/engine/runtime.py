@@ -299,6 +299,12 @@ def optimize(
     the result (its output_dir is where the caller saves the artifact)."""
     from training.engine.data import length_bucketed_batches
 
+    if not lengths:
+        # Every epoch would be empty and the loop would never reach its step count.
+        raise ValueError(
+            "Nothing to train on: no pair is left once ties and the evaluation slice are set "
+            "aside (judge more pairs, or lower eval_fraction)."
+        )
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         trainable, lr=config.learning_rate, weight_decay=config.weight_decay
