@@ -56,6 +56,7 @@ def test_generated_requests_find_no_server_error_and_no_undocumented_status(live
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=tmp_path,  # its cache folder goes there, not into the checkout
     )
     summary = done.stdout[-6000:]
     assert done.returncode == 0, summary
