@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DataError
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -63,6 +63,17 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, TooManyFieldsSent):
         too_many = "The request has more form fields than the server accepts."
         return Response({"error": "invalid", "detail": too_many}, status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database went away mid-request (a restart, a failover, a dropped connection).
+        # Django closes the broken connection when the request ends, so a retry reconnects;
+        # with the same submission key a submit is stored exactly once.
+        logger.warning("Database unavailable during a request: %s", exc)
+        unavailable = "The database was unavailable; retry the request (with the same key)."
+        return Response(
+            {"error": "unavailable", "detail": unavailable},
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "1"},
+        )
     if isinstance(exc, DataError):
         # The input layer (config.validation) keeps numbers and text storable; this is the net
         # under it, so a value it missed is still the caller's 400 and never a 500.

@@ -3,7 +3,7 @@
 drf-spectacular describes each view's successes; what config.errors turns into 4xx bodies is
 the same for every view, so it is added here once: 400 (bad input), 401/403 (not signed in,
 not allowed), 404 (an id in the path or the body), 409 (a conflict with the current state),
-413 (a body too large), 429 (a locked-out sign-in).
+413 (a body too large), 429 (a locked-out sign-in), 503 (the database away for a moment).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ ERROR_DESCRIPTIONS = {
     "409": "Conflicts with the current state (already done, closed, taken).",
     "413": "The body or upload is over the server's limit.",
     "429": "Too many failed sign-ins; locked for a while.",
+    "503": "The database was unavailable for a moment; retry (a submit with the same key).",
 }
 
 
@@ -44,7 +45,7 @@ class TandemAutoSchema(AutoSchema):
         return responses
 
     def _error_codes(self) -> list[str]:
-        codes = ["400"]
+        codes = ["400", "503"]
         if not any(isinstance(p, AllowAny) for p in self.view.get_permissions()):
             codes += ["401", "403"]
         if "{" in self.path:
