@@ -62,6 +62,7 @@ from annotate.services import chat_messages_clean
 from config.errors import ApplicationError, ConflictError
 from config.safe_json import json_loads_checked
 from config.users import User
+from config.validation import too_large
 
 IMPORT_FORMATS = ("trl", "hh", "alpaca_eval")
 # A file saved in the wrong encoding fails on every line; the first errors say enough.
@@ -304,19 +305,11 @@ def prompt_content_key(text: str, messages: list[dict[str, str]] | None) -> str:
 # --- Reading the file -----------------------------------------------------------------------
 
 
-def _too_large(limit: int) -> ApplicationError:
-    return ApplicationError(
-        f"The file is larger than the import limit of {limit} bytes; split it into parts.",
-        code="too_large",
-        http_status=413,
-    )
-
-
 def _lines(file: IO[bytes], *, limit: int) -> Iterator[tuple[int, bytes]]:
     """(line number, raw bytes) with the size limit enforced while reading, not trusted."""
     size = getattr(file, "size", None)
     if size is not None and size > limit:
-        raise _too_large(limit)
+        raise too_large(limit, "The file")
     read = 0
     number = 0
     while True:
@@ -326,7 +319,7 @@ def _lines(file: IO[bytes], *, limit: int) -> Iterator[tuple[int, bytes]]:
             return
         read += len(raw)
         if read > limit:
-            raise _too_large(limit)
+            raise too_large(limit, "The file")
         number += 1
         yield number, raw
 

@@ -41,6 +41,7 @@ from audit.services import audit_record
 from config.errors import ApplicationError, ConflictError, NotFoundError
 from config.safe_json import json_loads_checked
 from config.users import User
+from config.validation import too_large
 from registry.selectors import active_policy
 from registry.services import base_policy_create
 
@@ -256,11 +257,7 @@ def prompt_rows_from_file(*, content: bytes, filename: str) -> list[dict[str, An
     from django.conf import settings
 
     if len(content) > settings.MAX_IMPORT_BYTES:
-        raise ApplicationError(
-            f"The file is larger than the limit of {settings.MAX_IMPORT_BYTES} bytes.",
-            code="too_large",
-            http_status=413,
-        )
+        raise too_large(settings.MAX_IMPORT_BYTES, "The file")
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as error:
