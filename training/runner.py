@@ -214,15 +214,16 @@ def run_dpo(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersion:
 
     project = run.project
     parent = active_policy(project_id=project.pk)
+    loop_settings = training_settings_of(project)
     settings_ = {
         "base_model": project.base_model,
         # An iterative round continues from the serving version's adapter.
         "init_adapter": parent.artifact_path or None,
-        **training_settings_of(project).overrides("dpo"),
+        **loop_settings.overrides("dpo"),
         **run.config,
     }
     config = config_from_dict(DPOConfig, settings_)
-    on_policy = training_settings_of(project).policy_data == "round" and run.round_id is not None
+    on_policy = loop_settings.policy_data == "round" and run.round_id is not None
     rows, ids = preference_rows(project, round_id=run.round_id if on_policy else None)
     return _train_version(
         run,
@@ -247,10 +248,11 @@ def run_online_rl(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersio
     if reward is None or reward.kind != ModelKind.REWARD:
         raise ValueError(f"{run.kind.upper()} trains against a reward model; train one first.")
     parent = active_policy(project_id=project.pk)
+    loop_settings = training_settings_of(project)
     settings_ = {
         "base_model": project.base_model,
         "init_adapter": parent.artifact_path or None,
-        **training_settings_of(project).overrides(run.kind),
+        **loop_settings.overrides(run.kind),
         **run.config,
     }
     config: PPOConfig | RLOOConfig = (
@@ -258,7 +260,7 @@ def run_online_rl(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersio
         if run.kind == RunKind.PPO
         else config_from_dict(RLOOConfig, settings_)
     )
-    fraction = training_settings_of(project).evaluation.heldout_fraction
+    fraction = loop_settings.evaluation.heldout_fraction
     prompts = prompts_in_split(project, fraction, heldout=False)
 
     if not prompts:
