@@ -232,6 +232,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "reclaim-expired-leases": {"task": "annotate.tasks.reclaim_expired_leases", "schedule": 60.0},
     "reap-stale-runs": {"task": "training.tasks.reap_stale_runs", "schedule": 120.0},
+    # A run whose message the broker lost (restarted without persistence) is sent again.
+    "resend-lost-runs": {"task": "training.tasks.resend_lost_runs", "schedule": 60.0},
     # The submit that completes a round's quota closes it at once; this catches any it missed.
     "check-round-triggers": {"task": "training.tasks.check_round_triggers", "schedule": 60.0},
 }

@@ -54,6 +54,10 @@ class TrainingRun(models.Model):
     attempt = models.PositiveSmallIntegerField(default=0)
     worker = models.CharField(max_length=200, blank=True, help_text="Host and pid of the claimer.")
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # When the worker was last asked for this run, and how often: a queued run whose message
+    # the broker lost (a Redis restart without persistence) is asked for again (beat).
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    enqueue_count = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     input_version = models.ForeignKey(
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -8,6 +8,7 @@ step and only then does a ModelVersion point at it: a half-trained model is neve
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -290,6 +291,10 @@ def run_online_rl(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersio
     )
 
 
+# Prompts per stored chunk of a round's answers, in generation batches.
+GENERATE_CHUNK_BATCHES = 4
+
+
 def run_generate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
     """The round's policy writes answers to every prompt that has none yet in this round."""
     from training.engine.config import GenerationConfig, config_from_dict
@@ -303,9 +308,12 @@ def run_generate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
         raise ValueError(f"Round {round_.number} is not open.")
     policy = round_.policy
     answered = Response.objects.filter(round=round_).values("prompt_id")
-    prompts = list(Prompt.objects.filter(project=run.project).exclude(pk__in=answered))
+    prompts = list(
+        Prompt.objects.filter(project=run.project).exclude(pk__in=answered).order_by("pk")
+    )
     limit = run.config.get("max_prompts")
-    prompts = prompts[:limit] if limit else prompts
+    if limit:  # a resumed run writes only what its first attempt had left
+        prompts = prompts[: max(0, limit - answered.distinct().count())]
     if not prompts:
         return
     settings_ = {**run.project.generation_settings, **run.config.get("generation", {})}
@@ -316,32 +324,50 @@ def run_generate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
     model, tokenizer = load_policy(
         policy.base_model, adapter=policy.artifact_path or None, cache_dir=settings.MODEL_CACHE_DIR
     )
-    result = generate(
-        model,
-        tokenizer,
-        [prompt.messages or prompt.text for prompt in prompts],
-        config,
-        on_batch=callbacks.on_progress,
-        should_stop=callbacks.should_stop,
-    )
     generation = {k: v for k, v in settings_.items() if k != "samples_per_prompt"}
-    responses = [
-        Response(
-            prompt=prompt,
-            round=round_,
-            model_version=policy,
-            source=ResponseSource.POLICY,
-            text=sample.text,
-            token_count=sample.token_count,
-            finished=sample.finished,
-            generation_settings=generation,
+    # Answers are stored a chunk of prompts at a time, each chunk whole (all its samples or
+    # none), so a worker killed mid-round loses one chunk and the retry writes only the rest.
+    chunk_size = max(1, GENERATE_CHUNK_BATCHES * config.batch_size // config.samples_per_prompt)
+    rows_total = len(prompts) * config.samples_per_prompt
+    for start in range(0, len(prompts), chunk_size):
+        chunk = prompts[start : start + chunk_size]
+        rows_before = start * config.samples_per_prompt
+
+        def on_batch(done: int, _total: int, offset: int = rows_before) -> None:
+            callbacks.on_progress(offset + done, rows_total)
+
+        result = generate(
+            model,
+            tokenizer,
+            [prompt.messages or prompt.text for prompt in chunk],
+            # Each chunk draws its own randomness (the engine seeds rows by their index).
+            dataclasses.replace(config, seed=config.seed * 1_000_003 + start),
+            on_batch=on_batch,
+            should_stop=callbacks.should_stop,
         )
-        for prompt, samples in zip(prompts, result.samples, strict=True)
-        for sample in samples
-    ]
-    with transaction.atomic():
-        Response.objects.bulk_create(responses)
-        comparisons_create_for_round(round=round_)
+        answered_in_full = [
+            (prompt, samples)
+            for prompt, samples in zip(chunk, result.samples, strict=True)
+            if len(samples) == config.samples_per_prompt
+        ]
+        with transaction.atomic():  # the chunk is stored whole or not at all
+            Response.objects.bulk_create(
+                Response(
+                    prompt=prompt,
+                    round=round_,
+                    model_version=policy,
+                    source=ResponseSource.POLICY,
+                    text=sample.text,
+                    token_count=sample.token_count,
+                    finished=sample.finished,
+                    generation_settings=generation,
+                )
+                for prompt, samples in answered_in_full
+                for sample in samples
+            )
+        if result.cancelled:
+            break
+    comparisons_create_for_round(round=round_)
     if result.cancelled:
         from training.engine.runtime import RunCancelled
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from datetime import timedelta
 from typing import Any
@@ -10,6 +11,7 @@ from celery import current_app
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
 
 from annotate.models import Project, Round
 from config.errors import ApplicationError, ConflictError
@@ -18,6 +20,8 @@ from registry.models import ModelKind, ModelVersion
 from registry.selectors import newest_candidate
 from training.models import MetricPoint, RunKind, RunStatus, TrainingRun
 from training.project_settings import run_config_errors
+
+logger = logging.getLogger(__name__)
 
 # --- Training runs: the database row is the source of truth ---------------------------------
 
@@ -69,9 +73,40 @@ RUN_TRAINING_TASK = "training.tasks.run_training"
 
 
 def enqueue_run(run_id: int) -> None:
-    # Looked up in the app's registry (training.apps imports the tasks at start-up), so eager
-    # mode and the queue routes in settings apply as for a direct .delay().
-    current_app.tasks[RUN_TRAINING_TASK].delay(run_id)
+    """Ask a worker for the run. A broker that is down is not an error here: the run stays
+    queued in the database and `training_runs_resend_lost` asks again later."""
+    TrainingRun.objects.filter(pk=run_id).update(
+        enqueued_at=timezone.now(), enqueue_count=F("enqueue_count") + 1
+    )
+    try:
+        # Looked up in the app's registry (training.apps imports the tasks at start-up), so
+        # eager mode and the queue routes in settings apply as for a direct .delay().
+        current_app.tasks[RUN_TRAINING_TASK].delay(run_id)
+    except (BrokerError, OSError) as error:
+        logger.warning("Run %s stays queued; the broker refused it (%s).", run_id, error)
+
+
+def resend_delay_seconds(*, after_seconds: int, times_sent: int) -> int:
+    """How long a queued run waits before it is asked for again: doubling per send, so a run
+    that waits behind a long one on a busy worker is not sent every minute for hours."""
+    return after_seconds * 2 ** min(max(times_sent - 1, 0), 4)
+
+
+def training_runs_resend_lost(*, after_seconds: int) -> list[int]:
+    """Send again the queued runs whose message may be lost; returns their ids.
+
+    A duplicate message is harmless: the claim is a conditional UPDATE on status=queued, so
+    the second delivery finds the run taken and does nothing.
+    """
+    now = timezone.now()
+    resent = []
+    queued = TrainingRun.objects.filter(status=RunStatus.QUEUED)
+    for run_id, enqueued_at, times_sent in queued.values_list("pk", "enqueued_at", "enqueue_count"):
+        wait = resend_delay_seconds(after_seconds=after_seconds, times_sent=times_sent)
+        if enqueued_at is None or enqueued_at < now - timedelta(seconds=wait):
+            enqueue_run(run_id)
+            resent.append(run_id)
+    return resent
 
 
 def training_run_claim(*, run_id: int, worker: str) -> TrainingRun | None:

@@ -5,10 +5,12 @@ from django.conf import settings
 
 from training.pipeline import rounds_check_triggers
 from training.runner import training_run_execute
-from training.services import RUN_TRAINING_TASK, training_runs_reap
+from training.services import RUN_TRAINING_TASK, training_runs_reap, training_runs_resend_lost
 
 # A run sends a heartbeat every step; this long without one means its worker is gone.
 STALE_RUN_SECONDS = 600
+# A queued run nobody claimed this long after it was sent is sent again (then 2x, 4x... later).
+RESEND_QUEUED_RUN_SECONDS = 300
 
 
 @shared_task(
@@ -33,3 +35,10 @@ def reap_stale_runs() -> list[int]:
 )
 def check_round_triggers() -> list[int]:
     return rounds_check_triggers()
+
+
+@shared_task(
+    name="training.tasks.resend_lost_runs", acks_late=True, soft_time_limit=50, time_limit=60
+)
+def resend_lost_runs() -> list[int]:
+    return training_runs_resend_lost(after_seconds=RESEND_QUEUED_RUN_SECONDS)
