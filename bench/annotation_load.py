@@ -3,6 +3,12 @@
     .venv/bin/python bench/annotation_load.py [--annotators 8,32] [--pairs 600] [--overlap 1]
         [--database postgres://postgres@127.0.0.1:5432/tandem_bench] [--sqlite] [--loops both]
         [--worker-class gthread] [--workers 3] [--threads 4]
+        [--duration 60] [--train none,1,2]
+
+With --duration the annotators stop after that many seconds instead of emptying the queue.
+With --train, each load run is repeated while a DPO run on the real SmolLM2 trains beside it
+(bench/background_dpo.py, the worker's engine) with the given intra-op thread limits ("none":
+no training; 0: every core); the DPO's steps/s alone and under the load are printed too.
 
 Each simulated annotator loops `next` then `submit` over HTTP keep-alive against gunicorn on
 loopback, until the queue is empty (--loops chained: one submit with lease_next per pair, which
@@ -82,7 +88,13 @@ def start_server(
 
 
 def annotator_loop(
-    project: int, token: str, chained: bool, latencies: list, acknowledged: list, errors: list
+    project: int,
+    token: str,
+    chained: bool,
+    latencies: list,
+    acknowledged: list,
+    errors: list,
+    deadline: float,
 ):
     connection = http.client.HTTPConnection("127.0.0.1", PORT, timeout=60)
     headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
@@ -97,7 +109,7 @@ def annotator_loop(
 
     try:
         lease = None
-        while True:
+        while time.monotonic() < deadline:
             if lease is None:
                 status, payload = call("POST", f"/api/projects/{project}/comparisons/next/")
                 if status == 204:
@@ -153,6 +165,44 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+class BackgroundTraining:
+    """bench/background_dpo.py in its own process; counts its optimizer steps as they come."""
+
+    SOLO_SECONDS = 30.0  # its pace alone, measured before the annotators start
+
+    def __init__(self, threads: int, out: Path) -> None:
+        self.steps: list[float] = []  # monotonic time of each step
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "background_dpo.py"), str(out),
+             "--threads", str(threads)],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            if line.startswith("step "):
+                self.steps.append(float(line.split()[2]))
+
+    def steps_per_s(self, start: float, end: float) -> float:
+        return sum(start <= t < end for t in self.steps) / (end - start)
+
+    def warm_up(self) -> float:
+        """Wait for training to start, then return its steps/s alone."""
+        deadline = time.monotonic() + 600
+        while len(self.steps) < 2:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the background DPO run did not start")
+            time.sleep(0.5)
+        start = time.monotonic()
+        time.sleep(self.SOLO_SECONDS)
+        return self.steps_per_s(start, time.monotonic())
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
 def run_once(
     database_url: str,
     annotators: int,
@@ -160,31 +210,42 @@ def run_once(
     overlap: int,
     server_config: tuple[str, int, int],
     chained: bool,
+    duration: float | None = None,
+    train_threads: int | None = None,
 ) -> dict:
     env = django_env(database_url)
     tag = f"{annotators}-{int(time.time())}"
     setup = run_django(["setup", str(annotators), str(pairs), str(overlap), tag], env)
     server = start_server(env, *server_config)
+    training = None
+    if train_threads is not None:
+        training = BackgroundTraining(train_threads, ROOT / "var" / "bench" / f"dpo-{tag}")
     latencies: list[float] = []
     acknowledged: list[int] = []
     errors: list = []
     try:
+        dpo_alone = training.warm_up() if training is not None else None
+        deadline = time.monotonic() + duration if duration else float("inf")
         annotator_threads = [
             threading.Thread(
                 target=annotator_loop,
-                args=(setup["project"], token, chained, latencies, acknowledged, errors),
+                args=(setup["project"], token, chained, latencies, acknowledged, errors, deadline),
             )
             for token in setup["tokens"]
         ]
         cpu_before = cpu_split(server)
         started = time.perf_counter()
+        window_start = time.monotonic()
         for thread in annotator_threads:
             thread.start()
         for thread in annotator_threads:
             thread.join()
         seconds = time.perf_counter() - started
+        dpo_loaded = training.steps_per_s(window_start, time.monotonic()) if training else None
         cpu_after = cpu_split(server)
     finally:
+        if training is not None:
+            training.stop()
         server.terminate()
         server.wait(timeout=30)
     verify = run_django(["verify", str(setup["project"])], env)
@@ -193,8 +254,10 @@ def run_once(
     return {
         "loop": "submit+lease_next" if chained else "next, submit",
         "annotators": annotators,
+        "training": "-" if train_threads is None else f"dpo, {train_threads or 'all'} threads",
+        "dpo_steps_per_s": (dpo_alone, dpo_loaded),
         "judgments": stored,
-        "expected": pairs * overlap,
+        "expected": pairs * overlap if not duration else stored,
         "seconds": seconds,
         "judgments_per_s": stored / seconds,
         "p50_ms": statistics.median(latencies) * 1000,
@@ -233,7 +296,13 @@ def main() -> None:
         help="classic (next, then submit: two requests per pair), chained (submit with "
         "lease_next: one request per pair), or both",
     )  # fmt: skip
+    parser.add_argument("--duration", type=float, help="seconds of judging per run")
+    parser.add_argument(
+        "--train", default="none",
+        help="comma list: none (no training beside the load) or a DPO thread limit (0: all)",
+    )  # fmt: skip
     args = parser.parse_args()
+    trainings = [None if t == "none" else int(t) for t in args.train.split(",")]
     chained_modes = {"classic": [False], "chained": [True], "both": [False, True]}[args.loops]
     counts = [int(n) for n in args.annotators.split(",")]
     targets = [("postgresql", args.database)]
@@ -252,26 +321,29 @@ def main() -> None:
     for backend, url in targets:
         for chained in chained_modes:
             for count in counts:
-                server_config = (args.worker_class, args.workers, args.threads)
-                result = run_once(url, count, args.pairs, args.overlap, server_config, chained)
-                rows.append((backend, result))
-                print(f"  {backend} {result['loop']} {count} annotators: "
-                      f"{result['judgments_per_s']:.1f} judgments/s", flush=True)  # fmt: skip
+                for threads in trainings:
+                    server_config = (args.worker_class, args.workers, args.threads)
+                    result = run_once(url, count, args.pairs, args.overlap, server_config,
+                                      chained, args.duration, threads)  # fmt: skip
+                    rows.append((backend, result))
+                    print(f"  {backend} {result['loop']} {count} annotators, training "
+                          f"{result['training']}: {result['judgments_per_s']:.1f} judgments/s",
+                          flush=True)  # fmt: skip
     print(
         f"\nAnnotation load, {args.pairs} pairs x overlap {args.overlap}, gunicorn "
         f"{args.worker_class} {args.workers} workers x {args.threads} threads, loopback, "
         f"{os.cpu_count()} cores"
     )
-    header = ["system", "db", "loop", "annotators", "judgments", "judg/s", "p50 ms", "p99 ms",
-              "dupes", "over-quota", "lost", "errors"]  # fmt: skip
+    header = ["system", "db", "loop", "annotators", "training", "judgments", "judg/s", "p50 ms",
+              "p99 ms", "dupes", "over-quota", "lost", "errors"]  # fmt: skip
     table = []
     for backend, r in rows:
-        table.append(["tandem", backend, r["loop"], r["annotators"],
+        table.append(["tandem", backend, r["loop"], r["annotators"], r["training"],
                       f"{r['judgments']}/{r['expected']}",
                       f"{r['judgments_per_s']:.1f}", f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}",
                       r["duplicates"], r["over_quota"], r["lost"], r["errors"]])  # fmt: skip
     for count, ls in LABEL_STUDIO.items():
-        table.append(["label-studio*", "sqlite", "next, submit", count, "",
+        table.append(["label-studio*", "sqlite", "next, submit", count, "-", "",
                       f"{ls['judgments_per_s']:.1f}",
                       ls["p50_ms"], ls["p99_ms"], "", "", "", ""])  # fmt: skip
     widths = [max(len(str(c)) for c in col) for col in zip(header, *table, strict=True)]
@@ -283,6 +355,11 @@ def main() -> None:
         cpu = r["cpu_ms"]
         print(f"  {backend} {r['loop']} {r['annotators']}: {cpu['client']:.1f} / "
               f"{cpu['web']:.1f} / {cpu['database']:.1f}")  # fmt: skip
+    for _backend, r in rows:
+        alone, loaded = r["dpo_steps_per_s"]
+        if alone is not None:
+            print(f"DPO steps/s beside {r['annotators']} annotators ({r['training']}): alone "
+                  f"{alone:.3f}, under the load {loaded:.3f} ({loaded / alone:.2f}x)")  # fmt: skip
     for backend, r in rows:
         if r["first_error"]:
             print(f"first error ({backend}, {r['loop']}, {r['annotators']}): {r['first_error']}")

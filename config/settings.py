@@ -220,6 +220,9 @@ if CELERY_TASK_SOFT_TIME_LIMIT > CELERY_TASK_TIME_LIMIT:
     raise ImproperlyConfigured(
         "CELERY_TASK_SOFT_TIME_LIMIT must not exceed CELERY_TASK_TIME_LIMIT."
     )
+# Intra-op threads of a training or generation run (0: every core). Where the web server shares
+# the machine, leave it a core (the demo on two cores uses 1; README "Reliability").
+WORKER_TORCH_THREADS = env_int("WORKER_TORCH_THREADS", 0, minimum=0)
 GPU_TASK_TIME_LIMIT = env_int("GPU_TASK_TIME_LIMIT", 6 * 3600, minimum=60)
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES_NAMES = ("default", "gpu")

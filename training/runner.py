@@ -524,8 +524,9 @@ def beating_heart(run_id: int) -> Iterator[None]:
 
 def training_run_execute(*, run_id: int, worker: str | None = None) -> str | None:
     """Claim the run and carry it out; returns its final status, or None if not claimed."""
-    from training.engine.runtime import RunCancelled
+    from training.engine.runtime import RunCancelled, limit_threads
 
+    limit_threads(settings.WORKER_TORCH_THREADS)
     run = training_run_claim(run_id=run_id, worker=worker or worker_name())
     if run is None:
         return None  # another worker has it, or it was cancelled while queued

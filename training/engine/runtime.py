@@ -118,6 +118,14 @@ def configure_threads() -> None:
             torch.set_num_interop_threads(1)
 
 
+def limit_threads(count: int) -> None:
+    """At most `count` intra-op threads (0: torch's default, every core). On a machine that
+    also serves the web app, fewer threads leave it a core: torch's threads spin while they
+    wait, so two heavy processes on the same cores slow each other down many times over."""
+    if count > 0 and torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+
+
 def split_train_eval(count: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """A seeded held-out slice; at least one eval row when a fraction is asked for and possible."""
     order = list(range(count))
