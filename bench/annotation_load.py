@@ -138,7 +138,10 @@ def annotator_loop(
         errors.append(("exception", repr(error)))
 
 
-def cpu_seconds(processes: list[psutil.Process]) -> float:
+def cpu_seconds(processes: list[psutil.Process], *, reaped: bool = False) -> float:
+    """CPU of these processes; with `reaped`, also of their children that have exited (a
+    PostgreSQL backend per connection lives and dies inside the run, and its postmaster
+    collects its time)."""
     total = 0.0
     for process in processes:
         try:
@@ -146,6 +149,8 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
         except psutil.Error:  # ended since it was listed
             continue
         total += times.user + times.system
+        if reaped:
+            total += times.children_user + times.children_system
     return total
 
 
@@ -153,10 +158,12 @@ def cpu_split(server: subprocess.Popen) -> dict[str, float]:
     """CPU seconds so far of the load generator, the web server and the database server."""
     web = psutil.Process(server.pid)
     database = [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("postgres",)]
+    postmasters = [p for p in database if p.ppid() not in {q.pid for q in database}]
+    backends = [p for p in database if p not in postmasters]
     return {
         "client": cpu_seconds([psutil.Process()]),
         "web": cpu_seconds([web, *web.children(recursive=True)]),
-        "database": cpu_seconds(database),
+        "database": cpu_seconds(backends) + cpu_seconds(postmasters, reaped=True),
     }
 
 
