@@ -56,7 +56,8 @@ def own_broker(monkeypatch):
     port = _free_port()
     url = f"redis://127.0.0.1:{port}/0"
     redis = _start_redis(port)
-    sender = Celery("tandem-test", broker=url)
+    # Not the current app: services look their task up on the current app, config's.
+    sender = Celery("tandem-test", broker=url, set_as_current=False)
 
     class SendToOwnBroker:
         def delay(self, run_id: int) -> None:
