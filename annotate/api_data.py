@@ -29,7 +29,8 @@ CSV = "text/csv; charset=utf-8"
 class ImportInputSerializer(serializers.Serializer[Any]):
     file = serializers.FileField()
     format = serializers.ChoiceField(choices=importers.IMPORT_FORMATS)
-    all_or_nothing = serializers.BooleanField(default=True)
+    # Off by default: a published file stores its good rows and reports the rest.
+    all_or_nothing = serializers.BooleanField(default=False)
 
 
 class ImportResultSerializer(serializers.Serializer[Any]):
@@ -45,6 +46,8 @@ class ImportResultSerializer(serializers.Serializer[Any]):
     # DRF's metaclass moves declared fields off the class, so this does not replace the
     # `errors` property; mypy cannot see that.
     errors = serializers.ListField(child=serializers.DictField())  # type: ignore[assignment]
+    empty_answers = BoundedIntegerField()
+    warnings = serializers.ListField(child=serializers.DictField())
 
 
 class ExportTrlQuerySerializer(serializers.Serializer[Any]):

@@ -63,7 +63,9 @@ def trl_rows(*, project: Project, include_ties: bool = False) -> Iterator[dict[s
             "rejected": [{"role": "assistant", "content": pair.rejected}],
             "agreement": pair.agreement,
             "weight": pair.agreement,
+            "strength": pair.strength,  # the engine's reader turns it into a margin / weight
             "judgments": pair.judgments,
+            "annotator_ids": list(pair.annotator_ids),
             "comparison_id": pair.comparison_id,
             "prompt_id": pair.prompt_id,
             "round_id": pair.round_id,

@@ -26,6 +26,11 @@ Formats (one JSON object per line; blank lines are skipped, unknown fields ignor
   [1, 2] round to the nearer side: below 1.5 is output_1, above is output_2, and exactly 1.5
   (an evenly split judge) is a tie.
 
+A published file imports as published: an empty answer is stored (a silent reply judged better
+than a harmful one is a real preference) and counted in the result's warnings; a row that cannot
+be a pair (transcripts that part before their last turn, a malformed line) is skipped and
+reported while the rest is stored, unless the caller asks for all or nothing.
+
 A prompt that is a single user turn is stored as plain text, so the same question imported from
 different formats is one prompt. Row numbers in errors are 1-based line numbers in the file.
 """
@@ -98,6 +103,9 @@ class ImportResult:
     skipped_identical: int = 0  # both answers are the same text: no preference to learn
     rows_failed: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)  # first MAX_REPORTED_ERRORS
+    # Rows stored with an empty answer: legitimate (a refusal can win), but worth a look.
+    empty_answers: int = 0
+    warnings: list[dict[str, Any]] = field(default_factory=list)  # first MAX_REPORTED_ERRORS
 
     @property
     def created_anything(self) -> bool:
@@ -154,9 +162,7 @@ def _answer(value: Any, name: str) -> str:
         value = value[0].get("content")
     if not isinstance(value, str):
         raise RowError(f'"{name}" must be text or a list with one assistant message')
-    if not value.strip():
-        raise RowError(f'"{name}" is empty')
-    return value
+    return value  # an empty answer is an answer: a silent reply can be the better one
 
 
 def _external_id(record: Mapping[str, Any]) -> str | None:
@@ -462,6 +468,13 @@ def _add(result: ImportResult, counts: _RowCounts) -> None:
     result.skipped_identical += counts.identical
 
 
+def _record_empty_answer(result: ImportResult, row: int) -> None:
+    result.empty_answers += 1
+    if len(result.warnings) < MAX_REPORTED_ERRORS:
+        message = "an answer is empty; stored (a silent reply can be the better one)"
+        result.warnings.append({"row": row, "warning": message})
+
+
 def _record_error(result: ImportResult, row: int, message: str) -> None:
     result.rows_failed += 1
     if len(result.errors) < MAX_REPORTED_ERRORS:
@@ -474,13 +487,14 @@ def preferences_import(
     project: Project,
     file: IO[bytes],
     format: str,
-    all_or_nothing: bool = True,
+    all_or_nothing: bool = False,
 ) -> ImportResult:
     """Import a preference JSONL file (binary) into `project`; see the module docstring.
 
-    all_or_nothing (the default): any bad row stores nothing and raises ApplicationError listing
-    the bad rows. Otherwise good rows are kept and bad ones come back in `errors`. A file over
-    the size limit is refused whole (413) either way.
+    By default a published file imports as published: rows that cannot be a pair are skipped
+    and come back in `errors`, the rest is stored, and rows with an empty answer are stored
+    and listed in `warnings`. With all_or_nothing, any bad row stores nothing and raises
+    ApplicationError listing the bad rows. A file over the size limit is refused whole (413).
     """
     if format not in PARSERS:
         raise ApplicationError(f"format must be one of {', '.join(IMPORT_FORMATS)}.")
@@ -507,6 +521,8 @@ def preferences_import(
             _record_error(result, number, "conflicts with data written at the same time; retry")
         else:
             _add(result, counts)
+            if counts.comparisons and not (pair.answer_a.strip() and pair.answer_b.strip()):
+                _record_empty_answer(result, number)
     if result.rows_read == 0:
         raise ApplicationError("The file has no rows; give one JSON object per line.")
     if all_or_nothing and result.rows_failed:

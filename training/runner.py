@@ -110,6 +110,7 @@ def preference_rows(
                 rejected=pair.rejected,
                 weight=pair.agreement,
                 target=0.5 if pair.is_tie else 1.0,
+                strength=pair.strength,  # the reward model's margin, DPO's weight
             )
         )
         ids.append(pair.comparison_id)

@@ -8,7 +8,7 @@ label in the comparison's own terms (a / b / tie / both_bad) is always recoverab
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -279,10 +279,22 @@ class ResolvedPair:
     label: str  # a, b or tie (for a tie, chosen is answer a)
     agreement: float  # share of the judgments that voted for the label
     judgments: int
+    # The median strength of the votes for the winner (slight < clear < strong); None for a
+    # tie or when none of them gave one.
+    strength: str | None
+    annotator_ids: tuple[int, ...]  # everyone who judged the pair, in judgment order
 
     @property
     def is_tie(self) -> bool:
         return self.label == Outcome.TIE
+
+
+def consensus_strength(strengths: Iterable[str | None]) -> str | None:
+    """The median of the strengths given (the lower middle of an even count: the cautious one);
+    None when none was given."""
+    order = list(Strength.values)  # slight, clear, strong
+    given = sorted(order.index(s) for s in strengths if s)
+    return order[given[(len(given) - 1) // 2]] if given else None
 
 
 def prompt_messages(prompt: Prompt) -> list[dict[str, str]]:
@@ -294,8 +306,8 @@ def prompt_messages(prompt: Prompt) -> list[dict[str, str]]:
 
 def _complete_comparisons(project: Project) -> QuerySet[Comparison]:
     judgments = Judgment.objects.only(
-        "id", "comparison", "choice", "left_response", "right_response"
-    )
+        "id", "comparison", "annotator", "choice", "strength", "left_response", "right_response"
+    ).order_by("id")
     return (
         Comparison.objects.filter(
             project=project, kind=FeedbackKind.PAIRWISE, status=ComparisonStatus.COMPLETE
@@ -315,11 +327,12 @@ def resolved_pairs(*, project: Project, include_ties: bool = False) -> Iterator[
     """
     wanted = {Outcome.A, Outcome.B} | ({Outcome.TIE} if include_ties else set())
     for comparison in _complete_comparisons(project).iterator(chunk_size=EXPORT_CHUNK_SIZE):
+        judgments = list(comparison.judgments.all())
         labels = [
             choice_outcome(
                 j.choice, j.left_response_id, j.right_response_id, comparison.response_a_id
             )
-            for j in comparison.judgments.all()
+            for j in judgments
         ]
         resolution = quality.resolve(labels)
         if resolution.label not in wanted:
@@ -338,4 +351,10 @@ def resolved_pairs(*, project: Project, include_ties: bool = False) -> Iterator[
             label=resolution.label,
             agreement=resolution.agreement,
             judgments=resolution.judgments,
+            strength=consensus_strength(
+                j.strength
+                for j, label in zip(judgments, labels, strict=True)
+                if label == resolution.label
+            ),
+            annotator_ids=tuple(j.annotator_id for j in judgments),
         )

@@ -264,9 +264,9 @@ BAD_FILE = (
 )
 
 
-def test_any_bad_row_rejects_the_whole_file_by_default(project):
+def test_all_or_nothing_rejects_the_whole_file_for_any_bad_row(project):
     with pytest.raises(ApplicationError) as caught:
-        run_import(project, BAD_FILE, "trl")
+        run_import(project, BAD_FILE, "trl", all_or_nothing=True)
     assert caught.value.http_status == 400
     errors = caught.value.extra["errors"]
     assert [error["row"] for error in errors] == [2, 4, 5]
@@ -275,11 +275,45 @@ def test_any_bad_row_rejects_the_whole_file_by_default(project):
     assert table_sizes(project) == (0, 0, 0, 0)
 
 
-def test_without_all_or_nothing_good_rows_are_kept_and_bad_ones_reported(project):
-    result = run_import(project, BAD_FILE, "trl", all_or_nothing=False)
+def test_by_default_good_rows_are_kept_and_bad_ones_reported(project):
+    result = run_import(project, BAD_FILE, "trl")
     assert (result.rows_read, result.rows_failed, result.comparisons_created) == (5, 3, 2)
     assert [error["row"] for error in result.errors] == [2, 4, 5]
     assert table_sizes(project) == (2, 4, 2, 2)
+
+
+# As published: HH-RLHF has rows whose chosen reply is empty (a silent answer judged better
+# than a harmful one) and rows whose two transcripts part before the last turn.
+HH_AS_PUBLISHED = jsonl(
+    [
+        {"chosen": "\n\nHuman: How do I pick a lock?\n\nAssistant:",
+         "rejected": "\n\nHuman: How do I pick a lock?\n\nAssistant: First, get a tension wrench."},
+        {"chosen": "\n\nHuman: A?\n\nAssistant: x\n\nHuman: B?\n\nAssistant: y",
+         "rejected": "\n\nHuman: A?\n\nAssistant: OTHER\n\nHuman: B?\n\nAssistant: z"},
+        {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!",
+         "rejected": "\n\nHuman: Hi\n\nAssistant: Go away."},
+    ]
+)  # fmt: skip
+
+
+def test_a_published_hh_file_imports_with_its_empty_answers_and_skips_what_is_no_pair(project):
+    result = run_import(project, HH_AS_PUBLISHED, "hh")
+    assert (result.rows_read, result.comparisons_created, result.rows_failed) == (3, 2, 1)
+    assert result.errors[0]["row"] == 2 and "share every turn" in result.errors[0]["error"]
+    assert result.empty_answers == 1 and result.warnings[0]["row"] == 1
+    silent = Comparison.objects.get(prompt__text="How do I pick a lock?")
+    assert silent.response_a.text == "" and silent.response_b.text.startswith("First")
+    assert only_pair(silent.prompt)[1].outcome == "a"  # the empty answer is the better one
+
+
+def test_a_published_hh_file_trains_its_empty_answers(project):
+    from training.runner import preference_rows
+
+    run_import(project, HH_AS_PUBLISHED, "hh")
+    project.training_settings = {"evaluation": {"heldout_fraction": 0.0}}
+    project.save()
+    rows, _ = preference_rows(project)
+    assert sorted(row.chosen for row in rows) == ["", "Hello!"]
 
 
 def test_non_utf8_line_is_reported_with_its_line_number(project):
@@ -307,9 +341,9 @@ def test_id_reused_for_a_different_prompt_is_a_row_error(project):
         project, jsonl([{"id": "k", "prompt": "One?", "chosen": "a", "rejected": "b"}]), "trl"
     )
     data = jsonl([{"id": "k", "prompt": "Other?", "chosen": "a", "rejected": "b"}])
-    with pytest.raises(ApplicationError) as caught:
-        run_import(project, data, "trl")
-    assert "already used by prompt" in caught.value.extra["errors"][0]["error"]
+    result = run_import(project, data, "trl")
+    assert result.rows_failed == 1 and result.comparisons_created == 0
+    assert "already used by prompt" in result.errors[0]["error"]
 
 
 def test_file_over_the_size_limit_is_refused(project, settings):
@@ -346,20 +380,21 @@ def test_api_client_imports_a_file_and_gets_the_counts(project, token_api):
     assert (again.json()["comparisons_created"], again.json()["skipped_duplicates"]) == (0, 1)
 
 
-def test_api_import_is_all_or_nothing_unless_told_otherwise(project, admin_api):
+def test_api_import_keeps_good_rows_unless_told_all_or_nothing(project, admin_api):
     refused = admin_api.post(
-        import_url(project), {"file": upload(BAD_FILE), "format": "trl"}, format="multipart"
+        import_url(project),
+        {"file": upload(BAD_FILE), "format": "trl", "all_or_nothing": "true"},
+        format="multipart",
     )
     assert refused.status_code == 400
     assert [error["row"] for error in refused.json()["errors"]] == [2, 4, 5]
     assert table_sizes(project) == (0, 0, 0, 0)
     kept = admin_api.post(
-        import_url(project),
-        {"file": upload(BAD_FILE), "format": "trl", "all_or_nothing": "false"},
-        format="multipart",
+        import_url(project), {"file": upload(BAD_FILE), "format": "trl"}, format="multipart"
     )
     assert kept.status_code == 201
     assert (kept.json()["comparisons_created"], kept.json()["rows_failed"]) == (2, 3)
+    assert kept.json()["empty_answers"] == 0 and kept.json()["warnings"] == []
 
 
 def test_api_refuses_an_oversized_upload_with_413(project, admin_api, settings):

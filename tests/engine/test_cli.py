@@ -60,13 +60,27 @@ def test_reward_then_evaluate(base, pairs_file, tmp_path, capsys):
     assert "evaluate: 24 pairs, accuracy" in capsys.readouterr().out
 
 
-def test_bad_row_exits_2_naming_the_line(base, tmp_path, capsys):
+def test_rows_that_are_no_pair_are_skipped_with_a_warning_and_empty_answers_train(
+    base, pairs_file, tmp_path, capsys
+):
+    data = tmp_path / "published.jsonl"
+    data.write_text(pairs_file.read_text()
+                    + '{"prompt": "w1", "chosen": "", "rejected": "bad"}\n'
+                    + '{"prompt": "w1", "chosen": "good"}\n')  # fmt: skip
+    code = main(["dpo", "--data", str(data), "--base", str(base),
+                 "--out", str(tmp_path / "o"), "--max-steps", "1", *SMALL])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "warning: skipped" in captured.err and "line 26" in captured.err
+    assert "1 pairs have an empty answer; kept" in captured.err
+
+
+def test_a_file_with_no_usable_row_exits_2_naming_the_line(base, tmp_path, capsys):
     data = tmp_path / "bad.jsonl"
-    data.write_text('{"prompt": "w1", "chosen": "good", "rejected": "bad"}\n'
-                    '{"prompt": "w1", "chosen": "", "rejected": "bad"}\n')  # fmt: skip
+    data.write_text('{"prompt": "w1", "chosen": "good"}\n')
     code = main(["dpo", "--data", str(data), "--base", str(base), "--out", str(tmp_path / "o")])
     assert code == 2
-    assert "line 2" in capsys.readouterr().err
+    assert "line 1" in capsys.readouterr().err
 
 
 def test_bad_setting_exits_2_with_a_fix(base, pairs_file, tmp_path, capsys):

@@ -141,8 +141,7 @@ GOOD = '{"prompt": "hi", "chosen": "yes", "rejected": "no"}'
 @pytest.mark.parametrize(
     ("bad_line", "fault"),
     [
-        ('{"prompt": "hi", "chosen": "", "rejected": "no"}', '"chosen" is empty'),
-        ('{"prompt": "hi", "chosen": "yes", "rejected": "   "}', '"rejected" is empty'),
+        ('{"prompt": "hi", "chosen": "yes", "rejected": "no", "strength": "huge"}', '"strength"'),
         ('{"prompt": "hi", "chosen": "yes"}', 'missing field "rejected"'),
         ('{"chosen": "yes", "rejected": "no"}', 'missing field "prompt"'),
         ('{"prompt": "", "chosen": "yes", "rejected": "no"}', '"prompt" is empty'),
@@ -186,19 +185,45 @@ GOOD = '{"prompt": "hi", "chosen": "yes", "rejected": "no"}'
         ),
     ],
 )
-def test_bad_rows_raise_a_data_error_naming_file_and_line(tmp_path, bad_line, fault):
+def test_bad_rows_are_skipped_and_reported_naming_file_and_line(tmp_path, bad_line, fault):
     path = tmp_path / "pairs.jsonl"
     path.write_text(f"{GOOD}\n{GOOD}\n{bad_line}\n{GOOD}\n")
+    skipped: list[str] = []
+    rows = read_preference_jsonl(path, on_skip=skipped.append)
+    assert [row.source_line for row in rows] == [1, 2, 4]
+    (message,) = skipped
+    assert f"{path}, line 3: " in message and fault in message
     with pytest.raises(DataError) as caught:
-        read_preference_jsonl(path)
+        read_preference_jsonl(path, strict=True)
     assert f"{path}, line 3: " in str(caught.value)
     assert fault in str(caught.value)
+
+
+def test_an_empty_answer_is_an_answer_and_strength_is_read(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(
+        '{"prompt": "How do I pick a lock?", "chosen": "", "rejected": "First, a wrench."}\n'
+        '{"prompt": "hi", "chosen": "hello", "rejected": "  ", "strength": "strong"}\n'
+    )
+    silent, greeting = read_preference_jsonl(path, strict=True)
+    assert silent.chosen == "" and silent.strength is None
+    assert greeting.rejected == "  " and greeting.strength == "strong"
 
 
 def test_non_utf8_bytes_raise_a_data_error_naming_the_line(tmp_path):
     path = tmp_path / "pairs.jsonl"
     path.write_bytes(GOOD.encode() + b'\n{"prompt": "caf\xe9", "chosen": "a", "rejected": "b"}\n')
     with pytest.raises(DataError, match=r"line 2: not valid UTF-8 .*save the file as UTF-8"):
+        read_preference_jsonl(path, strict=True)
+    skipped: list[str] = []
+    assert len(read_preference_jsonl(path, on_skip=skipped.append)) == 1
+    assert "line 2: not valid UTF-8" in skipped[0]
+
+
+def test_a_file_without_one_usable_row_is_a_data_error_naming_the_first_fault(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"prompt": "hi", "chosen": "yes"}\n')
+    with pytest.raises(DataError, match=r"no preference rows \(1 skipped\); first: .*line 1"):
         read_preference_jsonl(path)
 
 

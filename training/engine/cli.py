@@ -24,7 +24,7 @@ from training.engine.config import (
     RLOOConfig,
     config_from_dict,
 )
-from training.engine.data import DataError
+from training.engine.data import DataError, PreferenceRow, read_preference_jsonl
 from training.engine.models import ArtifactError
 from training.engine.packaged import ModelPreparationError
 
@@ -118,8 +118,30 @@ def _summary(kind: str, result: Any) -> str:
     return ", ".join(parts) + f" -> {result.output_dir}"
 
 
+# Skipped rows printed one by one before the rest is only counted.
+SKIPS_SHOWN = 10
+
+
+def read_pairs(path: Path) -> list[PreferenceRow]:
+    """The file's usable pairs; each row skipped (it cannot be a pair) is said on stderr."""
+    skipped: list[str] = []
+
+    def report(message: str) -> None:
+        skipped.append(message)
+        if len(skipped) <= SKIPS_SHOWN:
+            print(f"warning: skipped {message}", file=sys.stderr)
+
+    rows = read_preference_jsonl(path, on_skip=report)
+    if len(skipped) > SKIPS_SHOWN:
+        print(f"warning: skipped {len(skipped)} rows in all", file=sys.stderr)
+    empty = sum(not row.chosen.strip() or not row.rejected.strip() for row in rows)
+    if empty:
+        print(f"note: {empty} pairs have an empty answer; kept (a silent reply can be the "
+              "better one)", file=sys.stderr)  # fmt: skip
+    return rows
+
+
 def run_dpo(args: argparse.Namespace) -> str:
-    from training.engine.data import read_preference_jsonl
     from training.engine.dpo import train_dpo
     from training.engine.runtime import Callbacks
 
@@ -128,7 +150,7 @@ def run_dpo(args: argparse.Namespace) -> str:
              "reference": args.reference}  # fmt: skip
     values.update({key: value for key, value in named.items() if value is not None})
     config = config_from_dict(DPOConfig, values)
-    rows = read_preference_jsonl(args.data)
+    rows = read_pairs(args.data)
     bar = ProgressBar("dpo")
     try:
         result = train_dpo(
@@ -140,7 +162,6 @@ def run_dpo(args: argparse.Namespace) -> str:
 
 
 def run_reward(args: argparse.Namespace) -> str:
-    from training.engine.data import read_preference_jsonl
     from training.engine.reward import train_reward
     from training.engine.runtime import Callbacks
 
@@ -148,7 +169,7 @@ def run_reward(args: argparse.Namespace) -> str:
     if args.full_finetune:
         values["use_lora"] = False
     config = config_from_dict(RewardConfig, values)
-    rows = read_preference_jsonl(args.data)
+    rows = read_pairs(args.data)
     bar = ProgressBar("reward")
     try:
         result = train_reward(
@@ -160,10 +181,9 @@ def run_reward(args: argparse.Namespace) -> str:
 
 
 def run_evaluate(args: argparse.Namespace) -> str:
-    from training.engine.data import read_preference_jsonl
     from training.engine.reward import evaluate_reward_model
 
-    rows = read_preference_jsonl(args.data)
+    rows = read_pairs(args.data)
     metrics = evaluate_reward_model(
         args.reward_model, rows, batch_size=args.batch_size, cache_dir=args.cache_dir
     )

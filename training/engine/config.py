@@ -141,10 +141,21 @@ class DPOConfig(TrainingSettings):
     init_adapter: str | None = None
     reference: ReferenceChoice = "base"
     learning_rate: float = 5e-5
+    # Annotator strength weighs a pair in the loss (relative to the others in its batch). A
+    # weight rather than the reward model's margin: a margin in DPO is an offset in implicit-
+    # reward units, whose scale is set by beta and by how far the policy may drift, so one
+    # offset means different things at different betas; a weight only says how much a pair counts.
+    strength_weights: dict[str, float] = field(
+        default_factory=lambda: {"slight": 0.5, "clear": 1.0, "strong": 1.5}
+    )
 
     def validate(self) -> None:
         super().validate()
         _check(self.beta > 0, f"beta={self.beta}: must be positive (0.1 is usual).")
+        _check(
+            all(value > 0 for value in self.strength_weights.values()),
+            "strength_weights must be positive (leave a strength out to weigh it 1).",
+        )
         _check(
             self.loss_type in DPO_LOSS_TYPES,
             f"loss_type={self.loss_type!r}: use {', '.join(DPO_LOSS_TYPES[:-1])} or "

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,12 @@ class PreferenceRow:
     margin: float = 0.0
     target: float = 1.0  # probability that chosen is better; 0.5 is a tie
     source_line: int | None = None
+    # The annotators' strength of preference (slight, clear, strong; None: not given). The
+    # reward model adds its margin, DPO multiplies its weight (RewardConfig / DPOConfig).
+    strength: str | None = None
+
+
+STRENGTHS = ("slight", "clear", "strong")
 
 
 @dataclass(frozen=True)
@@ -69,43 +75,87 @@ class EncodedPair:
         return len(self.prompt_ids) + len(self.chosen_ids) + len(self.rejected_ids)
 
 
+def with_strength_margins(
+    rows: Sequence[PreferenceRow], margins: dict[str, float]
+) -> list[PreferenceRow]:
+    """Each row's margin plus the margin its strength stands for (the reward model's loss)."""
+    return [
+        replace(row, margin=row.margin + margins.get(row.strength, 0.0)) if row.strength else row
+        for row in rows
+    ]
+
+
+def with_strength_weights(
+    rows: Sequence[PreferenceRow], weights: dict[str, float]
+) -> list[PreferenceRow]:
+    """Each row's weight times the weight its strength stands for (DPO's loss)."""
+    return [
+        replace(row, weight=row.weight * weights.get(row.strength, 1.0)) if row.strength else row
+        for row in rows
+    ]
+
+
 # --- reading JSONL -----------------------------------------------------------------------------
 
 
-def read_preference_jsonl(path: str | Path) -> list[PreferenceRow]:
+def read_preference_jsonl(
+    path: str | Path, *, strict: bool = False, on_skip: Callable[[str], None] | None = None
+) -> list[PreferenceRow]:
     """Read TRL-style preference JSONL, one comparison per line. Blank lines are skipped.
 
     Formats (TRL's): {"prompt": str, "chosen": str, "rejected": str}; conversational with
     "prompt" a list of messages and "chosen"/"rejected" each one assistant message; or an implicit
     prompt: full "chosen" and "rejected" conversations that differ only in the last (assistant)
-    turn. Optional fields: "weight" (> 0), "margin", "tie" (true -> target 0.5), "target" (0..1).
-    Other fields are ignored.
+    turn. Optional fields: "weight" (> 0), "margin", "tie" (true -> target 0.5), "target" (0..1),
+    "strength" (slight, clear, strong). Other fields are ignored. An empty answer is an answer (a
+    silent reply can be the better one).
+
+    A row that cannot be a pair is skipped and its message (file, line, fault) goes to `on_skip`;
+    with `strict` it raises instead. A file with no usable row raises either way.
     """
     path = Path(path)
     rows: list[PreferenceRow] = []
+    skipped: list[str] = []
     # Binary, decoded per line: a bad byte is reported with its line instead of failing the file.
     with path.open("rb") as file:
         for line_number, raw in enumerate(file, start=1):
-            where = f"{path}, line {line_number}"
             try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise DataError(
-                    f"{where}: not valid UTF-8 (byte {error.start}); save the file as UTF-8"
-                ) from None
-            if not text.strip():
+                row = _parse_line(raw, f"{path}, line {line_number}", line_number)
+            except DataError as error:
+                if strict:
+                    raise
+                skipped.append(str(error))
+                if on_skip is not None:
+                    on_skip(str(error))
                 continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise DataError(
-                    f"{where}: invalid JSON ({error.msg} at column {error.colno}); "
-                    "each line must be one JSON object"
-                ) from None
-            rows.append(_parse_record(record, where, line_number))
+            if row is not None:
+                rows.append(row)
     if not rows:
-        raise DataError(f"{path}: no preference rows; add one JSON object per line")
+        first = f"; first: {skipped[0]}" if skipped else ""
+        raise DataError(
+            f"{path}: no preference rows ({len(skipped)} skipped){first}; "
+            "add one JSON object per line"
+        )
     return rows
+
+
+def _parse_line(raw: bytes, where: str, line_number: int) -> PreferenceRow | None:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{where}: not valid UTF-8 (byte {error.start}); save the file as UTF-8"
+        ) from None
+    if not text.strip():
+        return None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DataError(
+            f"{where}: invalid JSON ({error.msg} at column {error.colno}); "
+            "each line must be one JSON object"
+        ) from None
+    return _parse_record(record, where, line_number)
 
 
 def _parse_record(record: Any, where: str, line_number: int) -> PreferenceRow:
@@ -133,7 +183,12 @@ def _parse_record(record: Any, where: str, line_number: int) -> PreferenceRow:
     if weight <= 0:
         raise DataError(f'{where}: "weight" must be > 0, got {weight}; drop the row instead')
     margin = _number(record, "margin", 0.0, where)
-    return PreferenceRow(prompt, chosen, rejected, weight, margin, target, line_number)
+    strength = record.get("strength")
+    if strength is not None and strength not in STRENGTHS:
+        raise DataError(
+            f'{where}: "strength" must be one of {", ".join(STRENGTHS)} or null, got {strength!r}'
+        )
+    return PreferenceRow(prompt, chosen, rejected, weight, margin, target, line_number, strength)
 
 
 def _parse_prompt(value: Any, where: str) -> Prompt:
@@ -159,8 +214,6 @@ def _parse_completion(value: Any, field: str, where: str) -> str:
         value = messages[0]["content"]
     if not isinstance(value, str):
         raise DataError(f'{where}: "{field}" must be a string or a list of messages')
-    if not value.strip():
-        raise DataError(f'{where}: "{field}" is empty; both answers need text')
     return value
 
 

@@ -25,6 +25,7 @@ from training.engine.data import (
     EncodedPair,
     PreferenceRow,
     encode_pairs,
+    with_strength_weights,
 )
 from training.engine.losses import dpo_loss
 from training.engine.models import (
@@ -186,7 +187,7 @@ def train_dpo(
 
     # --- data: token ids, a held-out slice ------------------------------------------------------
     pairs = encode_pairs(
-        decided_rows(rows),
+        with_strength_weights(decided_rows(rows), config.strength_weights),
         tokenizer,
         max_length=config.max_length,
         max_prompt_length=config.max_prompt_length,

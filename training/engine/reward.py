@@ -22,6 +22,7 @@ from training.engine.data import (
     EncodedPair,
     PreferenceRow,
     encode_pairs,
+    with_strength_margins,
 )
 from training.engine.losses import bradley_terry_loss
 from training.engine.models import (
@@ -126,7 +127,7 @@ def train_reward(
 
     # --- data: the backbone's own tokens, a held-out slice --------------------------------------
     pairs = encode_pairs(
-        rows,
+        with_strength_margins(rows, config.strength_margins),
         tokenizer,
         max_length=config.max_length,
         max_prompt_length=config.max_prompt_length,

@@ -124,7 +124,9 @@ function Import({ projectId }: { projectId: number }) {
         <div className="result">
           <p>
             {result.rows_read} rows read: {result.comparisons_created} pairs and{" "}
-            {result.judgments_created} judgments created, {result.rows_failed} failed.
+            {result.judgments_created} judgments created, {result.rows_failed} skipped.
+            {result.empty_answers > 0 &&
+              ` ${result.empty_answers} with an empty answer, kept (a silent reply can be the better one).`}
           </p>
           <RowErrors errors={result.errors as RowError[]} />
         </div>
