@@ -61,7 +61,12 @@ def own_broker(monkeypatch):
 
     class SendToOwnBroker:
         def delay(self, run_id: int) -> None:
-            sender.send_task(services.RUN_TRAINING_TASK, args=[run_id], queue="gpu")
+            # An explicit connection: Celery prefers a CELERY_BROKER_URL in the environment
+            # (CI's second pass sets one) over the app's own broker setting.
+            with sender.connection_for_write(url) as connection:
+                sender.send_task(
+                    services.RUN_TRAINING_TASK, args=[run_id], queue="gpu", connection=connection
+                )
 
     monkeypatch.setitem(services.current_app.tasks, services.RUN_TRAINING_TASK, SendToOwnBroker())
     state = {"url": url, "port": port, "redis": redis}
