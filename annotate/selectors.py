@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from annotate import quality, queue
+from annotate import crowd, quality, queue
 from annotate.feedback import JudgmentFacts, feedback_type
 from annotate.models import (
     Assignment,
@@ -16,6 +16,7 @@ from annotate.models import (
     Judgment,
     MemberRole,
     Membership,
+    Outcome,
     Project,
     Prompt,
 )
@@ -133,9 +134,27 @@ def judgment_outcome_rows(*, project: Project, round_number: int | None = None) 
     return rows
 
 
+def crowd_fit_of(rows: list[dict]) -> crowd.CrowdFit:
+    """The crowd model over these judgment rows' decided votes, anchored by their gold pairs."""
+    decided = [row for row in rows if row["outcome"] in (Outcome.A, Outcome.B)]
+    votes = [
+        crowd.Vote(row["comparison_id"], row["annotator_id"], row["outcome"] == Outcome.A)
+        for row in decided
+    ]
+    gold_a = {
+        row["comparison_id"]: row["gold"] == Outcome.A
+        for row in decided
+        if row["gold"] in (Outcome.A, Outcome.B)
+    }
+    return crowd.crowd_fit(votes, gold_a)
+
+
 def project_statistics(*, project: Project, round_number: int | None = None) -> dict:
-    """Agreement for the project (or a round) and the per-annotator quality table."""
+    """Agreement for the project (or a round) and the per-annotator quality table; each
+    annotator's reliability comes from the crowd model over every judgment of the project."""
     rows = judgment_outcome_rows(project=project, round_number=round_number)
+    every_row = rows if round_number is None else judgment_outcome_rows(project=project)
+    fit = crowd_fit_of(every_row)
     by_comparison: dict[int, list[dict]] = {}
     for row in rows:
         by_comparison.setdefault(row["comparison_id"], []).append(row)
@@ -153,6 +172,9 @@ def project_statistics(*, project: Project, round_number: int | None = None) -> 
         {
             **asdict(quality.annotator_stats(user_id, own[0]["annotator__username"], own)),
             "paused": user_id in paused,
+            "reliability": fit.reliability.get(user_id),
+            "decided_votes": fit.votes.get(user_id, 0),
+            "flagged": fit.flagged(user_id),
         }
         for user_id, own in sorted(by_annotator.items())
     ]

@@ -163,6 +163,15 @@ class AnnotatorStatsSerializer(serializers.Serializer):
     left_bias = serializers.FloatField(allow_null=True)
     median_seconds = serializers.FloatField(allow_null=True)
     paused = serializers.BooleanField()
+    reliability = serializers.FloatField(
+        allow_null=True,
+        help_text="Crowd model (two-way Dawid-Skene over every decided vote of the project, "
+        "anchored by gold): the chance this annotator's vote names the better side.",
+    )
+    decided_votes = BoundedIntegerField(help_text="Left/right votes the reliability rests on.")
+    flagged = serializers.BooleanField(
+        help_text="Reliability below 0.4 on at least 10 decided votes: far below chance."
+    )
 
 
 class ProjectStatisticsSerializer(serializers.Serializer):

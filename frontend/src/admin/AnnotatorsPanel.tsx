@@ -41,6 +41,9 @@ export function AnnotatorsPanel({ projectId }: { projectId: number }) {
             <th>Annotator</th>
             <th>Judgments</th>
             <th>Gold accuracy</th>
+            <th title="Crowd model: the chance this annotator's vote names the better side, from every decided vote of the project">
+              Reliability
+            </th>
             <th>Agreement</th>
             <th>Left bias</th>
             <th>Median time</th>
@@ -51,11 +54,19 @@ export function AnnotatorsPanel({ projectId }: { projectId: number }) {
           {(stats?.annotators ?? []).map((a) => (
             <tr key={a.annotator_id}>
               <td>
-                {a.username} {a.paused && <span className="badge warn">paused</span>}
+                {a.username} {a.paused && <span className="badge warn">paused</span>}{" "}
+                {a.flagged && (
+                  <span className="badge warn" title="Far below chance on 10 or more decided votes">
+                    flagged
+                  </span>
+                )}
               </td>
               <td>{a.judgments}</td>
               <td>
                 {percent(a.gold_accuracy)} <span className="muted">({a.gold_judged})</span>
+              </td>
+              <td>
+                {percent(a.reliability)} <span className="muted">({a.decided_votes})</span>
               </td>
               <td>{percent(a.agreement_with_others)}</td>
               <td>{percent(a.left_bias)}</td>
