@@ -105,11 +105,9 @@ def judgments_visible_to(*, user: User, project: Project) -> QuerySet[Judgment]:
     return judgments.filter(annotator=user)
 
 
-def judgment_outcome_rows(*, project: Project, round_number: int | None = None) -> list[dict]:
-    """Every judgment of a project (or one round) with its outcome in a/b/tie/both_bad terms."""
+def judgment_outcome_rows(*, project: Project) -> list[dict]:
+    """Every judgment of a project with its outcome in a/b/tie/both_bad terms."""
     judgments = Judgment.objects.filter(comparison__project=project)
-    if round_number is not None:
-        judgments = judgments.filter(comparison__round__number=round_number)
     rows = []
     for row in judgments.values(
         "comparison_id",
@@ -122,6 +120,7 @@ def judgment_outcome_rows(*, project: Project, round_number: int | None = None) 
         "comparison__response_a_id",
         "comparison__gold_outcome",
         "comparison__kind",
+        "comparison__round__number",
     ).iterator(chunk_size=2000):
         facts = JudgmentFacts(
             row["choice"],
@@ -152,9 +151,11 @@ def crowd_fit_of(rows: list[dict]) -> crowd.CrowdFit:
 def project_statistics(*, project: Project, round_number: int | None = None) -> dict:
     """Agreement for the project (or a round) and the per-annotator quality table; each
     annotator's reliability comes from the crowd model over every judgment of the project."""
-    rows = judgment_outcome_rows(project=project, round_number=round_number)
-    every_row = rows if round_number is None else judgment_outcome_rows(project=project)
+    every_row = judgment_outcome_rows(project=project)  # one read serves both
     fit = crowd_fit_of(every_row)
+    rows = every_row
+    if round_number is not None:
+        rows = [row for row in every_row if row["comparison__round__number"] == round_number]
     by_comparison: dict[int, list[dict]] = {}
     for row in rows:
         by_comparison.setdefault(row["comparison_id"], []).append(row)
