@@ -224,6 +224,21 @@ if CELERY_TASK_SOFT_TIME_LIMIT > CELERY_TASK_TIME_LIMIT:
 # the machine, leave it a core (the demo on two cores uses 1; README "Reliability").
 WORKER_TORCH_THREADS = env_int("WORKER_TORCH_THREADS", 0, minimum=0)
 GPU_TASK_TIME_LIMIT = env_int("GPU_TASK_TIME_LIMIT", 6 * 3600, minimum=60)
+
+# --- The policy server (manage.py serve): OpenAI-compatible /v1 over the registry ---------------
+SERVE_HOST = env_str("SERVE_HOST", "127.0.0.1") or "127.0.0.1"
+SERVE_PORT = env_int("SERVE_PORT", 8001, minimum=1)
+# Rows (answers being written) decoding together; more wait for a place.
+SERVE_MAX_BATCH_ROWS = env_int("SERVE_MAX_BATCH_ROWS", 32, minimum=1)
+# The most tokens one answer may ask for (max_tokens), and answers per request (n).
+SERVE_MAX_TOKENS = env_int("SERVE_MAX_TOKENS", 2048, minimum=1)
+SERVE_MAX_N = env_int("SERVE_MAX_N", 8, minimum=1)
+# Requests per minute per API token (0: no limit); a burst of a minute's worth is allowed.
+SERVE_RATE_LIMIT_PER_MINUTE = env_int("SERVE_RATE_LIMIT_PER_MINUTE", 600, minimum=0)
+# Policy adapters kept loaded beside the base; the least recently used goes first.
+SERVE_ADAPTERS_IN_MEMORY = env_int("SERVE_ADAPTERS_IN_MEMORY", 16, minimum=1)
+SERVE_TORCH_THREADS = env_int("SERVE_TORCH_THREADS", 0, minimum=0)
+SERVE_PRECISION = env_str("SERVE_PRECISION", "auto") or "auto"
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES_NAMES = ("default", "gpu")
 CELERY_TASK_ROUTES = {

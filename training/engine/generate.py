@@ -182,7 +182,7 @@ def nucleus_threshold(probs: torch.Tensor, top_k: int, top_p: float) -> torch.Te
 # --- KV cache ------------------------------------------------------------------------------------
 
 
-class _BufferLayer(DynamicLayer):  # type: ignore[no-untyped-call]  # untyped __init_subclass__
+class BufferLayer(DynamicLayer):  # type: ignore[no-untyped-call]  # untyped __init_subclass__
     """One layer's KV cache, preallocated for the whole batch: new keys are written in place and
     the layer returns views, instead of DynamicLayer's torch.cat of the whole cache every step
     (a third of a CPU decode step at 30 layers)."""
@@ -194,6 +194,17 @@ class _BufferLayer(DynamicLayer):  # type: ignore[no-untyped-call]  # untyped __
         # Row -> distinct-prompt index: the prefill runs each distinct prompt once and the
         # samples of a prompt copy its keys.
         self.expand = expand
+
+    @classmethod
+    def of(cls, keys: torch.Tensor, values: torch.Tensor, length: int) -> BufferLayer:
+        """A layer over buffers filled elsewhere ([B, kv_heads, C, head_dim]), `length` used."""
+        layer = cls(keys.shape[2], None)
+        layer.key_buffer, layer.value_buffer = keys, values
+        layer.device = keys.device
+        layer.is_initialized = True
+        layer.length = length
+        layer.keys, layer.values = keys[:, :, :length], values[:, :, :length]
+        return layer
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         rows = len(self.expand) if self.expand is not None else key_states.shape[0]
@@ -235,22 +246,22 @@ class _BufferLayer(DynamicLayer):  # type: ignore[no-untyped-call]  # untyped __
         self.values = self.value_buffer[:, :, : self.length]
 
 
-def _new_cache(model: PolicyModel, max_length: int, expand: torch.Tensor | None) -> Cache:
+def new_cache(model: PolicyModel, max_length: int, expand: torch.Tensor | None) -> Cache:
     layers = model.config.get_text_config(decoder=True).num_hidden_layers
-    return Cache(layers=[_BufferLayer(max_length, expand) for _ in range(layers)])
+    return Cache(layers=[BufferLayer(max_length, expand) for _ in range(layers)])
 
 
 @dataclass(frozen=True)
-class _ForwardSignature:
+class ForwardSignature:
     cache_name: str  # transformers 5.x renamed past_key_values to cache
     logits_to_keep: bool
 
 
-def _forward_signature(model: PolicyModel) -> _ForwardSignature:
+def forward_signature(model: PolicyModel) -> ForwardSignature:
     get_base_model = getattr(model, "get_base_model", None)  # peft
     base = get_base_model() if get_base_model is not None else model
     params = inspect.signature(base.forward).parameters
-    return _ForwardSignature(
+    return ForwardSignature(
         cache_name="cache" if "cache" in params else "past_key_values",
         logits_to_keep="logits_to_keep" in params,
     )
@@ -350,7 +361,7 @@ def generate(
         key=lambda r: (len(prompt_ids[r.prompt]), r.prompt, r.sample),
     )
     batches = [rows[i : i + config.batch_size] for i in range(0, len(rows), config.batch_size)]
-    signature = _forward_signature(model)
+    signature = forward_signature(model)
     outputs: dict[_Row, _RowOutput] = {}
     cancelled = False
     with (
@@ -393,7 +404,7 @@ def generate(
 
 def _generate_batch(
     model: PolicyModel,
-    signature: _ForwardSignature,
+    signature: ForwardSignature,
     prompt_ids: list[list[int]],
     config: GenerationConfig,
     *,
@@ -427,7 +438,7 @@ def _generate_batch(
     # One mask for prompt + answer, sliced to the current length: no torch.cat per step.
     mask = torch.ones((rows, prompt_len + steps), dtype=torch.long, device=device)  # [B, P + T]
     mask[:, :prompt_len] = prompt_mask if expand is None else prompt_mask[expand]
-    cache = _new_cache(model, prompt_len + steps, expand)
+    cache = new_cache(model, prompt_len + steps, expand)
     keep = {"logits_to_keep": 1} if signature.logits_to_keep else {}
     logits = model(
         input_ids=input_ids, attention_mask=prompt_mask, position_ids=positions,

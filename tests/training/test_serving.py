@@ -1,0 +1,288 @@
+"""The policy server as a real process (`manage.py serve`) on the test database, driven by the
+official `openai` client: names and tokens, completions and streams, errors, a promotion seen
+without a restart, concurrent streams, and the reward endpoint."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from rest_framework.authtoken.models import Token
+
+from annotate.models import MemberRole
+from annotate.services import membership_set
+from registry.models import ModelKind, ModelVersion, VersionStatus
+from registry.selectors import active_policy
+from registry.services import version_promote
+from tests.engine.tiny import save_tiny_llama, tiny_tokenizer
+from tests.factories import ProjectFactory, UserFactory
+from tests.test_worker import ROOT, _database_url_of_test_database
+from tests.training.helpers import TINY_TRAINING, judged_pairs
+from training import runner, services
+from training.engine.config import GenerationConfig
+from training.engine.models import POLICY_ADAPTER, save_artifact
+from training.models import RunKind, RunStatus
+from training.serving.ratelimit import RateLimiter
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+SEEDED = {"temperature": 1.0, "seed": 5, "max_tokens": 12}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> Path:
+    # One base folder for the module: the server keeps one copy of each base in memory.
+    return save_tiny_llama(tmp_path_factory.mktemp("serving") / "tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def server(django_db_setup, django_db_blocker, tmp_path_factory):
+    with django_db_blocker.unblock():
+        database_url = _database_url_of_test_database()
+    port = free_port()
+    environment = dict(
+        os.environ,
+        DATABASE_URL=database_url,
+        SERVE_PRECISION="fp32",
+        SERVE_TORCH_THREADS="1",
+        ARTIFACTS_DIR=str(tmp_path_factory.mktemp("artifacts")),
+    )
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(process.stdout.read())
+        time.sleep(0.2)
+    yield url
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture
+def served_project(project, tiny_base):
+    project.base_model = str(tiny_base)
+    project.save()
+    policy = active_policy(project_id=project.pk)
+    policy.base_model = str(tiny_base)
+    policy.save()
+    return project
+
+
+@pytest.fixture
+def token(api_client_user) -> str:
+    return Token.objects.create(user=api_client_user).key
+
+
+@pytest.fixture
+def client(server, token, served_project) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server}/v1", api_key=token, max_retries=0, timeout=60)
+
+
+def add_policy_version(project, base: Path, folder: Path, *, seed: int) -> ModelVersion:
+    """A candidate v1 with a random (non-zero) LoRA adapter, as a DPO run would register it."""
+    from training.engine.models import load_policy
+
+    model, _ = load_policy(str(base))
+    torch.manual_seed(seed)
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    policy = get_peft_model(model, lora)
+    save_artifact(
+        folder, kind=POLICY_ADAPTER, model=policy, tokenizer=tiny_tokenizer(),
+        config=GenerationConfig(), base_model=str(base),
+    )  # fmt: skip
+    return ModelVersion.objects.create(
+        project=project, kind=ModelKind.POLICY, number=1, base_model=str(base),
+        artifact_path=str(folder), parent=active_policy(project_id=project.pk),
+        status=VersionStatus.CANDIDATE,
+    )  # fmt: skip
+
+
+def ask(client, model: str, **extra):
+    return client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "w1 w2 w3"}], **(SEEDED | extra)
+    )
+
+
+def test_models_lists_the_names_of_the_tokens_projects_only(client, other_project):
+    ids = {m.id for m in client.models.list()}
+    assert {"helpful", "helpful@v0"} <= ids
+    assert not any(i.startswith("other-team") for i in ids)
+    assert client.models.retrieve("helpful").owned_by == "helpful"
+
+
+def test_a_completion_and_its_stream_write_the_same_text_under_a_seed(client):
+    whole = ask(client, "helpful")
+    assert whole.model == "helpful@v0"
+    text = whole.choices[0].message.content
+    assert text and whole.choices[0].finish_reason in {"stop", "length"}
+    assert whole.usage.completion_tokens >= 1
+    assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
+
+    chunks = list(ask(client, "helpful", stream=True, stream_options={"include_usage": True}))
+    pieces = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    assert len([p for p in pieces if p]) >= 2  # streamed, not one piece at the end
+    assert "".join(pieces) == text
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert {c.id for c in chunks} == {chunks[0].id}
+
+
+def test_n_answers_and_stop_strings(client):
+    several = ask(client, "helpful", n=3, max_tokens=10)
+    texts = [c.message.content for c in several.choices]
+    assert [c.index for c in several.choices] == [0, 1, 2]
+    assert len(set(texts)) > 1
+    words = texts[0].split()
+    if len(words) >= 2:
+        cut = ask(client, "helpful", n=3, max_tokens=10, stop=[words[1]])
+        assert cut.choices[0].message.content == texts[0][: texts[0].index(words[1])]
+        assert cut.choices[0].finish_reason == "stop"
+
+
+def test_tokens_and_names_are_refused_with_the_right_status(server, client, token, other_project):
+    bad = openai.OpenAI(base_url=f"{server}/v1", api_key="not-a-token", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
+    with pytest.raises(openai.PermissionDeniedError):
+        ask(client, "other-team")
+    with pytest.raises(openai.NotFoundError):
+        ask(client, "no-such-project")
+    with pytest.raises(openai.NotFoundError):
+        ask(client, "helpful@v9")
+    with pytest.raises(openai.NotFoundError):
+        ask(client, "helpful@candidate")  # none yet
+    with pytest.raises(openai.BadRequestError) as too_hot:
+        ask(client, "helpful", temperature=5)
+    assert too_hot.value.param == "temperature"
+    with pytest.raises(openai.BadRequestError) as too_long:
+        ask(client, "helpful", max_tokens=500)  # the tiny model's context is 128
+    assert too_long.value.code == "context_length_exceeded"
+
+    raw = httpx.post(
+        f"{server}/v1/chat/completions", content=b"{not json",
+        headers={"Authorization": f"Bearer {token}"},
+    )  # fmt: skip
+    assert raw.status_code == 400
+    assert set(raw.json()["error"]) == {"message", "type", "param", "code"}
+    assert httpx.get(f"{server}/v1/nowhere").status_code == 404
+    assert "error" in httpx.get(f"{server}/v1/nowhere").json()
+
+
+def test_a_promotion_changes_what_the_slug_answers_without_a_restart(
+    client, served_project, tiny_base, tmp_path
+):
+    before = ask(client, "helpful", temperature=0).choices[0].message.content
+    candidate = add_policy_version(served_project, tiny_base, tmp_path / "v1", seed=3)
+    on_candidate = ask(client, "helpful@candidate", temperature=0)
+    assert on_candidate.model == "helpful@v1"
+    assert on_candidate.choices[0].message.content != before  # the adapter is in the answer
+
+    version_promote(version=candidate)
+    promoted_at = time.monotonic()
+    after = ask(client, "helpful", temperature=0)
+    seen_after = time.monotonic() - promoted_at
+    assert after.model == "helpful@v1"
+    assert after.choices[0].message.content == on_candidate.choices[0].message.content
+    assert seen_after < 5
+    # Rolling back is seen the same way, and an old version stays addressable by number.
+    version_promote(version=ModelVersion.objects.get(project=served_project, number=0))
+    assert ask(client, "helpful", temperature=0).model == "helpful@v0"
+    assert ask(client, "helpful@v1", temperature=0).choices[0].message.content != before
+
+
+def test_sixteen_concurrent_streams_all_complete(client):
+    results: dict[int, tuple[str, str | None]] = {}
+
+    def one(i: int) -> None:
+        text, reason = "", None
+        for chunk in ask(client, "helpful", stream=True, seed=i, max_tokens=16):
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+                reason = chunk.choices[0].finish_reason or reason
+        results[i] = (text, reason)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sorted(results) == list(range(16))
+    assert all(reason in {"stop", "length"} for _, reason in results.values())
+    alone = ask(client, "helpful", seed=3, max_tokens=16).choices[0].message.content
+    assert results[3][0] == alone  # the same seed alone or among fifteen others
+
+
+def test_reward_scoring_needs_the_projects_token(server, served_project, token, settings):
+    served_project.reward_backbone = served_project.base_model
+    served_project.training_settings = {"reward": TINY_TRAINING, "dpo": TINY_TRAINING}
+    served_project.save()
+    judged_pairs(served_project, 6)
+    run = services.training_run_create(project=served_project, kind=RunKind.REWARD)
+    assert runner.training_run_execute(run_id=run.pk) == RunStatus.SUCCEEDED
+
+    items = [
+        {"messages": [{"role": "user", "content": "w1 w2"}], "answer": "good yes"},
+        {"messages": [{"role": "user", "content": "w1 w2"}], "answer": "bad no"},
+    ]
+    scored = httpx.post(
+        f"{server}/v1/rewards", json={"model": "helpful", "items": items},
+        headers={"Authorization": f"Bearer {token}"}, timeout=60,
+    )  # fmt: skip
+    assert scored.status_code == 200, scored.text
+    data = scored.json()["data"]
+    assert [d["index"] for d in data] == [0, 1]
+    assert all(isinstance(d["score"], float) for d in data)
+
+    stranger = UserFactory(username="stranger")
+    other = ProjectFactory(slug="elsewhere")
+    membership_set(project=other, user=stranger, role=MemberRole.CLIENT)
+    refused = httpx.post(
+        f"{server}/v1/rewards", json={"model": "helpful", "items": items},
+        headers={"Authorization": f"Bearer {Token.objects.create(user=stranger).key}"},
+    )  # fmt: skip
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "permission_denied"
+    no_items = httpx.post(
+        f"{server}/v1/rewards", json={"model": "helpful", "items": []},
+        headers={"Authorization": f"Bearer {token}"},
+    )  # fmt: skip
+    assert no_items.status_code == 400
+
+
+def test_the_rate_limit_allows_a_minutes_burst_then_paces():
+    now = [0.0]
+    limiter = RateLimiter(60, clock=lambda: now[0])
+    assert all(limiter.take("a") == 0 for _ in range(60))
+    assert limiter.take("a") == pytest.approx(1.0)
+    assert limiter.take("b") == 0  # per token
+    now[0] += 2.0
+    assert limiter.take("a") == 0
+    assert RateLimiter(0).take("a") == 0
