@@ -7,12 +7,13 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 HOST ?= 127.0.0.1
 PORT ?= 8000
+SERVE_PORT ?= 8001
 
 .PHONY: demo test install install-dev lint format migrate models seed web worker clean help \
 	frontend frontend-test browser
 
 help:
-	@echo "make demo   - install, migrate, prepare models, seed the demo and run web + worker"
+	@echo "make demo   - install, migrate, prepare models, seed the demo; run web, worker, policy server"
 	@echo "make test   - install dev extras, lint (ruff, layers, mypy), and run the whole test suite"
 
 $(BIN)/python:
@@ -87,6 +88,7 @@ demo: install migrate models seed frontend
 	@echo ""
 	@echo "Tandem is starting on http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/)"
 	@echo "Health: http://$(HOST):$(PORT)/healthz   API docs: http://$(HOST):$(PORT)/api/docs/"
+	@echo "Policy server (OpenAI-compatible, your API token as the key): http://$(HOST):$(SERVE_PORT)/v1"
 	@$(DEMO_ENV) $(BIN)/python manage.py seed_demo | tail -n 3
 	@echo "Press Ctrl-C to stop."
 	@trap 'kill 0' INT TERM EXIT; \
@@ -94,6 +96,7 @@ demo: install migrate models seed frontend
 		--hostname=demo@%h & \
 	$(DEMO_ENV) $(BIN)/celery -A config beat --loglevel=WARNING \
 		--schedule=var/celerybeat-schedule & \
+	$(DEMO_ENV) $(BIN)/python manage.py serve --host $(HOST) --port $(SERVE_PORT) & \
 	$(DEMO_ENV) $(BIN)/gunicorn config.wsgi --bind $(HOST):$(PORT) --workers 2 --threads 4 \
 		--access-logfile - ; \
 	wait

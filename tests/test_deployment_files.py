@@ -14,7 +14,7 @@ from config.env import DOCUMENTED_VARIABLES, broker_url_checked, database_config
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-APP_SERVICES = ["migrate", "web", "worker", "gpu-worker", "beat", "flower"]
+APP_SERVICES = ["migrate", "web", "worker", "gpu-worker", "policy-server", "beat", "flower"]
 
 
 def _command(service: str) -> str:
@@ -53,6 +53,7 @@ def test_commands_run_the_right_processes_on_the_right_queues():
     assert "-Q gpu" in _command("gpu-worker") and "--pool solo" in _command("gpu-worker")
     assert "celery -A config beat" in _command("beat")
     assert "celery -A config flower" in _command("flower")
+    assert "manage.py serve" in _command("policy-server")
     assert "manage.py migrate" in _command("migrate")
     assert set(settings.CELERY_TASK_QUEUES_NAMES) == {"default", "gpu"}
 
@@ -62,13 +63,19 @@ def test_gpu_worker_reserves_an_nvidia_device():
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
 
 
-@pytest.mark.parametrize("service", ["postgres", "redis", "web", "worker", "gpu-worker", "flower"])
+@pytest.mark.parametrize(
+    "service", ["postgres", "redis", "web", "worker", "gpu-worker", "policy-server", "flower"]
+)
 def test_long_running_services_have_health_checks(service):
     assert SERVICES[service]["healthcheck"]["test"]
 
 
 def test_web_health_check_uses_the_health_endpoint():
     assert "/healthz" in " ".join(SERVICES["web"]["healthcheck"]["test"])
+
+
+def test_policy_server_is_healthy_once_its_models_are_loaded():
+    assert "/readyz" in " ".join(SERVICES["policy-server"]["healthcheck"]["test"])
 
 
 def test_database_and_artifacts_live_on_volumes():

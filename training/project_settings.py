@@ -5,7 +5,8 @@ checks it, so a typo such as {"dpoo": ...} or {"dpo": {"beta": "high"}} is refus
 message naming the field when it is written, never at the moment a worker picks a run up.
 
     {"reward": {...RewardConfig overrides},  "dpo" / "ppo" / "rloo": {...their config's},
-     "evaluation": {...EvaluationSettings},  "policy_data": "round" | "all"}
+     "evaluation": {...EvaluationSettings},  "policy_data": "round" | "all",
+     "generation_backend": {...GenerationBackendSettings}}
 """
 
 from __future__ import annotations
@@ -64,6 +65,49 @@ class EvaluationSettings:
             raise ApplicationError("evaluation.max_new_tokens must be at least 1.")
 
 
+BackendKind = Literal["local", "openai"]
+AdapterLoading = Literal["vllm", "tandem", "none"]
+
+
+@dataclass(frozen=True)
+class GenerationBackendSettings:
+    """Who writes a round's answers (and the gates' evaluation samples).
+
+    local: the worker's in-process sampler. openai: any OpenAI-compatible server at
+    `base_url`, with the version's adapter loaded the way `adapters` says: vllm (through
+    /v1/load_lora_adapter under a fresh name per version; vLLM and Tandem's own server),
+    tandem (a Tandem policy server that has the registry: `<slug>@v<N>`), or none (the server
+    serves `model` only, so only the base model, v0, can write through it). The key is read
+    from the worker's environment variable `api_key_env`, never stored.
+    """
+
+    kind: BackendKind = "local"
+    base_url: str = ""
+    model: str = ""  # the server's name for the base model (vllm / none)
+    adapters: AdapterLoading = "vllm"
+    api_key_env: str = ""
+    timeout_seconds: float = 120.0
+    concurrency: int = 8
+    max_retries: int = 4
+
+    def validate(self) -> None:
+        if self.kind == "local":
+            return
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ApplicationError(
+                "generation_backend.base_url must be an http(s) URL ending in /v1."
+            )
+        if self.adapters in ("vllm", "none") and not self.model:
+            raise ApplicationError(
+                "generation_backend.model must name the base model as the server serves it."
+            )
+        if self.timeout_seconds <= 0 or self.concurrency < 1 or self.max_retries < 0:
+            raise ApplicationError(
+                "generation_backend: timeout_seconds > 0, concurrency >= 1 and "
+                "max_retries >= 0, please."
+            )
+
+
 @dataclass(frozen=True)
 class ProjectTrainingSettings:
     reward: dict[str, Any] = field(default_factory=dict)
@@ -74,6 +118,7 @@ class ProjectTrainingSettings:
     # Which pairs train the policy: the latest round's (on-policy, the default since each round
     # starts from the serving adapter) or every resolved pair so far.
     policy_data: PolicyDataScope = "round"
+    generation_backend: GenerationBackendSettings = field(default_factory=GenerationBackendSettings)
 
     def overrides(self, section: str) -> dict[str, Any]:
         return dict(getattr(self, section))
@@ -185,10 +230,13 @@ def training_settings_parse(raw: Any) -> ProjectTrainingSettings:
     _raise(errors)
     evaluation = EvaluationSettings(**raw.get("evaluation", {}))
     evaluation.validate()
+    backend = GenerationBackendSettings(**raw.get("generation_backend", {}))
+    backend.validate()
     return ProjectTrainingSettings(
         **{section: dict(raw.get(section, {})) for section in ENGINE_SECTIONS},
         evaluation=evaluation,
         policy_data=raw.get("policy_data", "round"),
+        generation_backend=backend,
     )
 
 
@@ -247,4 +295,5 @@ def training_settings_effective(settings: ProjectTrainingSettings) -> dict[str, 
         effective[section] = {k: v for k, v in values.items() if k not in SET_BY_THE_RUNNER}
     effective["evaluation"] = dataclasses.asdict(settings.evaluation)
     effective["policy_data"] = settings.policy_data
+    effective["generation_backend"] = dataclasses.asdict(settings.generation_backend)
     return effective

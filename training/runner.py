@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,13 +24,17 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from annotate.feedback.pairwise import resolved_pairs
-from annotate.models import Prompt, Response, ResponseSource, RoundStatus
+from annotate.models import Project, Prompt, Response, ResponseSource, RoundStatus
 from annotate.services import comparisons_create_for_round
 from registry.models import ModelKind, ModelVersion
 from registry.selectors import active_policy, reward_model_for
 from registry.services import version_next_number
 from training import version_metrics
 from training.engine import metric_names as metric
+from training.engine.config import GenerationConfig
+from training.engine.evaluate import CandidateWriter
+from training.engine.generate import Prompt as EnginePrompt
+from training.generation import answer_writer
 from training.models import RunKind, RunStatus, TrainingRun
 from training.pipeline import chain_continue, gates_check, prompt_is_heldout, prompts_in_split
 from training.project_settings import training_settings_of
@@ -299,8 +303,6 @@ GENERATE_CHUNK_BATCHES = 4
 def run_generate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
     """The round's policy writes answers to every prompt that has none yet in this round."""
     from training.engine.config import GenerationConfig, config_from_dict
-    from training.engine.generate import generate
-    from training.engine.models import load_policy
 
     round_ = run.round
     if round_ is None:
@@ -322,54 +324,57 @@ def run_generate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
     # after a failed gate would only repeat the one before it.
     settings_["seed"] = settings_.get("seed", 0) + round_.number
     config = config_from_dict(GenerationConfig, settings_)
-    model, tokenizer = load_policy(
-        policy.base_model, adapter=policy.artifact_path or None, cache_dir=settings.MODEL_CACHE_DIR
-    )
+    backend = training_settings_of(run.project).generation_backend
     generation = {k: v for k, v in settings_.items() if k != "samples_per_prompt"}
+    if backend.kind != "local":
+        generation["backend"] = {"kind": backend.kind, "base_url": backend.base_url}
+    writer = answer_writer(run.project, policy, backend)
     # Answers are stored a chunk of prompts at a time, each chunk whole (all its samples or
     # none), so a worker killed mid-round loses one chunk and the retry writes only the rest.
     chunk_size = max(1, GENERATE_CHUNK_BATCHES * config.batch_size // config.samples_per_prompt)
     rows_total = len(prompts) * config.samples_per_prompt
-    for start in range(0, len(prompts), chunk_size):
-        chunk = prompts[start : start + chunk_size]
-        rows_before = start * config.samples_per_prompt
+    cancelled = False
+    try:
+        for start in range(0, len(prompts), chunk_size):
+            chunk = prompts[start : start + chunk_size]
+            rows_before = start * config.samples_per_prompt
 
-        def on_batch(done: int, _total: int, offset: int = rows_before) -> None:
-            callbacks.on_progress(offset + done, rows_total)
+            def on_batch(done: int, _total: int, offset: int = rows_before) -> None:
+                callbacks.on_progress(offset + done, rows_total)
 
-        result = generate(
-            model,
-            tokenizer,
-            [prompt.messages or prompt.text for prompt in chunk],
-            # Each chunk draws its own randomness (the engine seeds rows by their index).
-            dataclasses.replace(config, seed=config.seed * 1_000_003 + start),
-            on_batch=on_batch,
-            should_stop=callbacks.should_stop,
-        )
-        answered_in_full = [
-            (prompt, samples)
-            for prompt, samples in zip(chunk, result.samples, strict=True)
-            if len(samples) == config.samples_per_prompt
-        ]
-        with transaction.atomic():  # the chunk is stored whole or not at all
-            Response.objects.bulk_create(
-                Response(
-                    prompt=prompt,
-                    round=round_,
-                    model_version=policy,
-                    source=ResponseSource.POLICY,
-                    text=sample.text,
-                    token_count=sample.token_count,
-                    finished=sample.finished,
-                    generation_settings=generation,
-                )
-                for prompt, samples in answered_in_full
-                for sample in samples
+            answers, cancelled = writer.write(
+                [prompt.messages or prompt.text for prompt in chunk],
+                # Each chunk draws its own randomness (the engine seeds rows by their index).
+                dataclasses.replace(config, seed=config.seed * 1_000_003 + start),
+                on_progress=on_batch,
+                should_stop=callbacks.should_stop,
             )
-        if result.cancelled:
-            break
+            answered_in_full = [
+                (prompt, samples)
+                for prompt, samples in zip(chunk, answers, strict=False)
+                if len(samples) == config.samples_per_prompt
+            ]
+            with transaction.atomic():  # the chunk is stored whole or not at all
+                Response.objects.bulk_create(
+                    Response(
+                        prompt=prompt,
+                        round=round_,
+                        model_version=policy,
+                        source=ResponseSource.POLICY,
+                        text=sample.text,
+                        token_count=sample.token_count,
+                        finished=sample.finished,
+                        generation_settings=generation,
+                    )
+                    for prompt, samples in answered_in_full
+                    for sample in samples
+                )
+            if cancelled:
+                break
+    finally:
+        writer.close()
     comparisons_create_for_round(round=round_)
-    if result.cancelled:
+    if cancelled:
         from training.engine.runtime import RunCancelled
 
         raise RunCancelled("stopped between batches")
@@ -416,6 +421,7 @@ def run_evaluate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
         cache_dir=settings.MODEL_CACHE_DIR,
         on_progress=callbacks.on_progress,
         should_stop=callbacks.should_stop,
+        candidate_writer=remote_candidate_writer(project, candidate, callbacks),
     )
     summary = result.summary()
     samples_file = write_evaluation_samples(run, prompts, result)
@@ -435,6 +441,36 @@ def run_evaluate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
     }
     candidate.save(update_fields=["gate_results", "metrics"])
     callbacks.on_metrics(0, "eval", {k: v for k, v in summary.items() if v is not None})
+
+
+def remote_candidate_writer(
+    project: Project, candidate: ModelVersion, callbacks: DatabaseCallbacks
+) -> CandidateWriter | None:
+    """Where the project writes through a server, the gates' samples are written there too;
+    None keeps them on the worker. The log-prob and KL figures stay on the worker either way."""
+    backend = training_settings_of(project).generation_backend
+    if backend.kind == "local":
+        return None
+
+    def write(
+        prompts: Sequence[EnginePrompt],
+        config: GenerationConfig,
+        on_progress: Callable[[int, int], None],
+    ) -> list[list[tuple[str, bool]]]:
+        writer = answer_writer(project, candidate, backend)
+        try:
+            answers, cancelled = writer.write(
+                prompts, config, on_progress=on_progress, should_stop=callbacks.should_stop
+            )
+        finally:
+            writer.close()
+        if cancelled:
+            from training.engine.runtime import RunCancelled
+
+            raise RunCancelled("stopped while sampling")
+        return [[(a.text, a.finished) for a in row] for row in answers]
+
+    return write
 
 
 def served_answers(version: ModelVersion, prompts: list[Prompt]) -> list[list[str]] | None:

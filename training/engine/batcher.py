@@ -236,9 +236,9 @@ class ContinuousBatcher:
         with torch.inference_mode(), autocast(self.precision, self.device):
             joiners = self._take_joiners()
             if joiners or self._should_drop_finished():
-                self._rebuild(self._prefill(joiners))
+                self._rebuild([self._prefill(group) for group in _length_groups(joiners)])
             elif self._batch is not None and self._batch.column >= self._batch.capacity:
-                self._rebuild(None)
+                self._rebuild([])
             if self._batch is not None:
                 self._decode_step(self._batch)
 
@@ -309,11 +309,9 @@ class ContinuousBatcher:
         done = sum(r.finish_reason is not None for r in self._batch.rows)
         return done > 0 and done >= DROP_FINISHED_FRACTION * len(self._batch.rows)
 
-    def _prefill(self, requests: list[Request]) -> _Batch | None:
+    def _prefill(self, requests: list[Request]) -> _Batch:
         """One forward over the joiners' prompts; returns them as a batch of their own, each
         row's first token already sampled (rows that end on it are finished)."""
-        if not requests:
-            return None
         prompts = [r.prompt_ids for r in requests]
         width = max(len(ids) for ids in prompts)
         rows = [
@@ -349,10 +347,10 @@ class ContinuousBatcher:
         self._sample_into(batch, logits[expand])
         return batch
 
-    def _rebuild(self, joined: _Batch | None) -> None:
+    def _rebuild(self, joined: list[_Batch]) -> None:
         """One batch of the unfinished rows of the running batch and the joiners, every row
         right-aligned at the new write column, with room for the longest remaining answer."""
-        parts = [b for b in (self._batch, joined) if b is not None]
+        parts = [b for b in (self._batch, *joined) if b is not None]
         kept = [
             (part, [i for i, r in enumerate(part.rows) if r.finish_reason is None])
             for part in parts
@@ -519,6 +517,27 @@ class ContinuousBatcher:
 
 
 # --- small pure helpers -------------------------------------------------------------------------
+
+
+# A prefill pads every prompt of its group to the longest: prompts of very different lengths are
+# prefilled in separate forwards (same step) once padding would add this share of real tokens.
+PREFILL_PADDING_SHARE = 0.25
+
+
+def _length_groups(requests: list[Request]) -> list[list[Request]]:
+    """Joiners in groups of similar prompt length, each group one prefill forward."""
+    ordered = sorted(requests, key=lambda r: len(r.prompt_ids))
+    groups: list[list[Request]] = []
+    for request in ordered:
+        if groups:
+            group = [*groups[-1], request]
+            real = sum(len(r.prompt_ids) for r in group)
+            padded = len(request.prompt_ids) * len(group)  # the longest is the newest
+            if padded - real <= PREFILL_PADDING_SHARE * real:
+                groups[-1] = group
+                continue
+        groups.append([request])
+    return groups
 
 
 def _uniforms(params: SamplingParams, choice: int) -> torch.Tensor:

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from peft import PeftModel
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from training.engine import metric_names as metric
 from training.engine import runtime
@@ -41,7 +41,13 @@ from training.engine.data import (
     encode_pairs,
 )
 from training.engine.dpo import decided_rows, reference_logps
-from training.engine.generate import GenerationResult, encode_prompts, generate
+from training.engine.generate import (
+    GenerationResult,
+    Sample,
+    encode_prompts,
+    generate,
+    stop_token_ids,
+)
 from training.engine.models import (
     PolicyLogprobs,
     RewardScorer,
@@ -109,11 +115,16 @@ def evaluate_policy(
     cache_dir: Path | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    candidate_writer: CandidateWriter | None = None,
 ) -> PolicyEvaluation:
     """Sample both policies on `prompts`, then measure win rate, KL and held-out accuracy.
 
     parent_answers, when given, are answers the parent already wrote to each prompt (a round's
     served answers): they are compared instead of sampling the parent again.
+    candidate_writer, when given, writes the candidate's answers elsewhere (an inference
+    server): (prompts, config, on_progress) -> per prompt, (text, finished) per sample. The
+    KL and held-out figures still need the weights and are computed here, along the answers'
+    tokens as this tokenizer encodes them.
     on_progress(done, total) counts sampled answers; should_stop is asked before each
     generation batch and raises RunCancelled.
     """
@@ -140,7 +151,11 @@ def evaluate_policy(
             raise runtime.RunCancelled("stopped while sampling")
         return result
 
-    candidate = sample(0)
+    candidate = (
+        sample(0)
+        if candidate_writer is None
+        else _written_result(candidate_writer, prompts, generation, tokenizer, model, on_progress)
+    )
     if parent_answers is None:
         with parent_policy(model, parent_adapter):
             parent = sample(answers)
@@ -190,6 +205,41 @@ def evaluate_policy(
         seconds["reward_scoring"] = time.perf_counter() - started
     result.seconds = seconds
     return result
+
+
+CandidateWriter = Callable[
+    [Sequence[Prompt], GenerationConfig, Callable[[int, int], None]], list[list[tuple[str, bool]]]
+]
+
+
+def _written_result(
+    writer: CandidateWriter,
+    prompts: Sequence[Prompt],
+    generation: GenerationConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    model: PeftModel,
+    on_progress: Callable[[int, int], None] | None,
+) -> GenerationResult:
+    """Answers written elsewhere, as samples: their token ids re-encoded here, the end-of-turn
+    token appended to each answer that ended, as the sampler records it."""
+    stop = stop_token_ids(model, tokenizer)[0]
+    started = time.perf_counter()
+    written = writer(prompts, generation, on_progress or (lambda done, total: None))
+    samples = []
+    for answers in written:
+        row = []
+        for text, finished in answers:
+            ids = list(tokenizer(text, add_special_tokens=False)["input_ids"]) + (
+                [stop] if finished else []
+            )
+            row.append(Sample(text, ids, len(ids), finished))
+        samples.append(row)
+    seconds = time.perf_counter() - started
+    new_tokens = sum(s.token_count for row in samples for s in row)
+    return GenerationResult(
+        samples=samples, seconds=seconds, new_tokens=new_tokens,
+        tokens_per_second=new_tokens / seconds if seconds > 0 else 0.0, prompt_tokens=0,
+    )  # fmt: skip
 
 
 class parent_policy:

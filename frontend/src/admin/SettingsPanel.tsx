@@ -13,6 +13,7 @@ const SECTION_TITLES: Record<string, string> = {
   rloo: "RLOO",
   evaluation: "Evaluation and held-out split",
   policy_data: "Pairs that train the policy",
+  generation_backend: "Generation backend (who writes the answers)",
 };
 
 const same = (a: Json, b: Json) => JSON.stringify(a) === JSON.stringify(b);
