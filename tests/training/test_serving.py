@@ -4,97 +4,28 @@ without a restart, concurrent streams, and the reward endpoint."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
-import torch
-from peft import LoraConfig, get_peft_model
 from rest_framework.authtoken.models import Token
 
 from annotate.models import MemberRole
 from annotate.services import membership_set
-from registry.models import ModelKind, ModelVersion, VersionStatus
-from registry.selectors import active_policy
+from registry.models import ModelVersion
 from registry.services import version_promote
-from tests.engine.tiny import save_tiny_llama, tiny_tokenizer
 from tests.factories import ProjectFactory, UserFactory
-from tests.test_worker import ROOT, _database_url_of_test_database
 from tests.training.helpers import TINY_TRAINING, judged_pairs
+from tests.training.serving_helpers import add_policy_version
 from training import runner, services
-from training.engine.config import GenerationConfig
-from training.engine.models import POLICY_ADAPTER, save_artifact
 from training.models import RunKind, RunStatus
 from training.serving.ratelimit import RateLimiter
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 SEEDED = {"temperature": 1.0, "seed": 5, "max_tokens": 12}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory) -> Path:
-    # One base folder for the module: the server keeps one copy of each base in memory.
-    return save_tiny_llama(tmp_path_factory.mktemp("serving") / "tiny-llama")
-
-
-@pytest.fixture(scope="module")
-def server(django_db_setup, django_db_blocker, tmp_path_factory):
-    with django_db_blocker.unblock():
-        database_url = _database_url_of_test_database()
-    port = free_port()
-    environment = dict(
-        os.environ,
-        DATABASE_URL=database_url,
-        SERVE_PRECISION="fp32",
-        SERVE_TORCH_THREADS="1",
-        ARTIFACTS_DIR=str(tmp_path_factory.mktemp("artifacts")),
-    )
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(process.stdout.read())
-        time.sleep(0.2)
-    yield url
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
-@pytest.fixture
-def served_project(project, tiny_base):
-    project.base_model = str(tiny_base)
-    project.save()
-    policy = active_policy(project_id=project.pk)
-    policy.base_model = str(tiny_base)
-    policy.save()
-    return project
 
 
 @pytest.fixture
@@ -105,25 +36,6 @@ def token(api_client_user) -> str:
 @pytest.fixture
 def client(server, token, served_project) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server}/v1", api_key=token, max_retries=0, timeout=60)
-
-
-def add_policy_version(project, base: Path, folder: Path, *, seed: int) -> ModelVersion:
-    """A candidate v1 with a random (non-zero) LoRA adapter, as a DPO run would register it."""
-    from training.engine.models import load_policy
-
-    model, _ = load_policy(str(base))
-    torch.manual_seed(seed)
-    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    policy = get_peft_model(model, lora)
-    save_artifact(
-        folder, kind=POLICY_ADAPTER, model=policy, tokenizer=tiny_tokenizer(),
-        config=GenerationConfig(), base_model=str(base),
-    )  # fmt: skip
-    return ModelVersion.objects.create(
-        project=project, kind=ModelKind.POLICY, number=1, base_model=str(base),
-        artifact_path=str(folder), parent=active_policy(project_id=project.pk),
-        status=VersionStatus.CANDIDATE,
-    )  # fmt: skip
 
 
 def ask(client, model: str, **extra):
@@ -246,7 +158,9 @@ def test_reward_scoring_needs_the_projects_token(server, served_project, token, 
     served_project.save()
     judged_pairs(served_project, 6)
     run = services.training_run_create(project=served_project, kind=RunKind.REWARD)
-    assert runner.training_run_execute(run_id=run.pk) == RunStatus.SUCCEEDED
+    status = runner.training_run_execute(run_id=run.pk)
+    run.refresh_from_db()
+    assert status == RunStatus.SUCCEEDED, run.error
 
     items = [
         {"messages": [{"role": "user", "content": "w1 w2"}], "answer": "good yes"},

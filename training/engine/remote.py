@@ -65,13 +65,15 @@ def _root(base_url: str) -> str:
 
 
 class RemoteGenerator:
-    def __init__(self, backend: RemoteBackend) -> None:
+    def __init__(
+        self, backend: RemoteBackend, *, transport: httpx.BaseTransport | None = None
+    ) -> None:
         self.backend = backend
         headers = {"Authorization": f"Bearer {backend.api_key}"} if backend.api_key else {}
         timeout = httpx.Timeout(backend.timeout_seconds, connect=min(10.0, backend.timeout_seconds))
         self.client = httpx.Client(
             base_url=_root(backend.base_url), headers=headers, timeout=timeout,
-            limits=httpx.Limits(max_connections=backend.concurrency * 2),
+            limits=httpx.Limits(max_connections=backend.concurrency * 2), transport=transport,
         )  # fmt: skip
 
     def close(self) -> None:

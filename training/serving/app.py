@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
@@ -28,12 +30,13 @@ from django.conf import settings
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from training.engine.batcher import ChoiceEvent, RequestError, SamplingParams
 from training.engine.batcher import Request as BatchRequest
 from training.engine.data import Messages
+from training.engine.models import POLICY_ADAPTER, ArtifactError, read_artifact
 from training.serving import catalog
 from training.serving.catalog import Caller, CatalogError, ServedVersion
 from training.serving.engines import (
@@ -73,6 +76,9 @@ class ServerState:
     limits: Limits
     limiter: RateLimiter
     callers: dict[str, tuple[float, Caller | None]]
+    # Adapters loaded by name through /v1/load_lora_adapter (vLLM's runtime LoRA API), as the
+    # `openai` generation backend does with any server: name -> what it serves.
+    runtime: dict[str, ServedVersion] = field(default_factory=dict)
 
 
 def _db(function: Callable[..., T]) -> Callable[..., Awaitable[T]]:
@@ -121,6 +127,16 @@ async def authenticate(request: Request) -> Caller:
     return caller
 
 
+async def _resolve_policy(state: ServerState, name: str, caller: Caller) -> ServedVersion:
+    runtime = state.runtime.get(name)
+    if runtime is not None and caller.is_staff:
+        return runtime
+    try:
+        return await _db(catalog.resolve_policy)(name, caller)
+    except CatalogError as error:
+        raise _catalog_error(error) from None
+
+
 def _catalog_error(error: CatalogError) -> OpenAIError:
     return OpenAIError(str(error), status=error.status, code=error.code, param="model")
 
@@ -142,10 +158,22 @@ async def readyz(request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     caller = await authenticate(request)
     models = await _db(catalog.models_visible)(caller)
+    runtime = list(state_of(request).runtime.values()) if caller.is_staff else []
     return JSONResponse(
         {
             "object": "list",
             "data": [
+                {
+                    "id": r.name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "runtime",
+                    "parent": r.base_model,
+                    "root": r.artifact_path,
+                }
+                for r in runtime
+            ]
+            + [
                 {
                     "id": m.id,
                     "object": "model",
@@ -180,10 +208,7 @@ async def chat_completions(request: Request) -> Response:
     caller = await authenticate(request)
     state = state_of(request)
     chat = parse_chat_request(parse_json(await request.body()), state.limits)
-    try:
-        version = await _db(catalog.resolve_policy)(chat.model, caller)
-    except CatalogError as error:
-        raise _catalog_error(error) from None
+    version = await _resolve_policy(state, chat.model, caller)
     try:
         engine = await state.pool.engine_for(version.base_model)
         adapter = await engine.adapter_for(version)
@@ -272,6 +297,77 @@ def _reward_items(value: Any) -> tuple[list[Messages], list[str]]:
         prompts.append(chat.messages)
         answers.append(item["answer"])
     return prompts, answers
+
+
+# --- vLLM's runtime LoRA endpoints --------------------------------------------------------------
+
+RUNTIME_NAME = re.compile(r"^[-\w.]{1,200}$")
+
+
+def _staff(caller: Caller) -> None:
+    if not caller.is_staff:
+        raise OpenAIError(
+            "Loading adapters by path needs a staff token.", status=403, code="permission_denied"
+        )
+
+
+def _runtime_name(body: dict[str, Any]) -> str:
+    name = body.get("lora_name")
+    if not isinstance(name, str) or not RUNTIME_NAME.match(name):
+        raise OpenAIError("lora_name must be 1-200 letters, digits, '-', '_' or '.'.",
+                          param="lora_name")  # fmt: skip
+    return name
+
+
+async def load_lora_adapter(request: Request) -> Response:
+    """vLLM's POST /v1/load_lora_adapter: an adapter under a new name, from a path inside
+    ARTIFACTS_DIR (this server reads only artifacts Tandem wrote). Names are never reloaded."""
+    caller = await authenticate(request)
+    _staff(caller)
+    state = state_of(request)
+    body = parse_json(await request.body())
+    name = _runtime_name(body)
+    if name in state.runtime:
+        raise OpenAIError(f"The lora adapter '{name}' has already been loaded.", param="lora_name")
+    raw_path = body.get("lora_path")
+    if not isinstance(raw_path, str) or not raw_path:
+        raise OpenAIError("lora_path is required.", param="lora_path")
+    path = Path(raw_path).resolve()
+    root = Path(settings.ARTIFACTS_DIR).resolve()
+    if not path.is_relative_to(root):
+        raise OpenAIError(f"lora_path must be inside this server's ARTIFACTS_DIR ({root}).",
+                          param="lora_path")  # fmt: skip
+    try:
+        info = read_artifact(path, expected=(POLICY_ADAPTER,))
+    except (ArtifactError, OSError, ValueError) as error:
+        raise OpenAIError(f"lora_path: {error}", param="lora_path") from None
+    version = ServedVersion(
+        requested=name, project_id=0, project_slug="", version_id=0, number=0, kind="policy",
+        base_model=str(info.get("base_model", "")), artifact_path=str(path), runtime_name=name,
+    )  # fmt: skip
+    try:
+        engine = await state.pool.engine_for(version.base_model)
+        await engine.adapter_for(version)
+    except EngineError as error:
+        raise OpenAIError(str(error), status=503, code="model_not_ready") from None
+    state.runtime[name] = version
+    logger.info("loaded adapter %s from %s for %s", name, path, caller.username)
+    return PlainTextResponse(f"Success: LoRA adapter '{name}' added successfully.")
+
+
+async def unload_lora_adapter(request: Request) -> Response:
+    caller = await authenticate(request)
+    _staff(caller)
+    state = state_of(request)
+    name = _runtime_name(parse_json(await request.body()))
+    version = state.runtime.pop(name, None)
+    if version is None:
+        raise OpenAIError(f"The lora adapter '{name}' cannot be found.", status=404,
+                          code="not_found", param="lora_name")  # fmt: skip
+    engine = await state.pool.engine_for(version.base_model)
+    engine.forget(version.adapter_key)
+    logger.info("unloaded adapter %s for %s", name, caller.username)
+    return PlainTextResponse(f"Success: LoRA adapter '{name}' removed successfully.")
 
 
 # --- relaying the batcher's events ---------------------------------------------------------------
@@ -453,6 +549,8 @@ def build_app(*, preload: bool = True) -> Starlette:
             Route("/v1/models/{name:path}", get_model),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/rewards", rewards, methods=["POST"]),
+            Route("/v1/load_lora_adapter", load_lora_adapter, methods=["POST"]),
+            Route("/v1/unload_lora_adapter", unload_lora_adapter, methods=["POST"]),
         ],
         exception_handlers={
             OpenAIError: openai_error_handler,

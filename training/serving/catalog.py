@@ -55,11 +55,17 @@ class ServedVersion:
     kind: str
     base_model: str
     artifact_path: str  # empty for v0, the base model itself
+    runtime_name: str | None = None  # loaded through /v1/load_lora_adapter, not the registry
 
     @property
     def name(self) -> str:
         """The version's own name: what a response says answered."""
-        return f"{self.project_slug}@v{self.number}"
+        return self.runtime_name or f"{self.project_slug}@v{self.number}"
+
+    @property
+    def adapter_key(self) -> str:
+        """The batcher's name for its adapter: per registry row, or per runtime name."""
+        return f"rt-{self.runtime_name}" if self.runtime_name else f"v{self.version_id}"
 
 
 def caller_for_token(key: str) -> Caller | None:

@@ -76,7 +76,7 @@ class PolicyEngine:
         """The batcher's name for the version's adapter, loading it first if need be."""
         if not version.artifact_path:
             return None  # v0: the base model itself
-        name = f"v{version.version_id}"
+        name = version.adapter_key
         self._last_used[name] = time.monotonic()
         if name not in self.batcher.adapters:
             loaded = self.batcher.load_adapter(name, version.artifact_path)
@@ -86,6 +86,11 @@ class PolicyEngine:
                 raise EngineError(f"{version.name}: its adapter could not be loaded.")
             self._evict(keep=name)
         return name
+
+    def forget(self, key: str) -> None:
+        """Unload an adapter now (once its rows are done): a runtime name was unloaded."""
+        self.batcher.unload_adapter(key)
+        self._last_used.pop(key, None)
 
     def _evict(self, *, keep: str) -> None:
         loaded = [n for n in self.batcher.adapters if n != keep]
