@@ -313,5 +313,6 @@ class MemberListApi(APIView):
             user=user,
             role=data.validated_data["role"],
             actor=request_user(request),
+            shares_served_traffic=data.validated_data.get("shares_served_traffic"),
         )
         return Response(MembershipOutputSerializer(membership).data, status=201)

@@ -105,6 +105,11 @@ class Membership(models.Model):
     )
     role = models.CharField(max_length=16, choices=MemberRole.choices, default=MemberRole.ANNOTATOR)
     paused = models.BooleanField(default=False, help_text="A paused annotator is served no pairs.")
+    shares_served_traffic = models.BooleanField(
+        default=False,
+        help_text="This member's requests to the policy server may be kept as prompts (and "
+        "answer pairs) for the next round, where the project keeps served traffic.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

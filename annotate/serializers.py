@@ -226,6 +226,8 @@ class RoundOutputSerializer(serializers.ModelSerializer):
 class MembershipInputSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=150)
     role = serializers.ChoiceField(choices=MemberRole.choices, default=MemberRole.ANNOTATOR)
+    # Left out: unchanged (a new member does not share).
+    shares_served_traffic = serializers.BooleanField(required=False)
 
 
 class MembershipOutputSerializer(serializers.Serializer):
@@ -233,3 +235,4 @@ class MembershipOutputSerializer(serializers.Serializer):
     username = serializers.CharField(source="user.username")
     role = serializers.CharField()
     paused = serializers.BooleanField()
+    shares_served_traffic = serializers.BooleanField()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import secrets
@@ -85,19 +86,28 @@ def project_create(
 
 @transaction.atomic
 def membership_set(
-    *, project: Project, user: User, role: str = MemberRole.ANNOTATOR, actor: User | None = None
+    *,
+    project: Project,
+    user: User,
+    role: str = MemberRole.ANNOTATOR,
+    actor: User | None = None,
+    shares_served_traffic: bool | None = None,
 ) -> Membership:
+    """Add or change a member; `shares_served_traffic` None leaves the opt-in as it is."""
     if role not in MemberRole.values:
         raise ApplicationError(f"role must be one of {', '.join(MemberRole.values)}.")
+    defaults: dict[str, Any] = {"role": role}
+    if shares_served_traffic is not None:
+        defaults["shares_served_traffic"] = shares_served_traffic
     membership, _ = Membership.objects.update_or_create(
-        project=project, user=user, defaults={"role": role}
+        project=project, user=user, defaults=defaults
     )
     audit_record(
         action=AuditAction.MEMBERSHIP_SET,
         actor=actor,
         project_id=project.pk,
         target=f"user {user.get_username()}",
-        detail={"role": role},
+        detail={"role": role, "shares_served_traffic": membership.shares_served_traffic},
     )
     if role != MemberRole.ANNOTATOR:
         leases_release_for(project_id=project.pk, user_id=user.pk)  # no longer judging here
@@ -767,3 +777,66 @@ def annotators_pause_below_gold(
             reason=f"gold accuracy below {min_accuracy:.0%}",
         )
     return to_pause
+
+
+# --- Served traffic back into the loop ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServedAnswer:
+    text: str
+    token_count: int
+    finished: bool
+
+
+@transaction.atomic
+def served_exchange_keep(
+    *,
+    project_id: int,
+    user_id: int,
+    messages: list[dict[str, str]],
+    answers: list[ServedAnswer],
+    version_id: int,
+    request_id: str,
+    keep_pairs: bool,
+) -> Prompt | None:
+    """Keep what a member asked the policy server (and, with `keep_pairs` and two answers or
+    more, the first two answers as a pair in the judging queue), with the version that answered.
+
+    Only a member who opted in (`shares_served_traffic`) is ever kept; the same conversation
+    asked twice is one prompt. Returns the prompt, or None when nothing was kept.
+    """
+    shares = Membership.objects.filter(
+        project_id=project_id, user_id=user_id, shares_served_traffic=True
+    ).exists()
+    if not shares:
+        return None
+    project = Project.objects.get(pk=project_id)
+    digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:40]
+    row = {
+        "external_id": f"served-{digest}",
+        "messages": messages,
+        "metadata": {"served_by_version": version_id, "request": request_id},
+    }
+    intake = prompts_create(project=project, rows=[row], source="served", all_or_nothing=False)
+    if intake.errors:  # e.g. a conversation that does not end with a user turn: not a prompt
+        return None
+    prompt = Prompt.objects.get(project=project, external_id=row["external_id"])
+    if keep_pairs and len(answers) >= 2:
+        first, second = (
+            Response.objects.create(
+                prompt=prompt,
+                model_version_id=version_id,
+                source=ResponseSource.POLICY,
+                text=a.text,
+                token_count=a.token_count,
+                finished=a.finished,
+                generation_settings={"served": request_id},
+            )
+            for a in answers[:2]
+        )
+        Comparison.objects.create(
+            project=project, prompt=prompt, response_a=first, response_b=second,
+            required_annotations=project.required_annotations,
+        )  # fmt: skip
+    return prompt

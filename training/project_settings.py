@@ -6,7 +6,8 @@ message naming the field when it is written, never at the moment a worker picks 
 
     {"reward": {...RewardConfig overrides},  "dpo" / "ppo" / "rloo": {...their config's},
      "evaluation": {...EvaluationSettings},  "policy_data": "round" | "all",
-     "generation_backend": {...GenerationBackendSettings}}
+     "generation_backend": {...GenerationBackendSettings},
+     "served_traffic": "off" | "prompts" | "pairs"}
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from training.engine.config import (
 )
 
 PolicyDataScope = Literal["round", "all"]
+# What the policy server keeps of the requests of members who opted in: nothing, their
+# prompts (answered by the next round), or also the first two answers as a pair to judge.
+ServedTraffic = Literal["off", "prompts", "pairs"]
 POLICY_DATA_SCOPES: tuple[str, ...] = get_args(PolicyDataScope)
 # Each section overrides one engine config; the runner fills in what the project decides
 # (base model, starting adapter), so those are not settings.
@@ -119,6 +123,7 @@ class ProjectTrainingSettings:
     # starts from the serving adapter) or every resolved pair so far.
     policy_data: PolicyDataScope = "round"
     generation_backend: GenerationBackendSettings = field(default_factory=GenerationBackendSettings)
+    served_traffic: ServedTraffic = "off"
 
     def overrides(self, section: str) -> dict[str, Any]:
         return dict(getattr(self, section))
@@ -237,6 +242,7 @@ def training_settings_parse(raw: Any) -> ProjectTrainingSettings:
         evaluation=evaluation,
         policy_data=raw.get("policy_data", "round"),
         generation_backend=backend,
+        served_traffic=raw.get("served_traffic", "off"),
     )
 
 
@@ -296,4 +302,5 @@ def training_settings_effective(settings: ProjectTrainingSettings) -> dict[str, 
     effective["evaluation"] = dataclasses.asdict(settings.evaluation)
     effective["policy_data"] = settings.policy_data
     effective["generation_backend"] = dataclasses.asdict(settings.generation_backend)
+    effective["served_traffic"] = settings.served_traffic
     return effective

@@ -254,3 +254,25 @@ def test_the_served_model_is_not_the_callers_copy_in_training_precision(tokenize
     weight = model.model.layers[0].self_attn.q_proj.weight
     assert weight.dtype == torch.bfloat16
     assert torch.allclose(weight.float(), original, atol=1e-2)
+
+
+def test_a_batch_that_runs_out_of_columns_is_rebuilt_and_writes_the_same(tokenizer, monkeypatch):
+    from training.engine import batcher as batcher_module
+
+    monkeypatch.setattr(batcher_module, "ROOM_STEP", 3)  # rebuilt every 3 tokens
+    batcher = new_batcher(tokenizer)
+    collectors = [Collector(), Collector()]
+    batcher.submit(request(tokenizer, PROMPTS[0], collectors[0], max_new_tokens=14, seed=8))
+    batcher.submit(request(tokenizer, PROMPTS[2], collectors[1], max_new_tokens=14, seed=9))
+    capacities = set()
+    while batcher.busy:
+        batcher.step()
+        if batcher._batch is not None:
+            capacities.add(batcher._batch.capacity)
+    assert len(capacities) > 1  # it grew
+    reference = tiny_llama()
+    for collector, prompt, seed in zip(collectors, [PROMPTS[0], PROMPTS[2]], [8, 9], strict=True):
+        assert (
+            collector.text()
+            == alone(reference, tokenizer, prompt, seed=seed, max_new_tokens=14)[0].text
+        )

@@ -104,6 +104,21 @@ def test_tokens_and_names_are_refused_with_the_right_status(server, client, toke
     )  # fmt: skip
     assert raw.status_code == 400
     assert set(raw.json()["error"]) == {"message", "type", "param", "code"}
+    deep = httpx.post(
+        f"{server}/v1/chat/completions", content=b"[" * 100_000,
+        headers={"Authorization": f"Bearer {token}"},
+    )  # fmt: skip
+    assert deep.status_code == 400
+    for strange in ([], {"model": "helpful", "messages": "hi"}, {"model": 3, "messages": []},
+                    {"model": "helpful", "messages": [{"role": "user", "content": "x"}], "n": True},
+                    {"model": "helpful", "messages": [{"role": "robot", "content": "x"}]},
+                    {"model": "helpful", "messages": [{"role": "user", "content": "x"}],
+                     "tools": [{"type": "function"}]}):  # fmt: skip
+        answer = httpx.post(
+            f"{server}/v1/chat/completions", json=strange,
+            headers={"Authorization": f"Bearer {token}"},
+        )  # fmt: skip
+        assert answer.status_code == 400, (strange, answer.text)
     assert httpx.get(f"{server}/v1/nowhere").status_code == 404
     assert "error" in httpx.get(f"{server}/v1/nowhere").json()
 
@@ -200,3 +215,48 @@ def test_the_rate_limit_allows_a_minutes_burst_then_paces():
     now[0] += 2.0
     assert limiter.take("a") == 0
     assert RateLimiter(0).take("a") == 0
+
+
+def test_served_traffic_is_kept_only_where_the_project_and_the_member_opted_in(
+    client, served_project, api_client_user, server, annotator
+):
+    from annotate.models import Comparison, Membership, Prompt, Response
+    from training.project_settings import training_settings_update
+
+    question = [{"role": "user", "content": "w9 w8 w7"}]
+
+    def ask_twice(c) -> None:
+        c.chat.completions.create(model="helpful", messages=question, n=2, max_tokens=6)
+        c.chat.completions.create(model="helpful", messages=question, n=2, max_tokens=6,
+                                  stream=True).close()  # fmt: skip
+
+    def kept() -> int:
+        deadline = time.monotonic() + 5  # the server keeps an exchange after answering it
+        while time.monotonic() < deadline:
+            if Prompt.objects.filter(source="served").exists():
+                break
+            time.sleep(0.1)
+        time.sleep(0.3)
+        return Prompt.objects.filter(source="served").count()
+
+    Membership.objects.filter(user=api_client_user).update(shares_served_traffic=True)
+    ask_twice(client)  # the project keeps nothing yet
+    assert kept() == 0
+
+    training_settings_update(project=served_project, values={"served_traffic": "pairs"})
+    time.sleep(0.1)
+    annotator_token = Token.objects.create(user=annotator).key
+    not_opted_in = openai.OpenAI(base_url=f"{server}/v1", api_key=annotator_token, max_retries=0)
+    not_opted_in.chat.completions.create(model="helpful", messages=question, n=2, max_tokens=6)
+    assert kept() == 0  # a member who did not opt in is never kept
+
+    client.chat.completions.create(model="helpful", messages=question, n=2, max_tokens=6)
+    assert kept() == 1
+    prompt = Prompt.objects.get(source="served")
+    assert prompt.messages == question
+    answers = Response.objects.filter(prompt=prompt)
+    assert answers.count() == 2
+    assert {a.model_version.number for a in answers} == {0}  # the version that answered
+    pair = Comparison.objects.get(prompt=prompt)
+    assert {pair.response_a_id, pair.response_b_id} == {a.pk for a in answers}
+    assert prompt.metadata["served_by_version"] == answers[0].model_version_id

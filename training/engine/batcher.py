@@ -29,6 +29,7 @@ import logging
 import queue
 import secrets
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,8 @@ DROP_FINISHED_FRACTION = 0.25
 # Prompt tokens prefilled per step: a burst of long prompts must not stall the rows already
 # decoding for more than about one such prefill.
 PREFILL_TOKENS_PER_STEP = 4096
+# Cache columns added past the longest prompt when the batch is rebuilt.
+ROOM_STEP = 256
 
 
 class RequestError(ValueError):
@@ -266,7 +269,9 @@ class ContinuousBatcher:
             return
         assert isinstance(self.model, PeftModel)
         if len(self.adapters) > 1:
-            self.model.delete_adapter(name)
+            with warnings.catch_warnings():  # "active adapter deleted": rows name theirs
+                warnings.simplefilter("ignore", UserWarning)
+                self.model.delete_adapter(name)
         # The last adapter stays in the weights (peft keeps one); it is simply never named.
         del self.adapters[name]
 
@@ -369,7 +374,9 @@ class ContinuousBatcher:
             for part, index in kept
             for i in index
         )
-        capacity = width + max(room, 1)
+        # Columns for the next ROOM_STEP tokens at most: a request may ask thousands it never
+        # writes, and a batch rebuilt when it runs out costs less than a buffer that large.
+        capacity = width + max(1, min(room, ROOM_STEP))
         reference = kept[0][0].layers[0].key_buffer
         heads, head_dim = reference.shape[1], reference.shape[3]
         total = sum(len(index) for _, index in kept)

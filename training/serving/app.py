@@ -33,6 +33,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from annotate import services as annotate_services
+from annotate.services import ServedAnswer
 from training.engine.batcher import ChoiceEvent, RequestError, SamplingParams
 from training.engine.batcher import Request as BatchRequest
 from training.engine.data import Messages
@@ -204,10 +206,26 @@ async def get_model(request: Request) -> Response:
     raise OpenAIError(f"The model {name!r} does not exist.", status=404, code="model_not_found")
 
 
+async def read_body(request: Request) -> bytes:
+    """The body, refused past MAX_REQUEST_BYTES as the web API refuses it (413)."""
+    limit = settings.MAX_REQUEST_BYTES
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise OpenAIError(f"The request body is over {limit} bytes.", status=413,
+                          code="request_too_large")  # fmt: skip
+    body = b""
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            raise OpenAIError(f"The request body is over {limit} bytes.", status=413,
+                              code="request_too_large")  # fmt: skip
+    return body
+
+
 async def chat_completions(request: Request) -> Response:
     caller = await authenticate(request)
     state = state_of(request)
-    chat = parse_chat_request(parse_json(await request.body()), state.limits)
+    chat = parse_chat_request(parse_json(await read_body(request)), state.limits)
     version = await _resolve_policy(state, chat.model, caller)
     try:
         engine = await state.pool.engine_for(version.base_model)
@@ -236,7 +254,7 @@ async def chat_completions(request: Request) -> Response:
         engine.batcher.submit(job)
     except RequestError as error:
         raise OpenAIError(str(error), code="context_length_exceeded") from None
-    answer = Answer(completion_id(), version, chat, len(prompt_ids), time.perf_counter())
+    answer = Answer(completion_id(), version, chat, len(prompt_ids), time.perf_counter(), caller)
     if chat.stream:
         return StreamingResponse(
             stream_answer(answer, relay, job),
@@ -249,7 +267,7 @@ async def chat_completions(request: Request) -> Response:
 async def rewards(request: Request) -> Response:
     caller = await authenticate(request)
     state = state_of(request)
-    body = parse_json(await request.body())
+    body = parse_json(await read_body(request))
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise OpenAIError("model is required: a project slug or <slug>@v<N>.", param="model")
@@ -325,7 +343,7 @@ async def load_lora_adapter(request: Request) -> Response:
     caller = await authenticate(request)
     _staff(caller)
     state = state_of(request)
-    body = parse_json(await request.body())
+    body = parse_json(await read_body(request))
     name = _runtime_name(body)
     if name in state.runtime:
         raise OpenAIError(f"The lora adapter '{name}' has already been loaded.", param="lora_name")
@@ -359,7 +377,7 @@ async def unload_lora_adapter(request: Request) -> Response:
     caller = await authenticate(request)
     _staff(caller)
     state = state_of(request)
-    name = _runtime_name(parse_json(await request.body()))
+    name = _runtime_name(parse_json(await read_body(request)))
     version = state.runtime.pop(name, None)
     if version is None:
         raise OpenAIError(f"The lora adapter '{name}' cannot be found.", status=404,
@@ -400,6 +418,7 @@ class Answer:
     chat: ChatRequest
     prompt_tokens: int
     started: float
+    caller: Caller
 
     def log(self, completion_tokens: int, reasons: list[str], streamed: bool) -> None:
         # Every answer's id and the version that wrote it, for audits and for the loop.
@@ -428,6 +447,8 @@ async def whole_answer(answer: Answer, relay: EventRelay, job: BatchRequest) -> 
     finally:
         job.cancel()  # a client gone mid-answer frees its rows; a finished job ignores it
     answer.log(sum(tokens), reasons, streamed=False)
+    if not _failed(reasons) and "cancelled" not in reasons:
+        keep_exchange(answer, texts, tokens, reasons)
     if _failed(reasons):
         raise OpenAIError("The server failed while writing this answer.", status=500,
                           code="server_error")  # fmt: skip
@@ -450,6 +471,7 @@ async def stream_answer(
     created = int(time.time())
     tokens = [0] * answer.chat.n
     reasons = [""] * answer.chat.n
+    texts = [""] * answer.chat.n
 
     def chunk(choices: list[dict[str, Any]], usage_: dict[str, int] | None = None) -> bytes:
         return sse(chunk_body(
@@ -471,6 +493,7 @@ async def stream_answer(
         )
         async for event in relay.events():
             tokens[event.choice] = event.token_count
+            texts[event.choice] += event.text
             if event.finish_reason == "error":
                 reasons[event.choice] = "error"
                 yield sse(OpenAIError("The server failed while writing this answer.",
@@ -485,9 +508,40 @@ async def stream_answer(
         if answer.chat.include_usage:
             yield chunk([], usage(answer.prompt_tokens, sum(tokens)))
         yield sse("[DONE]")
+        if all(r in ("stop", "length") for r in reasons):
+            keep_exchange(answer, texts, tokens, reasons)
     finally:
         job.cancel()
         answer.log(sum(tokens), reasons, streamed=True)
+
+
+def keep_exchange(answer: Answer, texts: list[str], tokens: list[int], reasons: list[str]) -> None:
+    """Hand a finished exchange to the loop where the project keeps served traffic (the
+    member's opt-in is checked there, in the same transaction). Never delays the answer."""
+    version = answer.version
+    if version.served_traffic == "off" or version.runtime_name is not None:
+        return
+    answers = [
+        ServedAnswer(text, count, reason == "stop")
+        for text, count, reason in zip(texts, tokens, reasons, strict=True)
+    ]
+    keep = _db(annotate_services.served_exchange_keep)(
+        project_id=version.project_id, user_id=answer.caller.user_id,
+        messages=answer.chat.messages, answers=answers, version_id=version.version_id,
+        request_id=answer.id, keep_pairs=version.served_traffic == "pairs",
+    )  # fmt: skip
+    task = asyncio.ensure_future(keep)
+    _KEEPING.add(task)
+    task.add_done_callback(_kept)
+
+
+_KEEPING: set[asyncio.Future[Any]] = set()  # strong references until each is done
+
+
+def _kept(task: asyncio.Future[Any]) -> None:
+    _KEEPING.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("could not keep a served exchange", exc_info=task.exception())
 
 
 def _fingerprint(version: ServedVersion) -> str:

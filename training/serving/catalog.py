@@ -20,8 +20,10 @@ from rest_framework.authtoken.models import Token
 
 from annotate.models import Project
 from annotate.selectors import projects_visible_to
+from config.errors import ApplicationError
 from registry.models import ModelKind, ModelVersion, VersionStatus
 from registry.selectors import reward_model_for
+from training.project_settings import training_settings_of
 
 NAME = re.compile(r"^(?P<slug>[-a-zA-Z0-9_]+)(?:@(?P<selector>candidate|v(?P<number>\d{1,9})))?$")
 
@@ -56,6 +58,7 @@ class ServedVersion:
     base_model: str
     artifact_path: str  # empty for v0, the base model itself
     runtime_name: str | None = None  # loaded through /v1/load_lora_adapter, not the registry
+    served_traffic: str = "off"  # the project's choice of what to keep (opted-in members only)
 
     @property
     def name(self) -> str:
@@ -105,7 +108,12 @@ def _project_for(name: str, caller: Caller) -> tuple[Project, re.Match[str]]:
 
 
 def _served(version: ModelVersion, requested: str, project: Project) -> ServedVersion:
+    try:
+        keep = training_settings_of(project).served_traffic
+    except ApplicationError:  # settings a worker would refuse: serve, keep nothing
+        keep = "off"
     return ServedVersion(
+        served_traffic=keep,
         requested=requested,
         project_id=project.pk,
         project_slug=project.slug,

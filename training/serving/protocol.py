@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from config.safe_json import json_loads_checked
 from training.engine.data import Messages
 
 ROLES = ("system", "user", "assistant")
@@ -87,9 +88,11 @@ class ChatRequest:
 
 def parse_json(raw: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise OpenAIError("The request body is not valid JSON.") from None
+        body = json_loads_checked(raw.decode("utf-8") or "null")
+    except UnicodeDecodeError:
+        raise OpenAIError("The request body is not UTF-8.") from None
+    except ValueError as error:
+        raise OpenAIError(f"The request body is not valid JSON: {error}") from None
     if not isinstance(body, dict):
         raise OpenAIError("The request body must be a JSON object.")
     return body

@@ -14,6 +14,7 @@ const SECTION_TITLES: Record<string, string> = {
   evaluation: "Evaluation and held-out split",
   policy_data: "Pairs that train the policy",
   generation_backend: "Generation backend (who writes the answers)",
+  served_traffic: "Served traffic kept for the next round (members who opted in)",
 };
 
 const same = (a: Json, b: Json) => JSON.stringify(a) === JSON.stringify(b);
