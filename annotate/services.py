@@ -107,7 +107,12 @@ def membership_set(
         actor=actor,
         project_id=project.pk,
         target=f"user {user.get_username()}",
-        detail={"role": role, "shares_served_traffic": membership.shares_served_traffic},
+        detail={"role": role}
+        | (
+            {}
+            if shares_served_traffic is None
+            else {"shares_served_traffic": shares_served_traffic}
+        ),
     )
     if role != MemberRole.ANNOTATOR:
         leases_release_for(project_id=project.pk, user_id=user.pk)  # no longer judging here
