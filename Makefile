@@ -72,12 +72,18 @@ browser:
 	fi
 
 # --- demo: embedded defaults (SQLite in var/, filesystem broker, one worker) ---------------------
-DEMO_ENV := DEBUG=1
+# Run as a user would deploy it: DEBUG off (no debug pages listing every URL) and a secret
+# generated once into var/secret-key, kept out of git with the rest of var/.
+DEMO_SECRET := var/secret-key
+DEMO_ENV = DEBUG=0 SECRET_KEY="$$(cat $(DEMO_SECRET))"
 
-migrate: install
+$(DEMO_SECRET):
+	@mkdir -p var && umask 077 && $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(50))" > $@
+
+migrate: install $(DEMO_SECRET)
 	$(DEMO_ENV) $(BIN)/python manage.py migrate --noinput
 
-models: install
+models: install $(DEMO_SECRET)
 	$(DEMO_ENV) $(BIN)/python manage.py prepare_models
 
 seed: migrate

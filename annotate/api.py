@@ -17,6 +17,7 @@ from annotate import selectors, services
 from annotate.models import FeedbackKind
 from annotate.permissions import CanManageProject, CanSeeProject, IsStaff, StaffForWrites
 from annotate.serializers import (
+    ComparisonFilterSerializer,
     ComparisonOutputSerializer,
     ExternalComparisonInputSerializer,
     JudgmentOutputSerializer,
@@ -264,11 +265,17 @@ class ComparisonListApi(APIView):
 
     permission_classes = [IsAuthenticated, CanManageProject]
 
-    @extend_schema(responses=paginated(ComparisonOutputSerializer))
+    @extend_schema(
+        parameters=[ComparisonFilterSerializer], responses=paginated(ComparisonOutputSerializer)
+    )
     def get(self, request: Request, project_id: int) -> Response:
         project = selectors.project_get_for_user(user=request_user(request), project_id=project_id)
+        filters = ComparisonFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
         comparisons = selectors.comparisons_of_project(
-            project=project, status=request.query_params.get("status")
+            project=project,
+            status=filters.validated_data.get("status"),
+            round_number=filters.validated_data.get("round"),
         )
         return paginated_response(request, self, comparisons, ComparisonOutputSerializer)
 

@@ -48,9 +48,15 @@ def user_can_manage_prompts(*, user: User, project: Project) -> bool:
     return Membership.objects.filter(project=project, user=user, role=MemberRole.CLIENT).exists()
 
 
-def comparisons_of_project(*, project: Project, status: str | None = None) -> QuerySet[Comparison]:
+def comparisons_of_project(
+    *, project: Project, status: str | None = None, round_number: int | None = None
+) -> QuerySet[Comparison]:
     comparisons = Comparison.objects.filter(project=project).order_by("id")
-    return comparisons.filter(status=status) if status else comparisons
+    if status:
+        comparisons = comparisons.filter(status=status)
+    if round_number is not None:
+        comparisons = comparisons.filter(round__number=round_number)
+    return comparisons
 
 
 def members_of_project(*, project: Project) -> QuerySet[Membership]:

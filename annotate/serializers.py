@@ -5,6 +5,7 @@ from rest_framework import serializers
 from annotate.feedback.pairwise import PairwiseSubmitInput
 from annotate.models import (
     Comparison,
+    ComparisonStatus,
     FeedbackKind,
     Judgment,
     MemberRole,
@@ -221,6 +222,13 @@ class RoundOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Round
         fields = ["id", "number", "policy", "status", "quota", "opened_at", "closed_at"]
+
+
+class ComparisonFilterSerializer(serializers.Serializer):
+    """Query parameters of the comparison list; an unknown value is a 400, not an empty page."""
+
+    status = serializers.ChoiceField(choices=ComparisonStatus.choices, required=False)
+    round = BoundedIntegerField(min_value=1, required=False, help_text="A round's number.")
 
 
 class MembershipInputSerializer(serializers.Serializer):

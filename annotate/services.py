@@ -695,6 +695,14 @@ def _feedback_submit_checked(
         ).first()
         if stored is None:  # deleted by an admin since: the pair stays judged once
             raise ConflictError("This pair is already judged.")
+        said = None if stored.submission_key == submission_key else feedback.differs(stored, values)
+        if said is not None:
+            # Another tab or a client with a new key says something else: the first judgment
+            # stands, and the second is told so instead of being answered with the first.
+            raise ConflictError(
+                f"You already judged this pair: {said}.",
+                extra={"judgment_id": stored.pk, "already": said},
+            )
         return SubmitResult(stored, created=False, project_id=lease.project_id)
     # A retry (above) is answered whatever happened since; a new judgment needs the role now.
     if lease.member_role is None:

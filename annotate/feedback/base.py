@@ -79,3 +79,7 @@ class FeedbackType(Protocol):
 
     def label(self, judgment: JudgmentFacts) -> str:
         """The judgment as one nominal label, for agreement statistics and resolution."""
+
+    def differs(self, stored: Any, values: Mapping[str, Any]) -> str | None:
+        """None when `values` say what the stored judgment says (a second tab, a retry with a
+        new key); else how the stored one reads, for the 409 that refuses the new one."""

@@ -152,6 +152,13 @@ class Pairwise:
         queue.insert_row(judgment, STORED_COLUMNS)
         return judgment
 
+    def differs(self, stored: Any, values: Mapping[str, Any]) -> str | None:
+        same = stored.choice == values["choice"] and stored.strength == values.get("strength")
+        if same:
+            return None
+        said = stored.choice.replace("_", " ")
+        return f"{said}, {stored.strength}" if stored.strength else said
+
     def label(self, judgment: JudgmentFacts) -> str:
         assert judgment.response_a_id is not None  # a pairwise item always has both answers
         return choice_outcome(

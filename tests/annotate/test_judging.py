@@ -133,6 +133,26 @@ def test_retried_submit_returns_the_stored_judgment(project, annotator):
     assert Comparison.objects.get().judgment_count == 1
 
 
+def test_a_second_different_submit_is_refused_naming_the_first(project, annotator):
+    make_round(project, prompts=1)
+    lease = assignment_lease_next(project=project, annotator=annotator)
+    judgment_submit(assignment_id=lease.pk, annotator=annotator, choice="left", strength="clear",
+                    submission_key=uuid.uuid4())  # fmt: skip
+    # A stale second tab: a new key, another choice.
+    with pytest.raises(ConflictError, match="already judged this pair: left, clear") as refused:
+        judgment_submit(assignment_id=lease.pk, annotator=annotator, choice="right",
+                        submission_key=uuid.uuid4())  # fmt: skip
+    assert refused.value.extra["already"] == "left, clear"
+    with pytest.raises(ConflictError):  # no key at all, another strength
+        judgment_submit(assignment_id=lease.pk, annotator=annotator, choice="left")
+    # The same judgment again (a second tab pressing the same key) is answered, not refused.
+    same = judgment_submit(assignment_id=lease.pk, annotator=annotator, choice="left",
+                           strength="clear", submission_key=uuid.uuid4())  # fmt: skip
+    assert not same.created
+    stored = Judgment.objects.get()
+    assert (stored.choice, stored.strength) == ("left", "clear")
+
+
 @pytest.mark.skipif(
     connection.vendor != "postgresql", reason="SQLite cannot write from a WITH clause"
 )

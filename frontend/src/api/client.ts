@@ -44,12 +44,27 @@ export function items<T>(data: { results: T[] } | T[] | undefined): T[] {
 }
 
 /** The human-readable message of an API error body ({error, detail}) or a validation error. */
+/** A field error, a list of them or a nested object, as one line a person can read. */
+function flattened(value: unknown): string {
+  if (typeof value === "string") return value;
+  if (Array.isArray(value)) return value.map(flattened).join(" ");
+  if (value && typeof value === "object") {
+    return Object.entries(value)
+      .map(([key, inner]) =>
+        key === "non_field_errors" ? flattened(inner) : `${key}: ${flattened(inner)}`,
+      )
+      .join("; ");
+  }
+  return String(value);
+}
+
 export function errorText(error: unknown): string {
   if (!error) return "Something went wrong.";
   if (typeof error === "string") return error;
   const body = error as Record<string, unknown>;
   if (typeof body.detail === "string") return body.detail;
-  return Object.entries(body)
-    .map(([key, value]) => `${key}: ${Array.isArray(value) ? value.join(" ") : String(value)}`)
-    .join("; ");
+  // {"error": "invalid", "detail": {"username": ["This field is required."]}}: the fields speak.
+  if (body.detail && typeof body.detail === "object") return flattened(body.detail);
+  const rest = Object.fromEntries(Object.entries(body).filter(([key]) => key !== "error"));
+  return flattened(rest) || "Something went wrong.";
 }
