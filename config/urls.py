@@ -96,3 +96,5 @@ urlpatterns = [
     path("api/", include(api_patterns)),
     *web_urls.page_patterns,
 ]
+
+handler404 = "config.errors.not_found"

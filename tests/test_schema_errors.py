@@ -40,3 +40,12 @@ def test_signed_in_operations_document_401_and_403_and_the_login_429(schema):
         assert {"401", "403"} <= codes, path
     login = schema["paths"]["/api/web/login/"]["post"]["responses"]
     assert "429" in login
+
+
+def test_an_unknown_api_url_answers_in_the_api_error_shape(client):
+    answer = client.get("/api/no-such-thing/")
+    assert answer.status_code == 404
+    body = answer.json()
+    assert body == {"error": "not_found", "detail": "No such endpoint: /api/no-such-thing/"}
+    page = client.get("/no-such-page/")
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
