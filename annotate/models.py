@@ -46,6 +46,11 @@ class Project(models.Model):
         default=64, help_text="Complete comparisons after which a round closes by itself."
     )
     max_prompt_chars = models.PositiveIntegerField(default=8_000)
+    min_view_ms = models.PositiveIntegerField(
+        default=800,
+        help_text="A judging key acts on a pair only once it has been on screen this long "
+        "(from when it was painted); 0 lets keys act at once.",
+    )
     training_algorithm = models.CharField(
         max_length=8, choices=TrainingAlgorithm.choices, default=TrainingAlgorithm.DPO
     )

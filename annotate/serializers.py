@@ -34,6 +34,7 @@ class ProjectOutputSerializer(serializers.ModelSerializer):
             "gold_rate",
             "round_quota",
             "max_prompt_chars",
+            "min_view_ms",
             "training_algorithm",
             "gate_min_win_rate",
             "gate_max_kl",
@@ -53,6 +54,7 @@ class ProjectCreateInputSerializer(serializers.Serializer):
     gold_rate = serializers.FloatField(min_value=0, max_value=1, default=0.0)
     round_quota = BoundedIntegerField(min_value=1, max_value=MAX_POSITIVE_INTEGER, default=64)
     max_prompt_chars = BoundedIntegerField(min_value=1, max_value=1_000_000, default=8_000)
+    min_view_ms = BoundedIntegerField(min_value=0, max_value=60_000, default=800)
     training_algorithm = serializers.ChoiceField(
         choices=TrainingAlgorithm.choices, default=TrainingAlgorithm.DPO
     )

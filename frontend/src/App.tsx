@@ -116,6 +116,7 @@ function AnnotatePage({ projectId }: { projectId: number }) {
       projectName={project.name}
       guidelines={project.guidelines ?? ""}
       source={source}
+      minViewMs={project.min_view_ms}
     />
   );
 }

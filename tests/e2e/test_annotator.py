@@ -87,6 +87,12 @@ def test_annotator_judges_three_pairs_with_the_keyboard_and_sides_are_recorded(
             _check_narrow_screen(page, screenshot_dir)
         if strength_key:
             page.keyboard.press(strength_key)
+        if i == 0:
+            # At once, a choice key judges nothing (the project's min_view_ms) and says so.
+            page.keyboard.press(choice_key)
+            page.get_by_text("Too fast: read both answers first").wait_for()
+            assert not Judgment.objects.filter(annotator=e2e_annotator).exists()
+        page.wait_for_timeout(project.min_view_ms + 100)
         page.keyboard.press(choice_key)
         if i < 2:  # the prefetched pair replaces it
             page.wait_for_function(

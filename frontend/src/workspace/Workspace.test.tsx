@@ -8,11 +8,21 @@ vi.mock("../api/client", async (original) => ({
   api: { GET: vi.fn(async () => ({ data: undefined })) },
 }));
 
-function setup(pool = [pair(1), pair(2), pair(3)]) {
+function setup(pool = [pair(1), pair(2), pair(3)], minViewMs = 0) {
   const source = new FakeSource(pool);
-  render(<Workspace projectId={1} projectName="Demo" guidelines="Be **kind**." source={source} />);
+  render(
+    <Workspace
+      projectId={1}
+      projectName="Demo"
+      guidelines="Be **kind**."
+      source={source}
+      minViewMs={minViewMs}
+    />,
+  );
   return source;
 }
+
+const pause = (ms: number) => act(() => new Promise((done) => setTimeout(done, ms)));
 
 describe("Workspace", () => {
   it("judges with single keys and shows the prefetched pair at once", async () => {
@@ -62,5 +72,50 @@ describe("Workspace", () => {
     setup([pair(1, { expires_at: new Date(Date.now() - 1000).toISOString() })]);
     await screen.findByText("Left answer 1");
     expect(screen.getByRole("alert")).toHaveTextContent("Your lease on this pair has expired");
+  });
+
+  it("ignores, and says so, a key pressed before the pair was on screen long enough", async () => {
+    const user = userEvent.setup();
+    const source = setup([pair(1), pair(2)], 300);
+    await screen.findByText("Left answer 1");
+    await user.keyboard("1");
+    await user.keyboard("1");
+    expect(await screen.findByText(/Too fast: read both answers first/)).toBeInTheDocument();
+    expect(screen.getByText("Left answer 1")).toBeInTheDocument();
+    expect(source.submitted).toHaveLength(0);
+    await pause(350);
+    await user.keyboard("2");
+    expect(await screen.findByText("Left answer 2")).toBeInTheDocument();
+    await user.keyboard("1"); // the next pair has its own clock
+    await act(async () => {});
+    expect(source.submitted.map(([id, v]) => [id, v.choice])).toEqual([[1, "right"]]);
+  });
+
+  it("starts each pair at the default strength, also after a skip", async () => {
+    const user = userEvent.setup();
+    const source = setup();
+    await screen.findByText("Left answer 1");
+    await user.keyboard("q"); // slight, then skipped
+    await user.keyboard("s");
+    await screen.findByText("Left answer 2");
+    await user.keyboard("{ArrowRight}");
+    await screen.findByText("Left answer 3");
+    await act(async () => {});
+    expect(source.submitted.map(([id, v]) => [id, v.choice, v.strength])).toEqual([
+      [2, "right", "clear"],
+    ]);
+  });
+
+  it("closes the guidelines and the keys with Esc", async () => {
+    const user = userEvent.setup();
+    setup();
+    await screen.findByText("Left answer 1");
+    await user.keyboard("g");
+    await user.keyboard("?");
+    expect(screen.getByLabelText("Guidelines")).toBeInTheDocument();
+    expect(screen.getByLabelText("Keys")).toBeInTheDocument();
+    await user.keyboard("{Escape}");
+    expect(screen.queryByLabelText("Guidelines")).not.toBeInTheDocument();
+    expect(screen.queryByLabelText("Keys")).not.toBeInTheDocument();
   });
 });

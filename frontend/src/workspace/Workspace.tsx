@@ -85,9 +85,17 @@ export interface WorkspaceProps {
   projectName: string;
   guidelines: string;
   source: PairSource;
+  /** A choice key acts only once the pair has been on screen this long (the project's). */
+  minViewMs?: number;
 }
 
-export function Workspace({ projectId, projectName, guidelines, source }: WorkspaceProps) {
+export function Workspace({
+  projectId,
+  projectName,
+  guidelines,
+  source,
+  minViewMs = 0,
+}: WorkspaceProps) {
   const [queue, state] = useQueue(source);
   const [strength, setStrength] = useState<Strength>("clear");
   const [rationale, setRationale] = useState("");
@@ -100,12 +108,22 @@ export function Workspace({ projectId, projectName, guidelines, source }: Worksp
   const pair: LeasedPair | null = state.current;
 
   useEffect(() => {
+    // Effects run once the pair is painted: the view time counts from what the eye can see.
     shownAt.current = Date.now();
+    // Each pair starts from the defaults, however the last one ended (judged or skipped).
+    setStrength("clear");
+    setRationale("");
   }, [pair?.assignment_id]);
 
   const judge = useCallback(
     (choice: Choice) => {
       if (!pair) return;
+      const seenMs = Date.now() - shownAt.current;
+      if (seenMs < minViewMs) {
+        // A key pressed before the pair could be read judges nothing, and says so.
+        setFlash(`Too fast: read both answers first (${((minViewMs - seenMs) / 1000).toFixed(1)} s)`);
+        return;
+      }
       void queue.judge({
         choice,
         strength: strengthFor(choice, strength),
@@ -117,7 +135,7 @@ export function Workspace({ projectId, projectName, guidelines, source }: Worksp
       setStrength("clear");
       setRationale("");
     },
-    [pair, queue, strength, rationale],
+    [pair, queue, strength, rationale, minViewMs],
   );
 
   useEffect(() => {
@@ -126,6 +144,11 @@ export function Workspace({ projectId, projectName, guidelines, source }: Worksp
       const inTextField = !!target && ["TEXTAREA", "INPUT", "SELECT"].includes(target.tagName);
       if (inTextField && event.key === "Escape") {
         target?.blur();
+        return;
+      }
+      if (event.key === "Escape") {
+        setShowGuidelines(false);
+        setShowHelp(false);
         return;
       }
       const action = actionForKey({
