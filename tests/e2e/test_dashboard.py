@@ -66,8 +66,10 @@ def test_admin_sees_run_progress_move_and_promotes_a_version(
     row = page.get_by_test_id(f"version-{candidate.pk}")
     assert "win rate" in row.inner_text()
     row.get_by_role("button", name="Promote").click()
-    row.get_by_role("button", name="Confirm promote").click()
+    assert "open the next round" in row.get_by_role("dialog").inner_text()
+    row.get_by_role("button", name=f"Confirm: promote v{candidate.number}").click()
     row.get_by_text("serving").wait_for()
+    row.get_by_role("button", name=f"Open the next round with v{candidate.number}").wait_for()
     candidate.refresh_from_db()
     base.refresh_from_db()
     assert candidate.status == VersionStatus.ACTIVE

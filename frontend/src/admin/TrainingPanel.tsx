@@ -3,7 +3,7 @@ import { useEffect, useState } from "react";
 import { api, errorText, items, type Schemas } from "../api/client";
 import { LinesChart } from "./Charts";
 import { duration, etaSeconds, number, when } from "./format";
-import { GateResults } from "./GateResults";
+import { GateResults, gatesOf } from "./GateResults";
 import { seriesFrom } from "./series";
 import { usePoll } from "./usePoll";
 
@@ -203,31 +203,98 @@ function metricSummary(metrics: unknown): [string, unknown][] {
     .slice(0, 6);
 }
 
-function PromoteButton({ version, onDone }: { version: Version; onDone: () => void }) {
+/** What promoting `version` means, said before the admin confirms it. */
+export function promotionWarnings(version: Version, activeNumber: number | null): string[] {
+  const warnings: string[] = [];
+  if (version.kind === "policy") {
+    const { passed, gates } = gatesOf(version.gate_results);
+    if (passed === null && gates.length === 0) {
+      warnings.push(
+        "It has not been evaluated: no gate has checked it (an evaluation may still be running).",
+      );
+    } else if (passed === false) {
+      const failed = gates
+        .filter(([, gate]) => gate.passed === false)
+        .map(([name]) => name.replace(/_/g, " "));
+      warnings.push(`Its gates failed (${failed.join(", ") || "see Gates"}): it serves anyway.`);
+    }
+    warnings.push(
+      "It answers the project's name on the policy server at once. The open round keeps the " +
+        "version it was opened with: open the next round to have this one write answers.",
+    );
+  }
+  if (activeNumber !== null && version.number < activeNumber) {
+    warnings.push(`This rolls back from v${activeNumber}.`);
+  }
+  return warnings;
+}
+
+export function PromoteButton({
+  version,
+  activeNumber,
+  projectId,
+  onDone,
+}: {
+  version: Version;
+  activeNumber: number | null;
+  projectId: number;
+  onDone: () => void;
+}) {
   const [confirming, setConfirming] = useState(false);
   const [error, setError] = useState<string | null>(null);
-  if (version.status === "active") return <span className="badge ok">serving</span>;
-  const label = version.status === "retired" ? "Roll back to this" : "Promote";
-  const promote = async () => {
+  const [promoted, setPromoted] = useState(false);
+  const [roundOpened, setRoundOpened] = useState<string | null>(null);
+  if (version.status === "active") {
+    return (
+      <span className="promote">
+        <span className="badge ok">serving</span>
+        {promoted && version.kind === "policy" && !roundOpened && (
+          <button type="button" onClick={() => void openRound()}>
+            Open the next round with v{version.number}
+          </button>
+        )}
+        {roundOpened && <span className="muted">{roundOpened}</span>}
+        {error && <span className="error-text">{error}</span>}
+      </span>
+    );
+  }
+  const older = activeNumber !== null && version.number < activeNumber;
+  const label = older ? "Roll back to this" : "Promote";
+  async function promote() {
     const { error: failure } = await api.POST("/api/versions/{version_id}/promote/", {
       params: { path: { version_id: version.id } },
       body: { reason: "from the dashboard" },
     });
     setConfirming(false);
     setError(failure ? errorText(failure) : null);
+    setPromoted(!failure);
     onDone();
-  };
+  }
+  async function openRound() {
+    const { data, error: failure } = await api.POST("/api/projects/{project_id}/rounds/", {
+      params: { path: { project_id: projectId } },
+    });
+    if (failure) setError(errorText(failure));
+    else if (data) {
+      setRoundOpened(`Round ${data.number} opened: v${version.number} is writing its answers.`);
+    }
+  }
   return (
     <span className="promote">
       {confirming ? (
-        <>
-          <button type="button" onClick={promote}>
-            Confirm {label.toLowerCase()}
+        <div role="dialog" aria-label={`${label} v${version.number}`} className="confirm">
+          <ul>
+            {promotionWarnings(version, activeNumber).map((w) => (
+              <li key={w}>{w}</li>
+            ))}
+          </ul>
+          <button type="button" onClick={() => void promote()}>
+            Confirm: {label.toLowerCase()} v{version.number}
           </button>
           <button type="button" className="secondary" onClick={() => setConfirming(false)}>
-            Keep
+            Cancel
           </button>
-        </>
+        </div>
       ) : (
         <button type="button" onClick={() => setConfirming(true)}>
           {label}
@@ -236,6 +303,10 @@ function PromoteButton({ version, onDone }: { version: Version; onDone: () => vo
       {error && <span className="error-text">{error}</span>}
     </span>
   );
+}
+
+function activeNumber(versions: Version[], kind: string): number | null {
+  return versions.find((v) => v.kind === kind && v.status === "active")?.number ?? null;
 }
 
 function VersionsTable({ projectId, tick }: { projectId: number; tick: number }) {
@@ -282,7 +353,12 @@ function VersionsTable({ projectId, tick }: { projectId: number; tick: number })
               <td>{v.kind === "policy" ? <GateResults results={v.gate_results} /> : "–"}</td>
               <td>{when(v.created_at)}</td>
               <td>
-                <PromoteButton version={v} onDone={reload} />
+                <PromoteButton
+                  version={v}
+                  activeNumber={activeNumber(versions ?? [], v.kind)}
+                  projectId={projectId}
+                  onDone={reload}
+                />
               </td>
             </tr>
           ))}

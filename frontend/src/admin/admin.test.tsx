@@ -1,8 +1,9 @@
 import { render, screen } from "@testing-library/react";
+import userEvent from "@testing-library/user-event";
 import { etaSeconds, percent } from "./format";
 import { GateResults, gatesOf } from "./GateResults";
 import { seriesFrom } from "./series";
-import { RunProgress } from "./TrainingPanel";
+import { PromoteButton, RunProgress, promotionWarnings } from "./TrainingPanel";
 
 describe("GateResults", () => {
   it("renders whatever gates are there, with pass and fail", () => {
@@ -66,5 +67,50 @@ describe("helpers", () => {
     expect(etaSeconds({ step: 0, total_steps: 10, started_at: "2024-01-01T00:00:00Z" }, 0)).toBe(
       null,
     );
+  });
+});
+
+describe("PromoteButton", () => {
+  const version = (fields: Record<string, unknown>) =>
+    ({ id: 5, kind: "policy", number: 3, status: "candidate", gate_results: {}, ...fields }) as never;
+
+  it("asks for confirmation that names failed gates, and offers Cancel", async () => {
+    const user = userEvent.setup();
+    const failed = {
+      passed: false,
+      gates: { heldout_accuracy: { value: 0.33, threshold: 0.5, passed: false } },
+    };
+    render(
+      <PromoteButton
+        version={version({ gate_results: failed })}
+        activeNumber={2}
+        projectId={1}
+        onDone={() => {}}
+      />,
+    );
+    await user.click(screen.getByRole("button", { name: "Promote" }));
+    const dialog = screen.getByRole("dialog");
+    expect(dialog).toHaveTextContent("Its gates failed (heldout accuracy): it serves anyway.");
+    expect(dialog).toHaveTextContent("open the next round");
+    await user.click(screen.getByRole("button", { name: "Cancel" }));
+    expect(screen.queryByRole("dialog")).not.toBeInTheDocument();
+  });
+
+  it("warns about a version no gate has checked", () => {
+    expect(promotionWarnings(version({}), 2)[0]).toMatch(/has not been evaluated/);
+  });
+
+  it("offers a rollback only for versions older than the active one", () => {
+    const { rerender } = render(
+      <PromoteButton version={version({ status: "retired", number: 1 })} activeNumber={2}
+        projectId={1} onDone={() => {}} />,
+    );
+    expect(screen.getByRole("button", { name: "Roll back to this" })).toBeInTheDocument();
+    // After a rollback to v1, the newer retired v2 is promoted, not "rolled back to".
+    rerender(
+      <PromoteButton version={version({ status: "retired", number: 2 })} activeNumber={1}
+        projectId={1} onDone={() => {}} />,
+    );
+    expect(screen.getByRole("button", { name: "Promote" })).toBeInTheDocument();
   });
 });
