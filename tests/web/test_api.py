@@ -78,6 +78,18 @@ def test_progress_counts_todays_judgments_and_pairs_left(project, annotator, ope
     assert body == {"judged_today": 1, "judged_total": 1, "left_in_round": 3, "round": 1}
 
 
+def test_pairs_left_stop_at_the_rounds_quota(project, annotator, open_round_pairs):
+    round_ = open_round_pairs[0].round
+    round_.quota = 2  # one pair complete already: one more closes the round
+    round_.save()
+    assignment = assignment_lease_next(project=project, annotator=annotator)
+    judgment_submit(assignment_id=assignment.pk, annotator=annotator, choice="left")
+    client = Client()
+    client.force_login(annotator)
+    body = client.get(f"/api/web/projects/{project.pk}/progress/").json()
+    assert body["left_in_round"] == 1
+
+
 def test_lease_ahead_holds_one_more_pair_and_next_keeps_serving_the_oldest(
     project, annotator, open_round_pairs, annotator_api
 ):

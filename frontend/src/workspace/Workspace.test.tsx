@@ -118,4 +118,24 @@ describe("Workspace", () => {
     expect(screen.queryByLabelText("Guidelines")).not.toBeInTheDocument();
     expect(screen.queryByLabelText("Keys")).not.toBeInTheDocument();
   });
+
+  it("says once why no pair came, and offers to try again", async () => {
+    const user = userEvent.setup();
+    class PausedSource extends FakeSource {
+      paused = true;
+      async next() {
+        if (this.paused) throw new Error("You are paused in this project; ask an admin.");
+        return super.next();
+      }
+    }
+    const source = new PausedSource([pair(1)]);
+    render(<Workspace projectId={1} projectName="Demo" guidelines="" source={source} />);
+    expect(await screen.findByRole("alert")).toHaveTextContent("You are paused in this project");
+    expect(screen.getAllByRole("alert")).toHaveLength(1);
+    expect(screen.queryByText(/Reload the page/)).not.toBeInTheDocument();
+    source.paused = false;
+    await user.click(screen.getByRole("button", { name: "Try again" }));
+    expect(await screen.findByText("Left answer 1")).toBeInTheDocument();
+    expect(screen.queryByRole("alert")).not.toBeInTheDocument();
+  });
 });

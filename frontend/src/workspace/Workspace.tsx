@@ -242,14 +242,17 @@ export function Workspace({
         <div className="status empty" role="status">
           <h2>Nothing left to judge</h2>
           <p>
-            Every pair of the open round is judged or taken. New pairs appear when the next round
-            opens; come back later or reload the page.
+            Every pair you may judge is judged or taken by someone else. New pairs appear when a
+            round opens or pairs are added; come back later or reload the page.
           </p>
         </div>
       )}
       {state.phase === "error" && (
-        <div className="notice" role="alert">
-          Could not load a pair. Reload the page to try again.
+        // The notice above says why (paused, no longer a member, offline): no second alarm.
+        <div className="status">
+          <button type="button" onClick={() => void queue.start()}>
+            Try again
+          </button>
         </div>
       )}
       {pair && (

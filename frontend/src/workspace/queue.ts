@@ -60,7 +60,7 @@ export class PairQueue {
   }
 
   start(): Promise<void> {
-    this.set({ phase: "loading" });
+    this.set({ phase: "loading", notice: null });
     return this.enqueue(() => this.refill());
   }
 
