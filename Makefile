@@ -36,7 +36,7 @@ install-dev: $(VENV)/.installed-dev
 # --- web UI: frontend/ built into frontend/dist, served by Django under /static/app/ ----------
 # Rebuilt only when its sources, its lockfile or the API (whose schema types the client) change.
 NPM := $(shell command -v npm 2>/dev/null)
-FRONTEND_SRC := $(shell find frontend/src frontend/index.html frontend/vite.config.ts \
+FRONTEND_SRC := $(shell find frontend/src frontend/public frontend/index.html frontend/vite.config.ts \
 	frontend/tsconfig.json -type f -not -name schema.d.ts 2>/dev/null)
 API_SRC := $(wildcard config/*.py annotate/*.py training/*.py web/*.py)
 SCHEMA_ENV := SECRET_KEY=schema-only DEBUG=0 BROKER_DIR=$(CURDIR)/var/schema-broker

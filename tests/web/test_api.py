@@ -253,3 +253,12 @@ def test_lease_ahead_serves_gold_pairs_at_the_projects_rate(project, annotator, 
     ahead = annotator_api.post(f"/api/web/projects/{project.pk}/lease-ahead/").json()
     leased = Assignment.objects.filter(pk__in=[first["assignment_id"], ahead["assignment_id"]])
     assert all(a.comparison.gold_outcome for a in leased)
+
+
+def test_the_app_page_names_a_favicon_that_is_served():
+    from django.conf import settings as django_settings
+    from django.contrib.staticfiles import finders
+
+    index = (django_settings.FRONTEND_DIST / "index.html").read_text()
+    assert 'rel="icon"' in index and "/static/app/favicon.svg" in index
+    assert finders.find("app/favicon.svg") is not None
