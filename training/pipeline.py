@@ -18,6 +18,7 @@ the reward model and the candidate policy; their text is what the gates' win rat
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from typing import Any
 
@@ -211,6 +212,10 @@ def gates_passed(version: ModelVersion) -> bool:
     return bool(version.gate_results.get("passed"))
 
 
+# Gates on a share, and the summary figure that counts what the share is of.
+SHARE_GATES = {metric.WIN_RATE: metric.PROMPTS, metric.HELDOUT_ACCURACY: metric.HELDOUT_PAIRS}
+
+
 def gates_check(*, project: Project, summary: dict[str, Any]) -> dict[str, Any]:
     """Compare an evaluation with the project's thresholds; a gate without a value fails,
     except held-out accuracy before any held-out pair was judged (nothing to hold against)."""
@@ -221,6 +226,12 @@ def gates_check(*, project: Project, summary: dict[str, Any]) -> dict[str, Any]:
         metric.KL: _gate(kl, project.gate_max_kl, "max"),
         metric.HELDOUT_ACCURACY: _gate(accuracy, project.gate_min_heldout_accuracy, "min"),
     }
+    # Shares come with their sample size and a 95% Wilson interval; an interval that
+    # straddles the threshold is marked inconclusive (shown beside the verdict).
+    for name, count_key in SHARE_GATES.items():
+        count = summary.get(count_key)
+        if gates[name]["value"] is not None and count:
+            gates[name].update(_interval(gates[name], int(count)))
     if win_rate is None:
         gates[metric.WIN_RATE]["note"] = "no reward model to judge with"
     if accuracy is None:
@@ -228,6 +239,22 @@ def gates_check(*, project: Project, summary: dict[str, Any]) -> dict[str, Any]:
             passed=True, note="no held-out human pairs judged yet"
         )
     return {"passed": all(g["passed"] for g in gates.values()), "gates": gates}
+
+
+def wilson_interval(share: float, count: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a share observed over `count` trials (95% by default)."""
+    if count <= 0:
+        return 0.0, 1.0
+    denominator = 1 + z * z / count
+    centre = (share + z * z / (2 * count)) / denominator
+    half = z * math.sqrt(share * (1 - share) / count + z * z / (4 * count * count)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _interval(gate: dict[str, Any], count: int) -> dict[str, Any]:
+    low, high = wilson_interval(float(gate["value"]), count)
+    threshold = gate["threshold"]
+    return {"n": count, "low": low, "high": high, "conclusive": not low < threshold < high}
 
 
 def _gate(value: float | None, threshold: float, kind: str) -> dict[str, Any]:

@@ -336,3 +336,21 @@ def test_each_round_samples_fresh_answers_even_from_the_same_policy(loop_project
         for number in (1, 2)
     }
     assert texts[1] != texts[2]
+
+
+def test_share_gates_carry_their_sample_size_and_a_wilson_interval(project):
+    project.gate_min_win_rate, project.gate_min_heldout_accuracy = 0.5, 0.5
+    few = {"win_rate": 0.8, "kl": 1.0, "heldout_accuracy": 1 / 3, "prompts": 6.0,
+           "heldout_pairs": 6.0}  # fmt: skip
+    gates = pipeline.gates_check(project=project, summary=few)["gates"]
+    accuracy = gates["heldout_accuracy"]
+    assert accuracy["n"] == 6
+    assert accuracy["low"] == pytest.approx(0.0968, abs=1e-3)  # Wilson, 2 of 6
+    assert accuracy["high"] == pytest.approx(0.7000, abs=1e-3)
+    assert accuracy["conclusive"] is False  # 0.5 lies inside: six pairs cannot tell
+    many = {**few, "heldout_accuracy": 0.8, "heldout_pairs": 200.0, "prompts": 200.0}
+    gates = pipeline.gates_check(project=project, summary=many)["gates"]
+    assert gates["heldout_accuracy"]["conclusive"] is True
+    assert gates["heldout_accuracy"]["low"] > 0.5
+    assert "n" not in gates["kl"]  # a mean, not a share
+    assert pipeline.wilson_interval(0.5, 0) == (0.0, 1.0)

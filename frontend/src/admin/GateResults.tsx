@@ -5,6 +5,10 @@ interface Gate {
   value?: unknown;
   threshold?: unknown;
   passed?: unknown;
+  n?: unknown;
+  low?: unknown;
+  high?: unknown;
+  conclusive?: unknown;
 }
 
 export function gatesOf(results: unknown): { passed: boolean | null; gates: [string, Gate][] } {
@@ -32,6 +36,15 @@ export function GateResults({ results }: { results: unknown }) {
             {number(gate.value)}
             {gate.threshold !== undefined && <span className="muted"> / {number(gate.threshold)}</span>}
             {gate.passed === true ? " ✓" : gate.passed === false ? " ✗" : ""}
+            {typeof gate.n === "number" && (
+              <span className="muted gate-ci">
+                {" "}
+                n={gate.n}, 95% CI {number(gate.low)}–{number(gate.high)}
+                {gate.conclusive === false && (
+                  <span className="badge warn"> not enough data</span>
+                )}
+              </span>
+            )}
           </li>
         ))}
       </ul>

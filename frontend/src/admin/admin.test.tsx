@@ -22,6 +22,22 @@ describe("GateResults", () => {
     expect(screen.getByText("something new")).toBeInTheDocument();
   });
 
+  it("shows a share's sample size and interval, and when it cannot decide", () => {
+    const results = {
+      passed: false,
+      gates: {
+        heldout_accuracy: {
+          value: 0.333, threshold: 0.5, passed: false, n: 6, low: 0.097, high: 0.7,
+          conclusive: false,
+        },
+      },
+    };
+    render(<GateResults results={results} />);
+    const line = screen.getByText("heldout accuracy").parentElement;
+    expect(line).toHaveTextContent("n=6, 95% CI 0.097–0.700");
+    expect(line).toHaveTextContent("not enough data");
+  });
+
   it("says not evaluated for an empty dict", () => {
     render(<GateResults results={{}} />);
     expect(screen.getByText("not evaluated")).toBeInTheDocument();
