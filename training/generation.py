@@ -69,7 +69,7 @@ class LocalWriter:
 
         result = generate(
             self.model, self.tokenizer, prompts, config, on_batch=on_progress,
-            should_stop=should_stop,
+            should_stop=should_stop, on_step=on_progress,
         )  # fmt: skip
         answers = [
             [WrittenAnswer(s.text, s.token_count, s.finished) for s in samples]

@@ -111,14 +111,14 @@ def annotator_progress(*, project: Project, user: User) -> Progress:
     """Judged today and in all, and the open round's pairs this annotator may still get."""
     judged = Judgment.objects.filter(comparison__project=project, annotator=user)
     open_round = project.rounds.filter(status=RoundStatus.OPEN).first()
-    left: int = 0
+    left = 0
     if open_round is not None:
         # Pairs still open that this annotator never had; an estimate (others may fill them first).
         pairs = Comparison.objects.filter(round=open_round)
-        left = pairs.filter(status=ComparisonStatus.OPEN).exclude(assignments__annotator=user)
+        never_had = pairs.filter(status=ComparisonStatus.OPEN).exclude(assignments__annotator=user)
         # The round closes at its quota of complete pairs: no one judges past it.
         to_quota = open_round.quota - pairs.filter(status=ComparisonStatus.COMPLETE).count()
-        left = min(left.count(), max(0, to_quota))
+        left = min(never_had.count(), max(0, to_quota))
     return {
         "judged_today": judged.filter(created_at__gte=_start_of_today()).count(),
         "judged_total": judged.count(),

@@ -289,3 +289,18 @@ def test_works_with_a_lora_adapter(model, tokenizer):
         assert samples[0].token_ids == hf_greedy(policy, tokenizer, prompt, 12)
     sampled = generate(policy, tokenizer, PROMPTS, config(precision="bf16", samples_per_prompt=2))
     assert all(len(s) == 2 for s in sampled.samples)
+
+
+def test_progress_moves_within_a_long_batch(model, tokenizer, monkeypatch):
+    monkeypatch.setattr(gen, "PROGRESS_EVERY_STEPS", 2)
+    steps: list[tuple[int, int]] = []
+    batches: list[tuple[int, int]] = []
+    generate(
+        model, tokenizer, PROMPTS[:2], config(max_new_tokens=12, batch_size=2),
+        on_batch=lambda done, total: batches.append((done, total)),
+        on_step=lambda done, total: steps.append((done, total)),
+    )  # fmt: skip
+    assert batches == [(2, 2)]
+    assert steps, "this seed writes more than two tokens, so a step is reported"
+    assert all(total == 2 and 0 <= done < 2 for done, total in steps)
+    assert [d for d, _ in steps] == sorted(d for d, _ in steps)

@@ -145,12 +145,15 @@ def evaluate_policy(
                 on_progress(offset + done, total)
 
         result = generate(
-            model, tokenizer, prompts, generation, on_batch=progress, should_stop=should_stop
-        )
+            model, tokenizer, prompts, generation, on_batch=progress, should_stop=should_stop,
+            on_step=progress,
+        )  # fmt: skip
         if result.cancelled:
             raise runtime.RunCancelled("stopped while sampling")
         return result
 
+    if on_progress is not None:
+        on_progress(0, total)  # the total is known before the first batch ends
     candidate = (
         sample(0)
         if candidate_writer is None
