@@ -78,7 +78,8 @@ def _candidate_sql(gold: bool | None, passed: int, lock: bool) -> str:
           AND (c.round_id IS NULL OR r.status = %s)
           AND NOT EXISTS (
               SELECT 1 FROM {table(Assignment)} mine
-              WHERE mine.comparison_id = c.id AND mine.annotator_id = %s)
+              WHERE mine.comparison_id = c.id AND mine.annotator_id = %s
+                AND mine.status IN (%s, %s, %s))
           AND c.judgment_count + (
               SELECT COUNT(*) FROM {table(Assignment)} live
               WHERE live.comparison_id = c.id AND live.status = %s AND live.expires_at > %s
@@ -140,7 +141,9 @@ def next_candidate(
     passed: set[int],
     lock: bool = True,
 ) -> Candidate | None:
-    """The most urgent open pair this annotator never had, with a free slot.
+    """The most urgent open pair this annotator has not judged, skipped or leased now, with a
+    free slot. A pair they released (a reload, a closed tab) or let expire comes back to them:
+    only a skip is final.
 
     With lock, the pair comes row-locked and pairs locked by others are skipped; without, it is
     only read (to learn whether a busy pair is worth waiting for).
@@ -151,6 +154,9 @@ def next_candidate(
         ComparisonStatus.OPEN,
         RoundStatus.OPEN,
         annotator_id,
+        AssignmentStatus.LEASED,
+        AssignmentStatus.SUBMITTED,
+        AssignmentStatus.SKIPPED,
         AssignmentStatus.LEASED,
         _db_time(now),
         *sorted(passed),

@@ -530,7 +530,8 @@ def assignment_lease_another(
 def _lease_new_pair(
     project_id: int, gold_rate: float, annotator: User, now, lease_seconds: int
 ) -> Assignment | None:
-    """Lease a pair this annotator never had; gold pairs come at the project's gold rate."""
+    """Lease a pair this annotator has not judged or skipped (one they released comes back);
+    gold pairs come at the project's gold rate."""
     prefer_gold = gold_rate > 0 and secrets.randbelow(10_000) < gold_rate * 10_000
     for gold in [True, None] if prefer_gold else [False, None]:
         passed: set[int] = set()
@@ -555,6 +556,9 @@ def _lease_new_pair(
             # and a lease committed since then must count, or the pair could exceed its overlap.
             live = queue.live_lease_count(comparison_id=candidate.id, now=now)
             if candidate.judgment_count + live < candidate.required_annotations:
+                returned = _lease_again(candidate.id, annotator, now, lease_seconds)
+                if returned is not None:
+                    return returned
                 lease = Assignment(
                     comparison_id=candidate.id,
                     annotator=annotator,
@@ -567,6 +571,25 @@ def _lease_new_pair(
                 return lease
             passed.add(candidate.id)
     return None
+
+
+def _lease_again(
+    comparison_id: int, annotator: User, now, lease_seconds: int
+) -> Assignment | None:
+    """The annotator's released or expired lease of this pair, live again with the same sides
+    (one assignment row per annotator and pair); None when they never had it."""
+    earlier = Assignment.objects.filter(
+        comparison_id=comparison_id,
+        annotator=annotator,
+        status__in=[AssignmentStatus.RELEASED, AssignmentStatus.EXPIRED],
+    ).first()
+    if earlier is None:
+        return None
+    earlier.status = AssignmentStatus.LEASED
+    earlier.leased_at = now
+    earlier.expires_at = now + timedelta(seconds=lease_seconds)
+    earlier.save(update_fields=["status", "leased_at", "expires_at"])
+    return earlier
 
 
 def _own_assignment(assignment_id: int, annotator: User) -> Assignment:

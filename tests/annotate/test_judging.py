@@ -20,6 +20,7 @@ from annotate.models import (
 )
 from annotate.services import (
     assignment_lease_next,
+    assignment_release,
     assignment_skip,
     comparisons_create_for_round,
     judgment_submit,
@@ -102,6 +103,25 @@ def test_expired_lease_returns_to_the_pool(project):
     assignment_lease_next(project=project, annotator=slow, now=past)
     assert leases_expire() == 1
     assert assignment_lease_next(project=project, annotator=fast) is not None
+
+
+def test_a_released_pair_comes_back_to_its_annotator_with_the_same_sides(project, annotator):
+    make_round(project, prompts=2)
+    first = assignment_lease_next(project=project, annotator=annotator)
+    assignment_release(assignment_id=first.pk, annotator=annotator)  # a reload, a closed tab
+    again = assignment_lease_next(project=project, annotator=annotator)
+    assert (again.pk, again.comparison_id, again.a_on_left) == (
+        first.pk, first.comparison_id, first.a_on_left,
+    )  # fmt: skip
+    assert again.status == AssignmentStatus.LEASED
+    assert judgment_submit(assignment_id=again.pk, annotator=annotator, choice="left").created
+    # An expired lease comes back too; only a skip is final.
+    past = timezone.now() - timedelta(hours=1)
+    late = assignment_lease_next(project=project, annotator=annotator, now=past)
+    leases_expire()
+    assert assignment_lease_next(project=project, annotator=annotator).pk == late.pk
+    assignment_skip(assignment_id=late.pk, annotator=annotator)
+    assert assignment_lease_next(project=project, annotator=annotator) is None
 
 
 def test_submit_records_sides_and_completes_the_pair(project, annotator):
