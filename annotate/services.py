@@ -573,9 +573,7 @@ def _lease_new_pair(
     return None
 
 
-def _lease_again(
-    comparison_id: int, annotator: User, now, lease_seconds: int
-) -> Assignment | None:
+def _lease_again(comparison_id: int, annotator: User, now, lease_seconds: int) -> Assignment | None:
     """The annotator's released or expired lease of this pair, live again with the same sides
     (one assignment row per annotator and pair); None when they never had it."""
     earlier = Assignment.objects.filter(
