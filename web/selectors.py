@@ -16,8 +16,10 @@ from annotate.models import (
     Comparison,
     ComparisonStatus,
     Judgment,
+    MemberRole,
     Membership,
     Project,
+    Round,
     RoundStatus,
 )
 from config.users import User
@@ -60,6 +62,8 @@ class RoundSummary(TypedDict):
     krippendorff_alpha: float | None
     reward_accuracy: float | None
     policy_win_rate: float | None
+    # Open rounds: the most pairs that can still complete with the annotators it has now.
+    reachable: int | None
 
 
 class UserMembership(TypedDict):
@@ -183,9 +187,42 @@ def round_summaries(*, project: Project) -> list[RoundSummary]:
                 "krippendorff_alpha": stats["krippendorff_alpha"],
                 "reward_accuracy": reward_accuracies.get(round_.number),
                 "policy_win_rate": win_rate.get(round_.number),
+                "reachable": (
+                    reachable_pairs(round_=round_, complete=round_.comparisons_complete)
+                    if round_.status == RoundStatus.OPEN
+                    else None
+                ),
             }
         )
     return rows
+
+
+def reachable_pairs(*, round_: Round, complete: int) -> int:
+    """Complete pairs plus the open ones that enough of the project's active annotators could
+    still judge (they have neither judged nor skipped it): below the quota, the round cannot
+    close by itself, and the admin must add annotators, lower the quota or close it."""
+    annotators = list(
+        Membership.objects.filter(
+            project_id=round_.project_id, role=MemberRole.ANNOTATOR, paused=False
+        ).values_list("user_id", flat=True)
+    )
+    available = len(annotators)
+    blocked = Count(
+        "assignments",
+        filter=Q(
+            assignments__annotator_id__in=annotators,
+            assignments__status__in=[AssignmentStatus.SUBMITTED, AssignmentStatus.SKIPPED],
+        ),
+    )
+    open_pairs = Comparison.objects.filter(round=round_, status=ComparisonStatus.OPEN).annotate(
+        blocked=blocked
+    )
+    could = sum(
+        1
+        for pair in open_pairs.values("required_annotations", "judgment_count", "blocked")
+        if available - pair["blocked"] >= pair["required_annotations"] - pair["judgment_count"]
+    )
+    return complete + could
 
 
 def live_leases(*, project: Project, user: User) -> list[Assignment]:

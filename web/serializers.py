@@ -46,6 +46,7 @@ class RoundSummarySerializer(serializers.Serializer[Any]):
     krippendorff_alpha = serializers.FloatField(allow_null=True)
     reward_accuracy = serializers.FloatField(allow_null=True)
     policy_win_rate = serializers.FloatField(allow_null=True)
+    reachable = BoundedIntegerField(allow_null=True)
 
 
 class UserMembershipSerializer(serializers.Serializer[Any]):

@@ -8,7 +8,13 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from annotate.models import Assignment, AssignmentStatus
-from annotate.services import assignment_lease_next, judgment_submit, round_close, round_open
+from annotate.services import (
+    assignment_lease_next,
+    assignment_skip,
+    judgment_submit,
+    round_close,
+    round_open,
+)
 from registry.models import ModelKind, ModelVersion
 from tests.factories import ComparisonFactory, PromptFactory, UserFactory
 from training.models import TrainingRun
@@ -262,3 +268,22 @@ def test_the_app_page_names_a_favicon_that_is_served():
     index = (django_settings.FRONTEND_DIST / "index.html").read_text()
     assert 'rel="icon"' in index and "/static/app/favicon.svg" in index
     assert finders.find("app/favicon.svg") is not None
+
+
+def test_an_open_round_says_how_many_pairs_it_can_still_complete(
+    project, annotator, admin_api, open_round_pairs
+):
+    round_ = open_round_pairs[0].round
+    round_.quota = 4
+    round_.save()
+
+    def reachable() -> int:
+        rows = admin_api.get(f"/api/web/projects/{project.pk}/rounds/").json()
+        return next(r for r in rows if r["number"] == round_.number)["reachable"]
+
+    assert reachable() == 4  # one annotator, four open pairs that need one judgment each
+    lease = assignment_lease_next(project=project, annotator=annotator)
+    assignment_skip(assignment_id=lease.pk, annotator=annotator)
+    assert reachable() == 3  # the skipped pair has no one left to judge it: quota 4 is out of reach
+    annotator.memberships.update(paused=True)
+    assert reachable() == 0

@@ -62,6 +62,15 @@ export function OverviewPanel({ projectId }: { projectId: number }) {
           )}
         </div>
         {error && <p className="notice" role="alert">{error}</p>}
+        {(summary ?? [])
+          .filter((r) => r.status === "open" && r.reachable !== null && r.reachable < r.quota)
+          .map((r) => (
+            <p key={r.number} className="notice" role="alert" data-testid="quota-out-of-reach">
+              Round {r.number} cannot reach its quota: at most {r.reachable} of {r.quota} pairs can
+              complete with its current annotators (the rest were skipped by, or already judged
+              by, everyone who could). Add annotators, lower the quota or close the round.
+            </p>
+          ))}
         <table>
           <thead>
             <tr>
