@@ -169,9 +169,8 @@ def served_name(
         )
     remote.check(adapters=True)
     name = remote.load_adapter(adapter_prefix(project, version), version.artifact_path)
-    retired = _retired_adapter_names(remote, project, keep=name)
-    for stale in retired:
-        remote.unload_except(stale, keep=None)
+    for stale in _retired_adapter_names(remote, project, keep=name):
+        remote.unload(stale)
     return name
 
 

@@ -246,6 +246,13 @@ def training_settings_parse(raw: Any) -> ProjectTrainingSettings:
     )
 
 
+def served_traffic_of(project: Project) -> ServedTraffic:
+    """The one setting the policy server reads on every request, without parsing the rest
+    (the whole JSON was checked when it was written); an unknown value keeps nothing."""
+    value = project.training_settings.get("served_traffic", "off")
+    return value if value in get_args(ServedTraffic) else "off"
+
+
 def training_settings_of(project: Project) -> ProjectTrainingSettings:
     return training_settings_parse(project.training_settings)
 

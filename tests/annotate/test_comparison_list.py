@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 from annotate.models import Comparison, Round
-from annotate.services import comparisons_create_for_round
-from registry.selectors import active_policy
 from tests.annotate.test_judging import make_round
-from tests.factories import PromptFactory, ResponseFactory
 
 
 def second_round(project, prompts: int) -> Round:
-    policy = active_policy(project_id=project.pk)
-    Round.objects.filter(project=project).update(status="closed")
-    round_ = Round.objects.create(project=project, number=2, policy=policy)
-    for _ in range(prompts):
-        prompt = PromptFactory(project=project)
-        ResponseFactory(prompt=prompt, round=round_, model_version=policy)
-        ResponseFactory(prompt=prompt, round=round_, model_version=policy)
-    comparisons_create_for_round(round=round_)
-    return round_
+    Round.objects.filter(project=project).update(status="closed")  # one open round at a time
+    return make_round(project, prompts=prompts, number=2)
 
 
 def test_comparisons_are_listed_per_round(project, admin_api):

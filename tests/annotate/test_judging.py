@@ -34,11 +34,11 @@ from tests.factories import PromptFactory, ResponseFactory, UserFactory
 pytestmark = pytest.mark.django_db
 
 
-def make_round(project, *, prompts: int, required: int = 1) -> Round:
+def make_round(project, *, prompts: int, required: int = 1, number: int = 1) -> Round:
     project.required_annotations = required
     project.save()
     policy = active_policy(project_id=project.pk)
-    round_ = Round.objects.create(project=project, number=1, policy=policy)
+    round_ = Round.objects.create(project=project, number=number, policy=policy)
     for _ in range(prompts):
         prompt = PromptFactory(project=project)
         ResponseFactory(prompt=prompt, round=round_, model_version=policy)

@@ -135,9 +135,6 @@ def test_max_new_tokens_ends_with_length(tokenizer):
     # Greedy on this tiny model does not end a turn within 3 tokens from this prompt.
     batcher.submit(request(tokenizer, PROMPTS[2], collector, max_new_tokens=3, temperature=0.0))
     batcher.run_until_idle()
-    expected = alone(tiny_llama(), tokenizer, PROMPTS[2], max_new_tokens=3)[0]
-    if expected.finished:
-        pytest.skip("the tiny model ends its turn at once from this prompt")
     assert collector.finish() == "length"
     assert collector.tokens() == 3
 

@@ -8,7 +8,7 @@ served by an engine built for it. This client writes a round's answers there ins
   load_adapter(prefix, path)      the version's adapter under a fresh name (never reloaded in
                                   place: vLLM keeps prefix-cache entries per name), reused if one
                                   of this prefix is loaded already
-  unload_except(prefix, keep)     adapters of retired versions go
+  unload(name)                    an adapter of a retired version goes
   generate(model, prompts, cfg)   n answers per prompt, `concurrency` requests at a time, each
                                   retried with exponential backoff on connection errors, 429
                                   and 5xx; a request that still fails raises RemoteError
@@ -164,16 +164,10 @@ class RemoteGenerator:
             )
         return name
 
-    def unload_except(self, prefix: str, keep: str | None) -> list[str]:
-        """Unload every adapter named `prefix-...` but `keep`; returns the names unloaded."""
-        gone = []
-        for model in self.served_models():
-            name = str(model.get("id", ""))
-            if name.startswith(prefix) and name != keep:
-                response = self._request("POST", "/unload_lora_adapter", {"lora_name": name})
-                if response.status_code == 200:
-                    gone.append(name)
-        return gone
+    def unload(self, name: str) -> bool:
+        """Unload one adapter; False if the server did not have it."""
+        response = self._request("POST", "/unload_lora_adapter", {"lora_name": name})
+        return response.status_code == 200
 
     # --- generation ------------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from training.engine.batcher import ChoiceEvent, RequestError, SamplingParams
 from training.engine.batcher import Request as BatchRequest
 from training.engine.data import Messages
 from training.engine.models import POLICY_ADAPTER, ArtifactError, read_artifact
+from training.engine.runtime import limit_threads
 from training.serving import catalog
 from training.serving.catalog import Caller, CatalogError, ServedVersion
 from training.serving.engines import (
@@ -46,7 +47,6 @@ from training.serving.engines import (
     EnginePool,
     EngineSettings,
     RewardScorers,
-    configure_threads,
 )
 from training.serving.protocol import (
     ChatRequest,
@@ -586,7 +586,7 @@ def build_app(*, preload: bool = True) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        configure_threads(settings.SERVE_TORCH_THREADS)
+        limit_threads(settings.SERVE_TORCH_THREADS)
         if preload:
             bases = await _db(catalog.base_models_in_use)()
             threading.Thread(target=state.pool.preload, args=(bases,), daemon=True).start()

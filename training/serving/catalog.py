@@ -20,10 +20,9 @@ from rest_framework.authtoken.models import Token
 
 from annotate.models import Project
 from annotate.selectors import projects_visible_to
-from config.errors import ApplicationError
 from registry.models import ModelKind, ModelVersion, VersionStatus
 from registry.selectors import reward_model_for
-from training.project_settings import training_settings_of
+from training.project_settings import served_traffic_of
 
 NAME = re.compile(r"^(?P<slug>[-a-zA-Z0-9_]+)(?:@(?P<selector>candidate|v(?P<number>\d{1,9})))?$")
 
@@ -108,12 +107,8 @@ def _project_for(name: str, caller: Caller) -> tuple[Project, re.Match[str]]:
 
 
 def _served(version: ModelVersion, requested: str, project: Project) -> ServedVersion:
-    try:
-        keep = training_settings_of(project).served_traffic
-    except ApplicationError:  # settings a worker would refuse: serve, keep nothing
-        keep = "off"
     return ServedVersion(
-        served_traffic=keep,
+        served_traffic=served_traffic_of(project),
         requested=requested,
         project_id=project.pk,
         project_slug=project.slug,

@@ -22,7 +22,6 @@ from training.engine.batcher import ContinuousBatcher
 from training.engine.data import Messages, chat_text
 from training.engine.models import load_causal_lm, load_tokenizer, pick_device, resolve
 from training.engine.ppo import RewardModelScore
-from training.engine.runtime import limit_threads
 from training.serving.catalog import ServedVersion
 
 logger = logging.getLogger(__name__)
@@ -111,6 +110,7 @@ class EnginePool:
         self.settings = settings
         self.max_bases = max_bases
         self._engines: dict[str, PolicyEngine] = {}
+        self._keys: dict[str, str] = {}  # base name -> resolved folder, looked up once
         self._loading = threading.Lock()
         self.preloaded = threading.Event()
         self.errors: dict[str, str] = {}
@@ -131,7 +131,10 @@ class EnginePool:
         return list(self._engines)
 
     def _key(self, base: str) -> str:
-        return resolve(base, self.settings.model_cache_dir)
+        # Every request names its base; resolving touches the filesystem, so once per name.
+        if base not in self._keys:
+            self._keys[base] = resolve(base, self.settings.model_cache_dir)
+        return self._keys[base]
 
     def _load(self, base: str) -> PolicyEngine:
         key = self._key(base)
@@ -182,7 +185,3 @@ class RewardScorers:
             while len(self._scorers) > self.keep:
                 self._scorers.pop(next(iter(self._scorers)))
             return scorer(list(prompts), list(answers))
-
-
-def configure_threads(count: int) -> None:
-    limit_threads(count)
