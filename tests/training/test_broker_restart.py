@@ -80,7 +80,7 @@ def test_a_chain_survives_redis_restarting_empty(tiny_project, settings, own_bro
     tiny = tiny_project
     tiny.training_settings = {
         **tiny.training_settings,
-        "reward": {**tiny.training_settings["reward"], "max_steps": 60},
+        "reward": {**tiny.training_settings["reward"], "max_steps": 600},
         "evaluation": {"heldout_fraction": 0.5, "max_prompts": 4},
     }
     tiny.auto_promote = False
@@ -102,7 +102,11 @@ def test_a_chain_survives_redis_restarting_empty(tiny_project, settings, own_bro
         # Redis dies mid-run and comes back empty: the running task's unacked message and the
         # waiting one are gone.
         waiting = services.training_run_create(project=tiny, kind=RunKind.REWARD)
-        time.sleep(0.5)
+        # The premise, checked: the first run is still mid-way and the second still waits
+        # (600 steps of the tiny model take seconds; the send above has returned).
+        statuses = dict(TrainingRun.objects.values_list("pk", "status"))
+        assert statuses[reward.pk] == RunStatus.RUNNING, statuses
+        assert statuses[waiting.pk] == RunStatus.QUEUED, statuses
         own_broker["redis"].kill()
         own_broker["redis"].wait()
         time.sleep(1)
