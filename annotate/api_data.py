@@ -52,6 +52,7 @@ class ImportResultSerializer(serializers.Serializer[Any]):
 
 class ExportTrlQuerySerializer(serializers.Serializer[Any]):
     include_ties = serializers.BooleanField(default=False)
+    resolution = serializers.ChoiceField(choices=["majority", "crowd"], default="majority")
 
 
 class ProjectImportApi(APIView):
@@ -114,7 +115,14 @@ class ExportTrlApi(_DownloadApi):
                 "include_ties",
                 bool,
                 description='Also emit ties, marked "tie": true (for reward-model training).',
-            )
+            ),
+            OpenApiParameter(
+                "resolution",
+                str,
+                enum=["majority", "crowd"],
+                description="How a pair's judgments become its label and weight: majority "
+                "vote (weight = agreement) or the crowd model (weight = posterior).",
+            ),
         ],
         responses={(200, NDJSON): OpenApiTypes.STR},
         description="Resolved pairs as TRL conversational preference JSONL; admins and clients.",
@@ -125,7 +133,9 @@ class ExportTrlApi(_DownloadApi):
         query = ExportTrlQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         lines = exporters.trl_jsonl_lines(
-            project=project, include_ties=query.validated_data["include_ties"]
+            project=project,
+            include_ties=query.validated_data["include_ties"],
+            resolution=query.validated_data["resolution"],
         )
         return _download(lines, filename=f"{project.slug}-trl.jsonl", content_type=NDJSON)
 

@@ -8,7 +8,9 @@ Memory stays constant however large the project: every query runs with
   its label, so it waits. Ties, "both bad" and disagreements (no strict majority) are left out:
   TRL's trainers have no notion of a tie. `include_ties` adds ties with "tie": true, which
   Tandem's own engine trains as P(chosen better) = 0.5. "weight" is the agreement (the share of
-  judgments that voted for the label), so a 2-of-3 pair counts less than a unanimous one.
+  judgments that voted for the label), so a 2-of-3 pair counts less than a unanimous one; with
+  `resolution="crowd"` the crowd model labels the pairs (annotate.crowd) and "weight" is its
+  posterior for the label, so a careless annotator's vote moves little.
   Pairs whose two answers are the same text after trimming are left out too: nothing to learn,
   and the engine refuses such rows.
 - Raw judgments as JSONL and CSV, one row per judgment, for analysis. CSV cells are untrusted
@@ -22,12 +24,13 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 from django.db.models import QuerySet
 
 from annotate.feedback import pairwise
 from annotate.models import Judgment, Project
+from annotate.selectors import crowd_posterior_of
 
 EXPORT_CHUNK_SIZE = pairwise.EXPORT_CHUNK_SIZE
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -55,14 +58,23 @@ def _jsonl(row: dict[str, Any]) -> str:
 # --- TRL preference pairs -------------------------------------------------------------------
 
 
-def trl_rows(*, project: Project, include_ties: bool = False) -> Iterator[dict[str, Any]]:
-    for pair in pairwise.resolved_pairs(project=project, include_ties=include_ties):
+LabelResolution = Literal["majority", "crowd"]
+
+
+def trl_rows(
+    *, project: Project, include_ties: bool = False, resolution: LabelResolution = "majority"
+) -> Iterator[dict[str, Any]]:
+    posterior = crowd_posterior_of(project=project) if resolution == "crowd" else None
+    pairs = pairwise.resolved_pairs(
+        project=project, include_ties=include_ties, posterior_a=posterior
+    )
+    for pair in pairs:
         row = {
             "prompt": pair.prompt,
             "chosen": [{"role": "assistant", "content": pair.chosen}],
             "rejected": [{"role": "assistant", "content": pair.rejected}],
             "agreement": pair.agreement,
-            "weight": pair.agreement,
+            "weight": pair.weight,
             "strength": pair.strength,  # the engine's reader turns it into a margin / weight
             "judgments": pair.judgments,
             "annotator_ids": list(pair.annotator_ids),
@@ -75,8 +87,10 @@ def trl_rows(*, project: Project, include_ties: bool = False) -> Iterator[dict[s
         yield row
 
 
-def trl_jsonl_lines(*, project: Project, include_ties: bool = False) -> Iterator[str]:
-    for row in trl_rows(project=project, include_ties=include_ties):
+def trl_jsonl_lines(
+    *, project: Project, include_ties: bool = False, resolution: LabelResolution = "majority"
+) -> Iterator[str]:
+    for row in trl_rows(project=project, include_ties=include_ties, resolution=resolution):
         yield _jsonl(row)
 
 

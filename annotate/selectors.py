@@ -154,6 +154,11 @@ def crowd_fit_of(rows: list[dict]) -> crowd.CrowdFit:
     return crowd.crowd_fit(votes, gold_a)
 
 
+def crowd_posterior_of(*, project: Project) -> dict[int, float]:
+    """Per comparison, P(answer a is the better one) under the crowd model of every judgment."""
+    return crowd_fit_of(judgment_outcome_rows(project=project)).posterior_a
+
+
 def project_statistics(*, project: Project, round_number: int | None = None) -> dict:
     """Agreement for the project (or a round) and the per-annotator quality table; each
     annotator's reliability comes from the crowd model over every judgment of the project."""

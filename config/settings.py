@@ -254,6 +254,8 @@ CELERY_BEAT_SCHEDULE = {
     "resend-lost-runs": {"task": "training.tasks.resend_lost_runs", "schedule": 60.0},
     # The submit that completes a round's quota closes it at once; this catches any it missed.
     "check-round-triggers": {"task": "training.tasks.check_round_triggers", "schedule": 60.0},
+    # Projects that set auto_pause_below: annotators the crowd model puts below it are paused.
+    "auto-pause-annotators": {"task": "training.tasks.auto_pause_annotators", "schedule": 120.0},
 }
 
 LOG_LEVEL = (env_str("LOG_LEVEL", "INFO") or "").upper()

@@ -33,13 +33,14 @@ from annotate.models import (
     RoundStatus,
     TrainingAlgorithm,
 )
-from annotate.services import round_close, round_open
+from annotate.services import annotators_pause_unreliable, round_close, round_open
 from config.errors import ConflictError
 from config.users import User
 from registry.models import ModelVersion, VersionStatus
 from registry.services import version_promote
 from training.engine import metric_names as metric
 from training.models import RunKind, TrainingRun
+from training.project_settings import training_settings_of
 from training.services import training_run_create
 
 # A project's training_algorithm is the kind of its policy runs (tested to be run kinds).
@@ -158,6 +159,17 @@ def rounds_check_triggers() -> list[int]:
         if round_close_if_complete(round_id=round_id) is not None:
             closed.append(round_id)
     return closed
+
+
+def annotators_auto_pause() -> dict[int, list[int]]:
+    """Beat: in each project that sets `auto_pause_below`, pause the annotators the crowd model
+    puts below it; returns the paused user ids by project id."""
+    paused: dict[int, list[int]] = {}
+    for project in Project.objects.filter(training_settings__has_key="auto_pause_below"):
+        below = training_settings_of(project).auto_pause_below
+        if below is not None and (ids := annotators_pause_unreliable(project=project, below=below)):
+            paused[project.pk] = ids
+    return paused
 
 
 # --- the chain ------------------------------------------------------------------------------

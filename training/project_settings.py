@@ -7,7 +7,8 @@ message naming the field when it is written, never at the moment a worker picks 
     {"reward": {...RewardConfig overrides},  "dpo" / "ppo" / "rloo": {...their config's},
      "evaluation": {...EvaluationSettings},  "policy_data": "round" | "all",
      "generation_backend": {...GenerationBackendSettings},
-     "served_traffic": "off" | "prompts" | "pairs"}
+     "served_traffic": "off" | "prompts" | "pairs",
+     "label_resolution": "majority" | "crowd", "auto_pause_below": float | null}
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from training.engine.config import (
 )
 
 PolicyDataScope = Literal["round", "all"]
+# How a pair's judgments become its training label and weight: majority vote (weight = the
+# agreement) or the crowd model (annotate.crowd: weight = the label's posterior).
+LabelResolution = Literal["majority", "crowd"]
 # What the policy server keeps of the requests of members who opted in: nothing, their
 # prompts (answered by the next round), or also the first two answers as a pair to judge.
 ServedTraffic = Literal["off", "prompts", "pairs"]
@@ -124,6 +128,10 @@ class ProjectTrainingSettings:
     policy_data: PolicyDataScope = "round"
     generation_backend: GenerationBackendSettings = field(default_factory=GenerationBackendSettings)
     served_traffic: ServedTraffic = "off"
+    label_resolution: LabelResolution = "majority"
+    # Pause an annotator automatically once the crowd model puts their reliability below this
+    # (on enough votes); None leaves every pause to an admin. At most 0.5: chance.
+    auto_pause_below: float | None = None
 
     def overrides(self, section: str) -> dict[str, Any]:
         return dict(getattr(self, section))
@@ -243,7 +251,18 @@ def training_settings_parse(raw: Any) -> ProjectTrainingSettings:
         policy_data=raw.get("policy_data", "round"),
         generation_backend=backend,
         served_traffic=raw.get("served_traffic", "off"),
+        label_resolution=raw.get("label_resolution", "majority"),
+        auto_pause_below=_auto_pause_below(raw.get("auto_pause_below")),
     )
+
+
+def _auto_pause_below(value: float | None) -> float | None:
+    if value is not None and not 0 < value <= 0.5:
+        raise ApplicationError(
+            "training_settings.auto_pause_below must be in (0, 0.5] (0.5 is chance), or null.",
+            code="invalid_settings",
+        )
+    return value
 
 
 def served_traffic_of(project: Project) -> ServedTraffic:
@@ -310,4 +329,6 @@ def training_settings_effective(settings: ProjectTrainingSettings) -> dict[str, 
     effective["policy_data"] = settings.policy_data
     effective["generation_backend"] = dataclasses.asdict(settings.generation_backend)
     effective["served_traffic"] = settings.served_traffic
+    effective["label_resolution"] = settings.label_resolution
+    effective["auto_pause_below"] = settings.auto_pause_below
     return effective

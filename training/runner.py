@@ -25,6 +25,7 @@ from django.db import connection, transaction
 
 from annotate.feedback.pairwise import resolved_pairs
 from annotate.models import Project, Prompt, Response, ResponseSource, RoundStatus
+from annotate.selectors import crowd_posterior_of
 from annotate.services import comparisons_create_for_round
 from registry.models import ModelKind, ModelVersion
 from registry.selectors import active_policy, reward_model_for
@@ -100,9 +101,13 @@ def preference_rows(
     """
     from training.engine.data import PreferenceRow
 
-    fraction = training_settings_of(project).evaluation.heldout_fraction
+    loop_settings = training_settings_of(project)
+    fraction = loop_settings.evaluation.heldout_fraction
+    posterior = (
+        crowd_posterior_of(project=project) if loop_settings.label_resolution == "crowd" else None
+    )
     rows, ids = [], []
-    for pair in resolved_pairs(project=project, include_ties=True):
+    for pair in resolved_pairs(project=project, include_ties=True, posterior_a=posterior):
         if prompt_is_heldout(pair.prompt_id, fraction) != (split == "heldout"):
             continue
         if round_id is not None and pair.round_id != round_id:
@@ -112,7 +117,7 @@ def preference_rows(
                 prompt=pair.prompt,
                 chosen=pair.chosen,
                 rejected=pair.rejected,
-                weight=pair.agreement,
+                weight=pair.weight,  # agreement, or the crowd model's posterior
                 target=0.5 if pair.is_tie else 1.0,
                 strength=pair.strength,  # the reward model's margin, DPO's weight
             )

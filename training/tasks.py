@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from training.pipeline import rounds_check_triggers
+from training.pipeline import annotators_auto_pause, rounds_check_triggers
 from training.runner import training_run_execute
 from training.services import RUN_TRAINING_TASK, training_runs_reap, training_runs_resend_lost
 
@@ -42,3 +42,10 @@ def check_round_triggers() -> list[int]:
 )
 def resend_lost_runs() -> list[int]:
     return training_runs_resend_lost(after_seconds=RESEND_QUEUED_RUN_SECONDS)
+
+
+@shared_task(
+    name="training.tasks.auto_pause_annotators", acks_late=True, soft_time_limit=50, time_limit=60
+)
+def auto_pause_annotators() -> dict[int, list[int]]:
+    return annotators_auto_pause()

@@ -285,6 +285,9 @@ class ResolvedPair:
     rejected: str
     label: str  # a, b or tie (for a tie, chosen is answer a)
     agreement: float  # share of the judgments that voted for the label
+    # What the pair weighs in training: the agreement under majority vote; under the crowd
+    # model, the posterior probability of the label given every vote and its voter's reliability.
+    weight: float
     judgments: int
     # The median strength of the votes for the winner (slight < clear < strong); None for a
     # tie or when none of them gave one.
@@ -326,11 +329,31 @@ def _complete_comparisons(project: Project) -> QuerySet[Comparison]:
     )
 
 
-def resolved_pairs(*, project: Project, include_ties: bool = False) -> Iterator[ResolvedPair]:
+def _crowd_label(
+    labels: list[str], majority: quality.Resolution, p_a: float | None
+) -> tuple[str, float] | None:
+    """The crowd model's label and its posterior, or None: a tie or "both bad" that most
+    judges gave stays as they gave it (the crowd model weighs only decided votes); otherwise
+    the posterior decides, a split of two votes included, and an even posterior leaves it out."""
+    if majority.label in (Outcome.TIE, Outcome.BOTH_BAD):
+        return majority.label, majority.agreement
+    if p_a is None or p_a == 0.5 or not any(label in (Outcome.A, Outcome.B) for label in labels):
+        return None
+    return (Outcome.A, p_a) if p_a > 0.5 else (Outcome.B, 1 - p_a)
+
+
+def resolved_pairs(
+    *,
+    project: Project,
+    include_ties: bool = False,
+    posterior_a: Mapping[int, float] | None = None,
+) -> Iterator[ResolvedPair]:
     """Every complete pair whose label is a winner (or a tie, when asked), streamed.
 
-    Left out: disagreements (no strict majority), "both bad" (neither side won), and pairs
-    whose two answers are the same text after trimming (nothing to learn from them).
+    By majority vote (the default) or, given the crowd model's `posterior_a` (comparison id to
+    P(answer a is better)), by the crowd model, which also settles an even split by its voters'
+    reliability. Left out: disagreements, "both bad" (neither side won), and pairs whose two
+    answers are the same text after trimming (nothing to learn from them).
     """
     wanted = {Outcome.A, Outcome.B} | ({Outcome.TIE} if include_ties else set())
     for comparison in _complete_comparisons(project).iterator(chunk_size=EXPORT_CHUNK_SIZE):
@@ -342,12 +365,18 @@ def resolved_pairs(*, project: Project, include_ties: bool = False) -> Iterator[
             for j in judgments
         ]
         resolution = quality.resolve(labels)
-        if resolution.label not in wanted:
+        label, weight = resolution.label, resolution.agreement
+        if posterior_a is not None:
+            crowd = _crowd_label(labels, resolution, posterior_a.get(comparison.pk))
+            if crowd is None:
+                continue
+            label, weight = crowd
+        if label not in wanted:
             continue
         a, b = comparison.response_a.text, comparison.response_b.text
         if a.strip() == b.strip():
             continue
-        chosen, rejected = (b, a) if resolution.label == Outcome.B else (a, b)
+        chosen, rejected = (b, a) if label == Outcome.B else (a, b)
         yield ResolvedPair(
             comparison_id=comparison.pk,
             prompt_id=comparison.prompt_id,
@@ -355,13 +384,12 @@ def resolved_pairs(*, project: Project, include_ties: bool = False) -> Iterator[
             prompt=prompt_messages(comparison.prompt),
             chosen=chosen,
             rejected=rejected,
-            label=resolution.label,
-            agreement=resolution.agreement,
+            label=label,
+            agreement=sum(given == label for given in labels) / max(len(labels), 1),
+            weight=weight,
             judgments=resolution.judgments,
             strength=consensus_strength(
-                j.strength
-                for j, label in zip(judgments, labels, strict=True)
-                if label == resolution.label
+                j.strength for j, given in zip(judgments, labels, strict=True) if given == label
             ),
             annotator_ids=tuple(j.annotator_id for j in judgments),
         )

@@ -15,6 +15,8 @@ const SECTION_TITLES: Record<string, string> = {
   policy_data: "Pairs that train the policy",
   generation_backend: "Generation backend (who writes the answers)",
   served_traffic: "Served traffic kept for the next round (members who opted in)",
+  label_resolution: "How judgments become labels: majority vote or the crowd model",
+  auto_pause_below: "Pause annotators below this crowd-model reliability (empty: never)",
 };
 
 const same = (a: Json, b: Json) => JSON.stringify(a) === JSON.stringify(b);
