@@ -81,6 +81,7 @@ def trl_rows(
             "comparison_id": pair.comparison_id,
             "prompt_id": pair.prompt_id,
             "round_id": pair.round_id,
+            "selection": pair.selection,  # strategy, reward scores: which pairs were chosen how
         }
         if include_ties:
             row["tie"] = pair.is_tie

@@ -298,6 +298,9 @@ class Comparison(models.Model):
     )
     priority = models.FloatField(default=0.0, help_text="Higher is served first.")
     gold_outcome = models.CharField(max_length=8, choices=Outcome.choices, null=True, blank=True)
+    # How the pair was chosen among the prompt's answers (strategy, why, every answer's reward
+    # score and the reward model that gave them), so an analysis can tell the choices apart.
+    selection = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)
 

@@ -215,6 +215,7 @@ class ComparisonOutputSerializer(serializers.ModelSerializer):
             "status",
             "priority",
             "gold_outcome",
+            "selection",
             "created_at",
             "completed_at",
         ]

@@ -8,7 +8,7 @@ import io
 import json
 import secrets
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -335,15 +335,34 @@ def leases_expire(*, now=None) -> int:
 # --- Responses and pairing ------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PlannedPair:
+    """A pair the loop chose among a prompt's answers (training.pairing), with why and how
+    urgently it should be judged."""
+
+    prompt_id: int
+    response_a_id: int
+    response_b_id: int
+    priority: float
+    selection: dict[str, Any]
+
+
 @transaction.atomic
 def comparisons_create_for_round(
-    *, round: Round, required_annotations: int | None = None, priority: float = 0.0
+    *,
+    round: Round,
+    required_annotations: int | None = None,
+    priority: float = 0.0,
+    planned: Sequence[PlannedPair] | None = None,
 ) -> list[Comparison]:
-    """Pair each prompt's two newest answers by the round's policy into one comparison.
+    """One comparison per prompt of the round: the `planned` pairs where given (the answers
+    must be this round's policy's), else each prompt's two newest answers.
 
-    Idempotent: a pair that already exists is not created again.
+    Idempotent: a prompt that has its comparison in this round gets no second one.
     """
     required = required_annotations or round.project.required_annotations
+    if planned is not None:
+        return _planned_comparisons_create(round=round, required=required, planned=planned)
     responses = (
         Response.objects.filter(round=round, model_version=round.policy)
         .order_by("prompt_id", "-id")
@@ -371,6 +390,43 @@ def comparisons_create_for_round(
         if was_created:
             created.append(comparison)
     return created
+
+
+def _planned_comparisons_create(
+    *, round: Round, required: int, planned: Sequence[PlannedPair]
+) -> list[Comparison]:
+    prompt_of_answer = dict(
+        Response.objects.filter(round=round, model_version=round.policy).values_list(
+            "id", "prompt_id"
+        )
+    )
+    paired = set(Comparison.objects.filter(round=round).values_list("prompt_id", flat=True))
+    fresh = []
+    for plan in planned:
+        prompts = {
+            prompt_of_answer.get(plan.response_a_id),
+            prompt_of_answer.get(plan.response_b_id),
+        }
+        if prompts != {plan.prompt_id}:
+            raise ApplicationError(
+                f"Prompt {plan.prompt_id}: a planned answer is not this round's answer to it."
+            )
+        if plan.prompt_id in paired or plan.response_a_id == plan.response_b_id:
+            continue
+        paired.add(plan.prompt_id)
+        fresh.append(
+            Comparison(
+                project=round.project,
+                prompt_id=plan.prompt_id,
+                round=round,
+                response_a_id=plan.response_a_id,
+                response_b_id=plan.response_b_id,
+                required_annotations=required,
+                priority=plan.priority,
+                selection=plan.selection,
+            )
+        )
+    return Comparison.objects.bulk_create(fresh)
 
 
 @transaction.atomic

@@ -8,7 +8,8 @@ message naming the field when it is written, never at the moment a worker picks 
      "evaluation": {...EvaluationSettings},  "policy_data": "round" | "all",
      "generation_backend": {...GenerationBackendSettings},
      "served_traffic": "off" | "prompts" | "pairs",
-     "label_resolution": "majority" | "crowd", "auto_pause_below": float | null}
+     "label_resolution": "majority" | "crowd", "auto_pause_below": float | null,
+     "pairing": {...PairingSettings}}
 """
 
 from __future__ import annotations
@@ -116,6 +117,24 @@ class GenerationBackendSettings:
             )
 
 
+PairingStrategy = Literal["random", "uncertainty"]
+
+
+@dataclass(frozen=True)
+class PairingSettings:
+    """Which two of a prompt's answers are judged (training.pairing)."""
+
+    strategy: PairingStrategy = "random"
+    answers_per_prompt: int = 4  # k, written per prompt under `uncertainty`
+    random_share: float = 0.2  # of the training prompts, still paired at random
+
+    def validate(self) -> None:
+        if not 2 <= self.answers_per_prompt <= 16:
+            raise ApplicationError("pairing.answers_per_prompt must be from 2 to 16.")
+        if not 0 <= self.random_share <= 1:
+            raise ApplicationError("pairing.random_share must be in [0, 1].")
+
+
 @dataclass(frozen=True)
 class ProjectTrainingSettings:
     reward: dict[str, Any] = field(default_factory=dict)
@@ -132,6 +151,7 @@ class ProjectTrainingSettings:
     # Pause an annotator automatically once the crowd model puts their reliability below this
     # (on enough votes); None leaves every pause to an admin. At most 0.5: chance.
     auto_pause_below: float | None = None
+    pairing: PairingSettings = field(default_factory=PairingSettings)
 
     def overrides(self, section: str) -> dict[str, Any]:
         return dict(getattr(self, section))
@@ -245,6 +265,8 @@ def training_settings_parse(raw: Any) -> ProjectTrainingSettings:
     evaluation.validate()
     backend = GenerationBackendSettings(**raw.get("generation_backend", {}))
     backend.validate()
+    pairing = PairingSettings(**raw.get("pairing", {}))
+    pairing.validate()
     return ProjectTrainingSettings(
         **{section: dict(raw.get(section, {})) for section in ENGINE_SECTIONS},
         evaluation=evaluation,
@@ -253,6 +275,7 @@ def training_settings_parse(raw: Any) -> ProjectTrainingSettings:
         served_traffic=raw.get("served_traffic", "off"),
         label_resolution=raw.get("label_resolution", "majority"),
         auto_pause_below=_auto_pause_below(raw.get("auto_pause_below")),
+        pairing=pairing,
     )
 
 
@@ -331,4 +354,5 @@ def training_settings_effective(settings: ProjectTrainingSettings) -> dict[str, 
     effective["served_traffic"] = settings.served_traffic
     effective["label_resolution"] = settings.label_resolution
     effective["auto_pause_below"] = settings.auto_pause_below
+    effective["pairing"] = dataclasses.asdict(settings.pairing)
     return effective

@@ -24,9 +24,9 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from annotate.feedback.pairwise import resolved_pairs
-from annotate.models import Project, Prompt, Response, ResponseSource, RoundStatus
+from annotate.models import Project, Prompt, Response, ResponseSource, Round, RoundStatus
 from annotate.selectors import crowd_posterior_of
-from annotate.services import comparisons_create_for_round
+from annotate.services import PlannedPair, comparisons_create_for_round
 from registry.models import ModelKind, ModelVersion
 from registry.selectors import active_policy, reward_model_for
 from registry.services import version_next_number
@@ -328,8 +328,13 @@ def run_generate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
     # A fresh seed per round: the same policy must not write the same answers twice, or a round
     # after a failed gate would only repeat the one before it.
     settings_["seed"] = settings_.get("seed", 0) + round_.number
+    loop_settings = training_settings_of(run.project)
+    if loop_settings.pairing.strategy == "uncertainty":  # k answers to choose a pair among
+        settings_["samples_per_prompt"] = max(
+            settings_.get("samples_per_prompt", 2), loop_settings.pairing.answers_per_prompt
+        )
     config = config_from_dict(GenerationConfig, settings_)
-    backend = training_settings_of(run.project).generation_backend
+    backend = loop_settings.generation_backend
     generation = {k: v for k, v in settings_.items() if k != "samples_per_prompt"}
     if backend.kind != "local":
         generation["backend"] = {"kind": backend.kind, "base_url": backend.base_url}
@@ -378,11 +383,38 @@ def run_generate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
                 break
     finally:
         writer.close()
-    comparisons_create_for_round(round=round_)
+    comparisons_create_for_round(round=round_, planned=round_pairs_planned(run.project, round_))
     if cancelled:
         from training.engine.runtime import RunCancelled
 
         raise RunCancelled("stopped between batches")
+
+
+def round_pairs_planned(project: Project, round_: Round) -> list[PlannedPair]:
+    """The round's pairs as the project's pairing strategy chooses them (training.pairing),
+    scored by the project's reward model where the strategy asks for it and one exists."""
+    from training.pairing import plan_round_pairs
+
+    loop_settings = training_settings_of(project)
+    pairing = loop_settings.pairing
+    reward = reward_model_for(project_id=project.pk) if pairing.strategy == "uncertainty" else None
+    scorer = None
+    if reward is not None and reward.artifact_path:
+        from training.engine.models import pick_device
+        from training.engine.ppo import RewardModelScore
+
+        scorer = RewardModelScore(
+            reward.artifact_path, device=pick_device(), precision="auto", batch_size=16,
+            cache_dir=settings.MODEL_CACHE_DIR,
+        )  # fmt: skip
+    fraction = loop_settings.evaluation.heldout_fraction
+    return plan_round_pairs(
+        round_,
+        settings=pairing,
+        scorer=scorer,
+        reward_version=reward.number if scorer is not None and reward is not None else None,
+        is_heldout=lambda prompt_id: prompt_is_heldout(prompt_id, fraction),
+    )
 
 
 def evaluation_samples_path(run: TrainingRun) -> Path:

@@ -293,6 +293,7 @@ class ResolvedPair:
     # tie or when none of them gave one.
     strength: str | None
     annotator_ids: tuple[int, ...]  # everyone who judged the pair, in judgment order
+    selection: dict[str, Any]  # how the pair was chosen (training.pairing), {} if given
 
     @property
     def is_tie(self) -> bool:
@@ -392,4 +393,5 @@ def resolved_pairs(
                 j.strength for j, given in zip(judgments, labels, strict=True) if given == label
             ),
             annotator_ids=tuple(j.annotator_id for j in judgments),
+            selection=comparison.selection,
         )

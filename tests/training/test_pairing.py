@@ -1,0 +1,158 @@
+"""Active pair selection: the pairs the reward model is least sure of go to annotators first,
+held-out prompts and a random share keep random pairs, and every choice is stored."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from annotate.models import Comparison, Response
+from annotate.services import round_open
+from registry.models import ModelKind
+from tests.factories import PromptFactory
+from tests.training.helpers import judged_pairs
+from training import runner, services
+from training.engine.ppo import RewardModelScore
+from training.models import RunStatus, TrainingRun
+from training.pairing import Answer, binary_entropy, choose_pairs
+from training.project_settings import PairingSettings, training_settings_update
+
+UNCERTAINTY = PairingSettings(strategy="uncertainty", answers_per_prompt=4, random_share=0.0)
+
+
+def _answers(prompt_id: int, texts: list[str]) -> list[Answer]:
+    return [Answer(prompt_id * 10 + index, text) for index, text in enumerate(texts)]
+
+
+def test_the_pair_with_the_closest_rewards_is_chosen_and_its_choice_stored():
+    answers = {1: _answers(1, ["w", "x", "y", "z"])}
+    scores = {10: 3.0, 11: -1.0, 12: 0.9, 13: 1.2}  # 12 and 13 are 0.3 apart, the closest
+    (pair,) = choose_pairs(
+        answers, settings=UNCERTAINTY, scores=scores, reward_version=3, heldout=set(), seed=0
+    )
+    assert (pair.response_a_id, pair.response_b_id) == (12, 13)
+    selection = pair.selection
+    assert selection["strategy"] == "uncertainty" and selection["k"] == 4
+    assert selection["scores"] == {"10": 3.0, "11": -1.0, "12": 0.9, "13": 1.2}
+    assert selection["reward_version"] == 3
+    assert selection["margin"] == pytest.approx(-0.3)
+    assert selection["p_a"] == pytest.approx(1 / (1 + math.exp(0.3)))
+    assert pair.priority == pytest.approx(binary_entropy(selection["p_a"]))
+
+
+def test_most_uncertain_pairs_are_served_first_and_random_ones_interleave():
+    answers = {p: _answers(p, ["a", "b", "c"]) for p in range(1, 41)}
+    scores = {
+        answer.response_id: p * (index + 1) * 0.2  # prompt p's closest pair is 0.2 * p apart
+        for p, many in answers.items()
+        for index, answer in enumerate(many)
+    }
+    settings = PairingSettings(strategy="uncertainty", random_share=0.5)
+    planned = choose_pairs(
+        answers, settings=settings, scores=scores, reward_version=1, heldout={1, 2}, seed=7
+    )
+    by_prompt = {pair.prompt_id: pair for pair in planned}
+    assert by_prompt[1].selection["strategy"] == by_prompt[2].selection["strategy"] == "random"
+    assert "held-out" in by_prompt[1].selection["why"]
+    uncertain = [p for p in planned if p.selection["strategy"] == "uncertainty"]
+    shared = [p for p in planned if "random share" in p.selection.get("why", "")]
+    assert 8 <= len(shared) <= 30 and len(uncertain) + len(shared) == 38
+    # A smaller margin is a higher priority.
+    ordered = sorted(uncertain, key=lambda p: -p.priority)
+    assert [p.prompt_id for p in ordered] == sorted(p.prompt_id for p in uncertain)
+    # Random pairs take priorities the uncertain ones have: served among them, not after.
+    assert {p.priority for p in planned if p.selection["strategy"] == "random"} <= {
+        p.priority for p in uncertain
+    }
+
+
+def test_without_a_reward_model_or_two_distinct_answers_the_choice_says_why():
+    answers = {1: _answers(1, ["same", " same ", "other"]), 2: _answers(2, ["one", "one"])}
+    planned = choose_pairs(
+        answers, settings=UNCERTAINTY, scores=None, reward_version=None, heldout=set(), seed=0
+    )
+    assert [(p.prompt_id, p.selection["why"], p.selection["k"]) for p in planned] == [
+        (1, "no reward model yet", 2)  # the repeated text counts once; prompt 2 has no pair
+    ]
+    assert {planned[0].response_a_id, planned[0].response_b_id} == {10, 12}
+
+
+def test_random_pairing_is_seeded_and_takes_any_two_distinct_answers():
+    answers = {p: _answers(p, ["a", "b", "c", "d"]) for p in range(1, 6)}
+
+    def plan() -> list:
+        return choose_pairs(
+            answers, settings=PairingSettings(), scores=None, reward_version=None, heldout=set(),
+            seed=5,
+        )  # fmt: skip
+
+    first, again = plan(), plan()
+    assert first == again
+    assert all(p.selection == {"strategy": "random", "pairing": "random", "k": 4} for p in first)
+    assert all(p.response_a_id < p.response_b_id for p in first)
+
+
+@pytest.mark.django_db
+def test_a_round_under_uncertainty_writes_k_answers_and_pairs_by_the_reward_model(tiny_project):
+    judged_pairs(tiny_project, 8)
+    reward_run = services.training_run_create(project=tiny_project, kind="reward")
+    assert runner.training_run_execute(run_id=reward_run.pk) == RunStatus.SUCCEEDED
+    reward = TrainingRun.objects.get(pk=reward_run.pk).output_version
+    assert reward.kind == ModelKind.REWARD
+    training_settings_update(
+        project=tiny_project,
+        values={
+            **tiny_project.training_settings,
+            "pairing": {"strategy": "uncertainty", "answers_per_prompt": 4, "random_share": 0.0},
+            "evaluation": {"heldout_fraction": 0.0},
+        },
+    )
+    tiny_project.generation_settings = {**tiny_project.generation_settings, "temperature": 1.5}
+    tiny_project.save()
+    for index in range(4):
+        PromptFactory(project=tiny_project, text=f"w{index} w{index + 3}")
+    round_ = round_open(project=tiny_project)
+    run = services.training_run_create(project=tiny_project, kind="generate", round=round_)
+    assert runner.training_run_execute(run_id=run.pk) == RunStatus.SUCCEEDED
+
+    every_prompt = tiny_project.prompts.count()  # the judged pairs' prompts are answered too
+    assert Response.objects.filter(round=round_).count() == 4 * every_prompt
+    scorer = RewardModelScore(
+        reward.artifact_path, device=runner_device(), precision="auto", batch_size=16,
+        cache_dir=None,
+    )  # fmt: skip
+    comparisons = Comparison.objects.filter(round=round_).select_related("prompt")
+    assert comparisons.count() >= 1
+    for comparison in comparisons:
+        selection = comparison.selection
+        assert selection["strategy"] == "uncertainty"
+        assert selection["reward_version"] == reward.number
+        ids = [int(key) for key in selection["scores"]]
+        texts = dict(Response.objects.filter(pk__in=ids).values_list("pk", "text"))
+        fresh = scorer([comparison.prompt.text] * len(ids), [texts[i] for i in ids])
+        assert fresh == pytest.approx(list(selection["scores"].values()), abs=1e-2)  # bf16
+        margins = [
+            abs(selection["scores"][str(x)] - selection["scores"][str(y)])
+            for x in ids
+            for y in ids
+            if x < y
+        ]
+        chosen = [str(comparison.response_a_id), str(comparison.response_b_id)]
+        assert abs(
+            selection["scores"][chosen[0]] - selection["scores"][chosen[1]]
+        ) == pytest.approx(min(margins))
+
+
+def runner_device():
+    from training.engine.models import pick_device
+
+    return pick_device()
+
+
+def test_pairing_settings_are_checked(db, project):
+    from config.errors import ApplicationError
+
+    for bad in ({"answers_per_prompt": 1}, {"random_share": 1.5}, {"strategy": "cleverest"}):
+        with pytest.raises(ApplicationError, match="pairing"):
+            training_settings_update(project=project, values={"pairing": bad})
