@@ -26,7 +26,12 @@ from config.users import User
 from registry.models import ModelKind, ModelVersion
 from training.engine import metric_names as metric
 from training.models import TrainingRun
-from training.version_metrics import reward_accuracy
+from training.pipeline import wilson_interval
+from training.version_metrics import (
+    REWARD_HELDOUT_ACCURACY,
+    REWARD_HELDOUT_PAIRS,
+    reward_accuracy,
+)
 
 
 class MyProject(TypedDict):
@@ -61,7 +66,14 @@ class RoundSummary(TypedDict):
     percent_agreement: float | None
     krippendorff_alpha: float | None
     reward_accuracy: float | None
+    # Its 95% Wilson interval over the held-out pairs it was measured on (None: not known).
+    reward_accuracy_pairs: int | None
+    reward_accuracy_low: float | None
+    reward_accuracy_high: float | None
     policy_win_rate: float | None
+    policy_win_rate_n: int | None  # answers judged for the win-rate gate, and its interval
+    policy_win_rate_low: float | None
+    policy_win_rate_high: float | None
     # Open rounds: the most pairs that can still complete with the annotators it has now.
     reachable: int | None
 
@@ -146,10 +158,42 @@ def _versions_by_round(project: Project) -> dict[int, list[ModelVersion]]:
     return by_round
 
 
-def _gate_value(version: ModelVersion, gate: str) -> float | None:
-    gates = (version.gate_results or {}).get("gates") or {}
-    value = (gates.get(gate) or {}).get("value")
-    return float(value) if isinstance(value, int | float) else None
+class Figure(TypedDict):
+    value: float | None
+    n: int | None
+    low: float | None
+    high: float | None
+
+
+NO_FIGURE: Figure = {"value": None, "n": None, "low": None, "high": None}
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _gate_figure(version: ModelVersion, gate: str) -> Figure:
+    """A gate's value with the sample size and Wilson interval the gate check stored."""
+    found = ((version.gate_results or {}).get("gates") or {}).get(gate) or {}
+    n = _number(found.get("n"))
+    return {
+        "value": _number(found.get("value")),
+        "n": int(n) if n is not None else None,
+        "low": _number(found.get("low")),
+        "high": _number(found.get("high")),
+    }
+
+
+def _reward_figure(version: ModelVersion) -> Figure:
+    """A reward version's headline accuracy; with its interval where it was measured on the
+    held-out pairs (the engine's own eval slice has no count stored)."""
+    metrics = version.metrics or {}
+    accuracy = reward_accuracy(metrics)
+    pairs = _number(metrics.get(REWARD_HELDOUT_PAIRS))
+    if accuracy is None or pairs is None or _number(metrics.get(REWARD_HELDOUT_ACCURACY)) is None:
+        return {**NO_FIGURE, "value": accuracy}
+    low, high = wilson_interval(accuracy, int(pairs))
+    return {"value": accuracy, "n": int(pairs), "low": low, "high": high}
 
 
 def round_summaries(*, project: Project) -> list[RoundSummary]:
@@ -162,19 +206,23 @@ def round_summaries(*, project: Project) -> list[RoundSummary]:
             ),
         )
     )
-    reward_accuracies: dict[int, float] = {}
-    win_rate: dict[int, float] = {}
+    reward_figures: dict[int, Figure] = {}
+    win_rates: dict[int, Figure] = {}
     for number, versions in _versions_by_round(project).items():
         for version in versions:  # oldest first: a retrained version overrides its round's
-            accuracy = reward_accuracy(version.metrics or {})
-            if version.kind == ModelKind.REWARD and accuracy is not None:
-                reward_accuracies[number] = accuracy
-            rate = _gate_value(version, metric.WIN_RATE)
-            if version.kind == ModelKind.POLICY and rate is not None:
-                win_rate[number] = rate
+            if version.kind == ModelKind.REWARD:
+                accuracy = _reward_figure(version)
+                if accuracy["value"] is not None:
+                    reward_figures[number] = accuracy
+            if version.kind == ModelKind.POLICY:
+                rate = _gate_figure(version, metric.WIN_RATE)
+                if rate["value"] is not None:
+                    win_rates[number] = rate
     rows: list[RoundSummary] = []
     for round_ in rounds:
         stats = annotate_selectors.project_statistics(project=project, round_number=round_.number)
+        accuracy = reward_figures.get(round_.number, NO_FIGURE)
+        rate = win_rates.get(round_.number, NO_FIGURE)
         rows.append(
             {
                 "number": round_.number,
@@ -185,8 +233,14 @@ def round_summaries(*, project: Project) -> list[RoundSummary]:
                 "judgments": stats["judgments"],
                 "percent_agreement": stats["percent_agreement"],
                 "krippendorff_alpha": stats["krippendorff_alpha"],
-                "reward_accuracy": reward_accuracies.get(round_.number),
-                "policy_win_rate": win_rate.get(round_.number),
+                "reward_accuracy": accuracy["value"],
+                "reward_accuracy_pairs": accuracy["n"],
+                "reward_accuracy_low": accuracy["low"],
+                "reward_accuracy_high": accuracy["high"],
+                "policy_win_rate": rate["value"],
+                "policy_win_rate_n": rate["n"],
+                "policy_win_rate_low": rate["low"],
+                "policy_win_rate_high": rate["high"],
                 "reachable": (
                     reachable_pairs(round_=round_, complete=round_.comparisons_complete)
                     if round_.status == RoundStatus.OPEN

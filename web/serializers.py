@@ -45,7 +45,13 @@ class RoundSummarySerializer(serializers.Serializer[Any]):
     percent_agreement = serializers.FloatField(allow_null=True)
     krippendorff_alpha = serializers.FloatField(allow_null=True)
     reward_accuracy = serializers.FloatField(allow_null=True)
+    reward_accuracy_pairs = BoundedIntegerField(allow_null=True)
+    reward_accuracy_low = serializers.FloatField(allow_null=True)
+    reward_accuracy_high = serializers.FloatField(allow_null=True)
     policy_win_rate = serializers.FloatField(allow_null=True)
+    policy_win_rate_n = BoundedIntegerField(allow_null=True)
+    policy_win_rate_low = serializers.FloatField(allow_null=True)
+    policy_win_rate_high = serializers.FloatField(allow_null=True)
     reachable = BoundedIntegerField(allow_null=True)
 
 

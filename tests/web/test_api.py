@@ -187,6 +187,36 @@ def test_round_summary_follows_the_runs_not_the_clock_and_prefers_heldout_accura
     assert rows[1]["reward_accuracy"] is None and rows[1]["policy_win_rate"] is None
 
 
+def test_round_summary_carries_each_figure_with_its_sample_size_and_interval(project, admin_api):
+    from training.pipeline import wilson_interval
+
+    first, reward, candidate = _round_one_versions(
+        project, {"eval_accuracy": 0.9, "heldout_accuracy": 0.75, "heldout_pairs": 40}
+    )
+    candidate.gate_results = {
+        "passed": False,
+        "gates": {"win_rate": {"value": 0.55, "n": 32, "low": 0.38, "high": 0.71}},
+    }
+    candidate.save()
+    _trained_in(first, reward, "reward")
+    _trained_in(first, candidate, "dpo")
+    (row,) = admin_api.get(f"/api/web/projects/{project.pk}/rounds/").json()
+    low, high = wilson_interval(0.75, 40)
+    assert (row["reward_accuracy"], row["reward_accuracy_pairs"]) == (0.75, 40)
+    assert (row["reward_accuracy_low"], row["reward_accuracy_high"]) == pytest.approx((low, high))
+    assert 0.59 < low < 0.75 < high < 0.87
+    assert (row["policy_win_rate"], row["policy_win_rate_n"]) == (0.55, 32)
+    assert (row["policy_win_rate_low"], row["policy_win_rate_high"]) == (0.38, 0.71)
+
+
+def test_a_reward_accuracy_from_the_eval_slice_has_no_interval(project, admin_api):
+    first, reward, _ = _round_one_versions(project, {"eval_accuracy": 0.7})
+    _trained_in(first, reward, "reward")
+    (row,) = admin_api.get(f"/api/web/projects/{project.pk}/rounds/").json()
+    assert row["reward_accuracy"] == pytest.approx(0.7)
+    assert row["reward_accuracy_pairs"] is row["reward_accuracy_low"] is None
+
+
 def test_admin_endpoints_refuse_annotators(project, annotator_api):
     assert annotator_api.get("/api/web/users/").status_code == 403
     assert annotator_api.get(f"/api/web/projects/{project.pk}/rounds/").status_code == 403

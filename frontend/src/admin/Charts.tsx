@@ -1,5 +1,6 @@
 import {
   CartesianGrid,
+  ErrorBar,
   Legend,
   Line,
   LineChart,
@@ -10,10 +11,36 @@ import {
 } from "recharts";
 
 const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2"];
+// A series keeps its colour on every chart: train is blue, eval red, wherever they appear.
+const SPLIT_COLORS: Record<string, string> = { train: COLORS[0], eval: COLORS[1] };
+
+/** A colour per series key, the same on every chart: by its split where it names one
+ *  ("train loss"), else by a hash of the key. */
+export function colorFor(key: string): string {
+  const split = SPLIT_COLORS[key.split(" ")[0]];
+  if (split) return split;
+  let hash = 0;
+  for (const char of key) hash = (hash * 31 + char.charCodeAt(0)) >>> 0;
+  return COLORS[2 + (hash % (COLORS.length - 2))];
+}
+
+/** Enough decimals that neighbouring ticks of this data never print the same label. */
+export function tickDecimals(rows: Record<string, unknown>[], keys: string[]): number {
+  const values = rows.flatMap((row) =>
+    keys.map((k) => row[k]).filter((v): v is number => typeof v === "number" && Number.isFinite(v)),
+  );
+  if (values.length === 0) return 2;
+  const span = Math.max(...values) - Math.min(...values);
+  if (span === 0) return 2;
+  // Five ticks or so across the span: each step is about span / 4.
+  return Math.min(6, Math.max(0, Math.ceil(-Math.log10(span / 4)) + 1));
+}
 
 export interface LineSpec {
   key: string;
   label?: string;
+  // A row key holding [value - low, high - value]: the 95% interval drawn as error bars.
+  errorKey?: string;
 }
 
 export function LinesChart({
@@ -24,11 +51,12 @@ export function LinesChart({
   domain,
 }: {
   title: string;
-  rows: Record<string, number | string | null>[];
+  rows: Record<string, number | string | null | number[]>[];
   xKey: string;
   lines: LineSpec[];
   domain?: [number, number];
 }) {
+  const decimals = domain ? 2 : tickDecimals(rows, lines.map((line) => line.key));
   return (
     <figure className="chart" aria-label={title}>
       <figcaption>{title}</figcaption>
@@ -42,21 +70,25 @@ export function LinesChart({
             <YAxis
               domain={domain ?? ["auto", "auto"]}
               width={56}
-              tickFormatter={(v: number) => (Number.isInteger(v) ? String(v) : v.toFixed(2))}
+              tickFormatter={(v: number) => (Number.isInteger(v) ? String(v) : v.toFixed(decimals))}
             />
             <Tooltip />
             <Legend />
-            {lines.map((line, i) => (
+            {lines.map((line) => (
               <Line
                 key={line.key}
                 type="monotone"
                 dataKey={line.key}
                 name={line.label ?? line.key}
-                stroke={COLORS[i % COLORS.length]}
+                stroke={colorFor(line.key)}
                 dot={rows.length < 30}
                 connectNulls
                 isAnimationActive={false}
-              />
+              >
+                {line.errorKey && (
+                  <ErrorBar dataKey={line.errorKey} width={6} stroke={colorFor(line.key)} />
+                )}
+              </Line>
             ))}
           </LineChart>
         </ResponsiveContainer>

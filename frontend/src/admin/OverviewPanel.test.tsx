@@ -1,6 +1,6 @@
 import { render, screen } from "@testing-library/react";
 import { api } from "../api/client";
-import { OverviewPanel } from "./OverviewPanel";
+import { errorBar, OverviewPanel } from "./OverviewPanel";
 
 vi.mock("../api/client", async (original) => ({
   ...(await original<typeof import("../api/client")>()),
@@ -33,5 +33,18 @@ describe("OverviewPanel", () => {
     render(<OverviewPanel projectId={1} />);
     await screen.findByText("open");
     expect(screen.queryByTestId("quota-out-of-reach")).not.toBeInTheDocument();
+  });
+
+  it("says why the agreement chart is empty", async () => {
+    answer(summary(20));
+    render(<OverviewPanel projectId={1} />);
+    expect(await screen.findByTestId("agreement-empty")).toHaveTextContent(
+      "No pair has two judgments yet",
+    );
+  });
+
+  it("draws an interval only where both ends are known", () => {
+    expect(errorBar(0.75, 0.6, 0.86)).toEqual([0.75 - 0.6, 0.86 - 0.75]);
+    expect(errorBar(0.75, null, null)).toBeNull();
   });
 });

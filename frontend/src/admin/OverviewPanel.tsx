@@ -5,6 +5,15 @@ import { LinesChart } from "./Charts";
 import { percent, when } from "./format";
 import { usePoll } from "./usePoll";
 
+/** [value - low, high - value] for an error bar, or null where the interval is not known. */
+export function errorBar(
+  value: number | null,
+  low: number | null,
+  high: number | null,
+): number[] | null {
+  return value === null || low === null || high === null ? null : [value - low, high - value];
+}
+
 export function OverviewPanel({ projectId }: { projectId: number }) {
   const [error, setError] = useState<string | null>(null);
   const path = { params: { path: { project_id: projectId } } };
@@ -42,8 +51,11 @@ export function OverviewPanel({ projectId }: { projectId: number }) {
     agreement: r.percent_agreement,
     alpha: r.krippendorff_alpha,
     "reward accuracy": r.reward_accuracy,
+    "reward accuracy interval": errorBar(r.reward_accuracy, r.reward_accuracy_low, r.reward_accuracy_high),
     "policy win rate": r.policy_win_rate,
+    "policy win rate interval": errorBar(r.policy_win_rate, r.policy_win_rate_low, r.policy_win_rate_high),
   }));
+  const judgedTwice = (summary ?? []).some((r) => r.percent_agreement !== null);
 
   return (
     <>
@@ -106,25 +118,35 @@ export function OverviewPanel({ projectId }: { projectId: number }) {
         </table>
       </section>
       <section className="panel charts three" aria-label="Per-round charts">
+        {judgedTwice ? (
+          <LinesChart
+            title="Annotator agreement"
+            rows={rows}
+            xKey="round"
+            lines={[{ key: "agreement" }, { key: "alpha" }]}
+            domain={[-0.2, 1]}
+          />
+        ) : (
+          <figure className="chart" aria-label="Annotator agreement">
+            <figcaption>Annotator agreement</figcaption>
+            <p className="muted" data-testid="agreement-empty">
+              No pair has two judgments yet: agreement needs an overlap of two or more (the
+              project's judgments per pair) and pairs judged by two annotators.
+            </p>
+          </figure>
+        )}
         <LinesChart
-          title="Annotator agreement"
+          title="Reward-model accuracy (held out, 95% interval)"
           rows={rows}
           xKey="round"
-          lines={[{ key: "agreement" }, { key: "alpha" }]}
-          domain={[-0.2, 1]}
-        />
-        <LinesChart
-          title="Reward-model accuracy (held out)"
-          rows={rows}
-          xKey="round"
-          lines={[{ key: "reward accuracy" }]}
+          lines={[{ key: "reward accuracy", errorKey: "reward accuracy interval" }]}
           domain={[0, 1]}
         />
         <LinesChart
-          title="Policy win rate vs parent"
+          title="Policy win rate vs parent (95% interval)"
           rows={rows}
           xKey="round"
-          lines={[{ key: "policy win rate" }]}
+          lines={[{ key: "policy win rate", errorKey: "policy win rate interval" }]}
           domain={[0, 1]}
         />
       </section>

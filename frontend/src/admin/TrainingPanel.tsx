@@ -2,8 +2,9 @@
 import { useEffect, useState } from "react";
 import { api, errorText, items, type Schemas } from "../api/client";
 import { LinesChart } from "./Charts";
-import { duration, etaSeconds, number, when } from "./format";
+import { duration, etaSeconds, number, percent, when } from "./format";
 import { GateResults, gatesOf } from "./GateResults";
+import { type NamedMetric, namedMetrics, otherMetrics } from "./metrics";
 import { seriesFrom } from "./series";
 import { usePoll } from "./usePoll";
 
@@ -151,6 +152,7 @@ function RunsTable({ projectId, onChange }: { projectId: number; onChange: () =>
               <th>Status</th>
               <th>Progress</th>
               <th>Started</th>
+              <th>Took</th>
               <th />
             </tr>
           </thead>
@@ -171,6 +173,9 @@ function RunsTable({ projectId, onChange }: { projectId: number; onChange: () =>
                   <RunProgress run={run} now={now} />
                 </td>
                 <td>{when(run.started_at)}</td>
+                <td title={run.finished_at ? `finished ${when(run.finished_at)}` : undefined}>
+                  {runDuration(run, now)}
+                </td>
                 <td>
                   {LIVE.includes(run.status) &&
                     (run.cancel_requested ? (
@@ -196,11 +201,42 @@ function RunsTable({ projectId, onChange }: { projectId: number; onChange: () =>
   );
 }
 
-function metricSummary(metrics: unknown): [string, unknown][] {
-  if (!metrics || typeof metrics !== "object") return [];
-  return Object.entries(metrics as Record<string, unknown>)
-    .filter(([, v]) => typeof v === "number")
-    .slice(0, 6);
+function shownValue(metric: NamedMetric): string {
+  if (metric.kind === "fraction") return percent(metric.value, 1);
+  return metric.kind === "seconds" ? duration(metric.value) : number(metric.value);
+}
+
+function VersionMetrics({ version }: { version: Version }) {
+  const named = namedMetrics(version.kind, version.metrics);
+  const others = otherMetrics(version.kind, version.metrics);
+  return (
+    <>
+      {named.map((m) => (
+        <div key={m.key} title={m.key}>
+          {m.label}:{" "}
+          <strong>{shownValue(m)}</strong>
+          {m.detail && <span className="muted"> {m.detail}</span>}
+        </div>
+      ))}
+      {others.length > 0 && (
+        <details>
+          <summary className="muted">all metrics ({others.length})</summary>
+          {others.map(([key, value]) => (
+            <div key={key}>
+              {key}: {number(value)}
+            </div>
+          ))}
+        </details>
+      )}
+    </>
+  );
+}
+
+/** How long a run took (finished) or has taken so far (running). */
+export function runDuration(run: Pick<Run, "started_at" | "finished_at">, now: number): string {
+  if (!run.started_at) return "–";
+  const end = run.finished_at ? Date.parse(run.finished_at) : now;
+  return duration((end - Date.parse(run.started_at)) / 1000);
 }
 
 /** What promoting `version` means, said before the admin confirms it. */
@@ -344,11 +380,7 @@ function VersionsTable({ projectId, tick }: { projectId: number; tick: number })
                 <span className={`badge status-${v.status}`}>{v.status}</span>
               </td>
               <td className="metrics">
-                {metricSummary(v.metrics).map(([k, value]) => (
-                  <div key={k}>
-                    {k}: {number(value)}
-                  </div>
-                ))}
+                <VersionMetrics version={v} />
               </td>
               <td>{v.kind === "policy" ? <GateResults results={v.gate_results} /> : "–"}</td>
               <td>{when(v.created_at)}</td>
