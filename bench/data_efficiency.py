@@ -3,8 +3,8 @@ and how votes become labels, with simulated annotators and a fixed gold judge.
 
     .venv/bin/python bench/data_efficiency.py [--seeds 3] [--plot docs/data-efficiency.png]
 
-The world: alpaca_eval's 805 instructions (`../shared/data/alpaca_eval_pairs.jsonl`), each with
-k = 4 answers: the two published ones (text-davinci-003, alpaca-7b) and two that SmolLM2-135M-
+The world: alpaca_eval's 789 instructions whose two published answers differ
+(`../shared/data/alpaca_eval_pairs.jsonl`), each with k = 4 answers: the two published ones (text-davinci-003, alpaca-7b) and two that SmolLM2-135M-
 Instruct, the loop's base policy, writes with the project's sampling defaults (Tandem's engine;
 cached under var/). A prompt offers six pairs.
 
@@ -72,6 +72,8 @@ def read_items(path: Path) -> list[Item]:
     with path.open(encoding="utf-8") as lines:
         for line in lines:
             row = json.loads(line)
+            if row["output_1"].strip() == row["output_2"].strip():
+                continue  # one text twice: Tandem leaves such pairs out
             preference = {1: True, 2: False}.get(int(row["preference"]))
             items.append(Item(row["instruction"], (row["output_1"], row["output_2"]), preference))
     return items
@@ -354,7 +356,9 @@ def strength_effect(world: World, rng: random.Random) -> dict[str, float]:
     def gold_gap(pair: Pair) -> float:
         return abs(float(world.gold[pair[0]] - world.gold[pair[1]]))
 
-    low, high = torch.quantile(torch.tensor([gold_gap(p) for p in pairs]), torch.tensor([1 / 3, 2 / 3]))
+    low, high = torch.quantile(
+        torch.tensor([gold_gap(p) for p in pairs]), torch.tensor([1 / 3, 2 / 3])
+    )
 
     def strength(pair: Pair) -> str:
         gap = gold_gap(pair)
@@ -410,8 +414,7 @@ def main() -> None:
     x = features(flat_prompts, [answer for t in texts for answer in t])
     z = (x - x.mean(0)) / (x.std(0) + 1e-6)
 
-    decided = [i for i, item in enumerate(items) if item.gpt4_prefers_first is not None
-               and item.answers[0].strip() != item.answers[1].strip()]  # fmt: skip
+    decided = [i for i, item in enumerate(items) if item.gpt4_prefers_first is not None]
     winners = [first_id[i] + (0 if items[i].gpt4_prefers_first else 1) for i in decided]
     losers = [first_id[i] + (1 if items[i].gpt4_prefers_first else 0) for i in decided]
     gold_theta = fit_head(z[torch.tensor(winners)] - z[torch.tensor(losers)])
