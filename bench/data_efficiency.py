@@ -6,7 +6,8 @@ and how votes become labels, with simulated annotators and a fixed gold judge.
 The world: alpaca_eval's 789 instructions whose two published answers differ
 (`../shared/data/alpaca_eval_pairs.jsonl`), each with k = 4 answers: the two published ones
 (text-davinci-003, alpaca-7b) and two that SmolLM2-135M-Instruct, the loop's base policy,
-writes with the project's sampling defaults (Tandem's engine; cached under var/). A prompt offers six pairs.
+writes with the project's sampling defaults (Tandem's engine; cached under var/).
+A prompt offers six pairs.
 
 The gold judge: a Bradley-Terry reward head fitted on every decided GPT-4 preference of the
 published pairs, over features of the reward model's own backbone (SmolLM2-135M-Instruct,
