@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict
-from typing import Any
+from typing import Any, get_args
 
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -52,7 +52,9 @@ class ImportResultSerializer(serializers.Serializer[Any]):
 
 class ExportTrlQuerySerializer(serializers.Serializer[Any]):
     include_ties = serializers.BooleanField(default=False)
-    resolution = serializers.ChoiceField(choices=["majority", "crowd"], default="majority")
+    resolution = serializers.ChoiceField(
+        choices=get_args(selectors.LabelResolution), default="majority"
+    )
 
 
 class ProjectImportApi(APIView):
@@ -119,7 +121,7 @@ class ExportTrlApi(_DownloadApi):
             OpenApiParameter(
                 "resolution",
                 str,
-                enum=["majority", "crowd"],
+                enum=list(get_args(selectors.LabelResolution)),
                 description="How a pair's judgments become its label and weight: majority "
                 "vote (weight = agreement) or the crowd model (weight = posterior).",
             ),

@@ -39,10 +39,10 @@ class CrowdFit:
     posterior_a: dict[int, float]  # per pair: P(answer a is the better one | every vote)
     iterations: int
 
-    def flagged(self, annotator: int) -> bool:
-        """Far below chance on enough votes to say so."""
+    def flagged(self, annotator: int, below: float = FLAG_BELOW) -> bool:
+        """Reliability under `below` (far below chance by default) on enough votes to say so."""
         return self.votes.get(annotator, 0) >= FLAG_MIN_VOTES and (
-            self.reliability.get(annotator, 1.0) < FLAG_BELOW
+            self.reliability.get(annotator, 1.0) < below
         )
 
 

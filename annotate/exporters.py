@@ -24,13 +24,13 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any
 
 from django.db.models import QuerySet
 
 from annotate.feedback import pairwise
 from annotate.models import Judgment, Project
-from annotate.selectors import crowd_posterior_of
+from annotate.selectors import LabelResolution, label_posterior
 
 EXPORT_CHUNK_SIZE = pairwise.EXPORT_CHUNK_SIZE
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -58,15 +58,13 @@ def _jsonl(row: dict[str, Any]) -> str:
 # --- TRL preference pairs -------------------------------------------------------------------
 
 
-LabelResolution = Literal["majority", "crowd"]
-
-
 def trl_rows(
     *, project: Project, include_ties: bool = False, resolution: LabelResolution = "majority"
 ) -> Iterator[dict[str, Any]]:
-    posterior = crowd_posterior_of(project=project) if resolution == "crowd" else None
     pairs = pairwise.resolved_pairs(
-        project=project, include_ties=include_ties, posterior_a=posterior
+        project=project,
+        include_ties=include_ties,
+        posterior_a=label_posterior(project=project, resolution=resolution),
     )
     for pair in pairs:
         row = {

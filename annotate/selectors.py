@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Literal
 
 from django.db.models import QuerySet
 
@@ -154,8 +154,16 @@ def crowd_fit_of(rows: list[dict]) -> crowd.CrowdFit:
     return crowd.crowd_fit(votes, gold_a)
 
 
-def crowd_posterior_of(*, project: Project) -> dict[int, float]:
-    """Per comparison, P(answer a is the better one) under the crowd model of every judgment."""
+# How a pair's judgments become its label and weight: majority vote (weight = the agreement)
+# or the crowd model (annotate.crowd: weight = the label's posterior).
+LabelResolution = Literal["majority", "crowd"]
+
+
+def label_posterior(*, project: Project, resolution: LabelResolution) -> dict[int, float] | None:
+    """What `resolved_pairs` needs to label by `resolution`: under the crowd model, per
+    comparison, P(answer a is the better one) given every judgment; None for majority vote."""
+    if resolution != "crowd":
+        return None
     return crowd_fit_of(judgment_outcome_rows(project=project)).posterior_a
 
 

@@ -872,17 +872,16 @@ def annotators_pause_below_gold(
 def annotators_pause_unreliable(*, project: Project, below: float) -> list[int]:
     """Pause every active annotator whose crowd-model reliability is below `below` on enough
     decided votes to say so (annotate.crowd.FLAG_MIN_VOTES); each pause is audited with why."""
-    from annotate.crowd import FLAG_MIN_VOTES
     from annotate.selectors import crowd_fit_of, judgment_outcome_rows
 
     fit = crowd_fit_of(judgment_outcome_rows(project=project))
     active = Membership.objects.filter(project=project, paused=False, user_id__in=fit.reliability)
-    to_pause = [
+    to_pause = sorted(
         user_id
         for user_id in active.values_list("user_id", flat=True)
-        if fit.votes.get(user_id, 0) >= FLAG_MIN_VOTES and fit.reliability[user_id] < below
-    ]
-    for user_id in sorted(to_pause):
+        if fit.flagged(user_id, below=below)
+    )
+    for user_id in to_pause:
         annotator_set_paused(
             project=project,
             user_id=user_id,
@@ -890,7 +889,7 @@ def annotators_pause_unreliable(*, project: Project, below: float) -> list[int]:
             reason=f"crowd-model reliability {fit.reliability[user_id]:.2f} on "
             f"{fit.votes[user_id]} votes, below the project's {below:.2f}",
         )
-    return sorted(to_pause)
+    return to_pause
 
 
 # --- Served traffic back into the loop ------------------------------------------------------

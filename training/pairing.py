@@ -98,7 +98,7 @@ def choose_pairs(
             strategy = "uncertainty"
         else:
             a, b = _ordered(*rng.sample(answers, 2))
-            strategy, why = "random", why
+            strategy = "random"
         selection: dict = {"strategy": strategy, "pairing": settings.strategy, "k": len(answers)}
         if why:
             selection["why"] = why

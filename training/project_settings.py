@@ -24,6 +24,7 @@ from typing import Any, Literal, get_args, get_origin
 from django.db import transaction
 
 from annotate.models import Project
+from annotate.selectors import LabelResolution
 from config.errors import ApplicationError
 from training.engine.config import (
     ConfigError,
@@ -37,9 +38,6 @@ from training.engine.config import (
 )
 
 PolicyDataScope = Literal["round", "all"]
-# How a pair's judgments become its training label and weight: majority vote (weight = the
-# agreement) or the crowd model (annotate.crowd: weight = the label's posterior).
-LabelResolution = Literal["majority", "crowd"]
 # What the policy server keeps of the requests of members who opted in: nothing, their
 # prompts (answered by the next round), or also the first two answers as a pair to judge.
 ServedTraffic = Literal["off", "prompts", "pairs"]

@@ -25,7 +25,7 @@ from django.db import connection, transaction
 
 from annotate.feedback.pairwise import resolved_pairs
 from annotate.models import Project, Prompt, Response, ResponseSource, Round, RoundStatus
-from annotate.selectors import crowd_posterior_of
+from annotate.selectors import label_posterior
 from annotate.services import PlannedPair, comparisons_create_for_round
 from registry.models import ModelKind, ModelVersion
 from registry.selectors import active_policy, reward_model_for
@@ -38,7 +38,7 @@ from training.engine.generate import Prompt as EnginePrompt
 from training.generation import answer_writer
 from training.models import RunKind, RunStatus, TrainingRun
 from training.pipeline import chain_continue, gates_check, prompt_is_heldout, prompts_in_split
-from training.project_settings import training_settings_of
+from training.project_settings import ProjectTrainingSettings, training_settings_of
 from training.services import (
     training_run_beat,
     training_run_claim,
@@ -103,9 +103,7 @@ def preference_rows(
 
     loop_settings = training_settings_of(project)
     fraction = loop_settings.evaluation.heldout_fraction
-    posterior = (
-        crowd_posterior_of(project=project) if loop_settings.label_resolution == "crowd" else None
-    )
+    posterior = label_posterior(project=project, resolution=loop_settings.label_resolution)
     rows, ids = [], []
     for pair in resolved_pairs(project=project, include_ties=True, posterior_a=posterior):
         if prompt_is_heldout(pair.prompt_id, fraction) != (split == "heldout"):
@@ -383,22 +381,24 @@ def run_generate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
                 break
     finally:
         writer.close()
-    comparisons_create_for_round(round=round_, planned=round_pairs_planned(run.project, round_))
+    planned = round_pairs_planned(run.project, round_, loop_settings)
+    comparisons_create_for_round(round=round_, planned=planned)
     if cancelled:
         from training.engine.runtime import RunCancelled
 
         raise RunCancelled("stopped between batches")
 
 
-def round_pairs_planned(project: Project, round_: Round) -> list[PlannedPair]:
+def round_pairs_planned(
+    project: Project, round_: Round, loop_settings: ProjectTrainingSettings
+) -> list[PlannedPair]:
     """The round's pairs as the project's pairing strategy chooses them (training.pairing),
     scored by the project's reward model where the strategy asks for it and one exists."""
     from training.pairing import plan_round_pairs
 
-    loop_settings = training_settings_of(project)
     pairing = loop_settings.pairing
     reward = reward_model_for(project_id=project.pk) if pairing.strategy == "uncertainty" else None
-    scorer = None
+    scorer, reward_version = None, None
     if reward is not None and reward.artifact_path:
         from training.engine.models import pick_device
         from training.engine.ppo import RewardModelScore
@@ -407,12 +407,13 @@ def round_pairs_planned(project: Project, round_: Round) -> list[PlannedPair]:
             reward.artifact_path, device=pick_device(), precision="auto", batch_size=16,
             cache_dir=settings.MODEL_CACHE_DIR,
         )  # fmt: skip
+        reward_version = reward.number
     fraction = loop_settings.evaluation.heldout_fraction
     return plan_round_pairs(
         round_,
         settings=pairing,
         scorer=scorer,
-        reward_version=reward.number if scorer is not None and reward is not None else None,
+        reward_version=reward_version,
         is_heldout=lambda prompt_id: prompt_is_heldout(prompt_id, fraction),
     )
 
