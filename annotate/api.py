@@ -17,6 +17,8 @@ from annotate import selectors, services
 from annotate.models import FeedbackKind
 from annotate.permissions import CanManageProject, CanSeeProject, IsStaff, StaffForWrites
 from annotate.serializers import (
+    AnnotatorHistorySerializer,
+    ComparisonDetailSerializer,
     ComparisonFilterSerializer,
     ComparisonOutputSerializer,
     ExternalComparisonInputSerializer,
@@ -298,6 +300,31 @@ class ComparisonListApi(APIView):
             gold_outcome=values.get("gold_outcome"),
         )
         return Response(ComparisonOutputSerializer(comparison).data, status=201)
+
+
+class ComparisonDetailApi(APIView):
+    """One pair with every judgment and rationale on it, for the project's managers."""
+
+    permission_classes = [IsAuthenticated, CanManageProject]
+
+    @extend_schema(responses=ComparisonDetailSerializer)
+    def get(self, request: Request, project_id: int, comparison_id: int) -> Response:
+        project = selectors.project_get_for_user(user=request_user(request), project_id=project_id)
+        detail = selectors.comparison_detail(project=project, comparison_id=comparison_id)
+        return Response(ComparisonDetailSerializer(detail).data)
+
+
+class MyHistoryApi(APIView):
+    """The signed-in annotator's own record in a project: gold accuracy, agreement, latest."""
+
+    permission_classes = [IsAuthenticated, CanSeeProject]
+
+    @extend_schema(responses=AnnotatorHistorySerializer)
+    def get(self, request: Request, project_id: int) -> Response:
+        user = request_user(request)
+        project = selectors.project_get_for_user(user=user, project_id=project_id)
+        history = selectors.annotator_history(project=project, user=user)
+        return Response(AnnotatorHistorySerializer(history).data)
 
 
 class MemberListApi(APIView):

@@ -126,3 +126,13 @@ def annotator_stats(
 
 def finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
+
+
+def wilson_interval(share: float, count: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a share observed over `count` trials (95% by default)."""
+    if count <= 0:
+        return 0.0, 1.0
+    denominator = 1 + z * z / count
+    centre = (share + z * z / (2 * count)) / denominator
+    half = z * math.sqrt(share * (1 - share) / count + z * z / (4 * count * count)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -19,6 +19,7 @@ from annotate.models import (
     Outcome,
     Project,
     Prompt,
+    Response,
 )
 from config.errors import NotFoundError
 from config.users import User
@@ -111,9 +112,14 @@ def judgments_visible_to(*, user: User, project: Project) -> QuerySet[Judgment]:
     return judgments.filter(annotator=user)
 
 
-def judgment_outcome_rows(*, project: Project) -> list[dict]:
-    """Every judgment of a project with its outcome in a/b/tie/both_bad terms."""
+def judgment_outcome_rows(
+    *, project: Project, comparisons: QuerySet[Comparison] | None = None
+) -> list[dict]:
+    """Every judgment of a project (or of these comparisons of it) with its outcome in
+    a/b/tie/both_bad terms."""
     judgments = Judgment.objects.filter(comparison__project=project)
+    if comparisons is not None:
+        judgments = judgments.filter(comparison__in=comparisons)
     rows = []
     for row in judgments.values(
         "comparison_id",
@@ -206,4 +212,154 @@ def project_statistics(*, project: Project, round_number: int | None = None) -> 
         "krippendorff_alpha": quality.krippendorff_alpha_nominal(units),
         "resolutions": dict(resolutions),
         "annotators": annotators,
+    }
+
+
+PREVIEW_CHARACTERS = 160
+HISTORY_LIMIT = 200
+
+
+def prompt_preview(prompt: Prompt, limit: int = PREVIEW_CHARACTERS) -> str:
+    """The prompt's (last user turn's) text, cut to `limit` characters for a list."""
+    text = prompt.messages[-1].get("content", "") if prompt.messages else prompt.text
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _versus_others(outcome: str, others: list[str]) -> bool | None:
+    """Whether a judgment sided with the strict majority of the pair's other judgments; None
+    when there are none, or they have no majority."""
+    if not others:
+        return None
+    majority = quality.resolve(others).label
+    return None if majority == quality.DISAGREEMENT else outcome == majority
+
+
+def annotator_history(*, project: Project, user: User, limit: int = HISTORY_LIMIT) -> dict:
+    """What one annotator sees of their own work: totals, accuracy on gold pairs with its 95%
+    interval, agreement with the others, judgments per round and their latest judgments.
+
+    Only pairs the annotator has already judged are read, so nothing here tells them which of
+    the pairs still ahead of them are gold."""
+    judged = Comparison.objects.filter(project=project, judgments__annotator=user)
+    rows = judgment_outcome_rows(project=project, comparisons=judged)
+    by_comparison: dict[int, list[dict]] = {}
+    for row in rows:
+        by_comparison.setdefault(row["comparison_id"], []).append(row)
+    own = {
+        row["comparison_id"]: {
+            **row,
+            "others": [o["outcome"] for o in unit if o["annotator_id"] != user.pk],
+        }
+        for unit in by_comparison.values()
+        for row in unit
+        if row["annotator_id"] == user.pk
+    }
+    stats = quality.annotator_stats(user.pk, user.get_username(), list(own.values()))
+    low, high = (
+        quality.wilson_interval(stats.gold_accuracy, stats.gold_judged)
+        if stats.gold_accuracy is not None
+        else (None, None)
+    )
+    per_round = Counter(row["comparison__round__number"] for row in own.values())
+    latest = (
+        Judgment.objects.filter(comparison__project=project, annotator=user)
+        .select_related("comparison__prompt", "comparison__round")
+        .order_by("-id")[:limit]
+    )
+    return {
+        **asdict(stats),
+        "gold_correct": sum(1 for row in own.values() if row["gold"] == row["outcome"]),
+        "gold_low": low,
+        "gold_high": high,
+        "rounds": [
+            {"round": number, "judgments": count}
+            for number, count in sorted(per_round.items(), key=lambda item: item[0] or 0)
+        ],
+        "latest": [_history_row(judgment, own[judgment.comparison_id]) for judgment in latest],
+    }
+
+
+def _history_row(judgment: Judgment, row: dict) -> dict[str, Any]:
+    comparison = judgment.comparison
+    gold = row["gold"]
+    return {
+        "id": judgment.pk,
+        "created_at": judgment.created_at,
+        "round": comparison.round.number if comparison.round else None,
+        "prompt": prompt_preview(comparison.prompt),
+        "choice": judgment.choice,
+        "strength": judgment.strength,
+        "rationale": judgment.rationale,
+        "time_spent_ms": judgment.time_spent_ms,
+        "gold": None if gold is None else ("correct" if gold == row["outcome"] else "wrong"),
+        "other_judgments": len(row["others"]),
+        "agrees_with_others": _versus_others(row["outcome"], row["others"]),
+    }
+
+
+def comparison_detail(*, project: Project, comparison_id: int) -> dict[str, Any]:
+    """One pair as an admin reviews it: the prompt, both answers and who wrote them, every
+    judgment with its rationale (in a/b terms and as the annotator saw it), the majority
+    resolution and the crowd model's posterior."""
+    try:
+        comparison = Comparison.objects.select_related(
+            "prompt", "round", "response_a__model_version", "response_b__model_version"
+        ).get(project=project, pk=comparison_id)
+    except Comparison.DoesNotExist:
+        raise NotFoundError(f"Comparison {comparison_id} does not exist in this project.") from None
+    judgments = list(comparison.judgments.select_related("annotator").order_by("id"))
+    outcomes = [judgment.outcome for judgment in judgments]
+    resolution = quality.resolve(outcomes)
+    posterior = crowd_fit_of(judgment_outcome_rows(project=project)).posterior_a
+    prompt = comparison.prompt
+    return {
+        "id": comparison.pk,
+        "round": comparison.round.number if comparison.round else None,
+        "status": comparison.status,
+        "required_annotations": comparison.required_annotations,
+        "priority": comparison.priority,
+        "gold_outcome": comparison.gold_outcome,
+        "selection": comparison.selection,
+        "created_at": comparison.created_at,
+        "completed_at": comparison.completed_at,
+        "prompt": {"id": prompt.pk, "text": prompt.text or None, "messages": prompt.messages},
+        "answers": [
+            _answer_view(comparison.response_a, "a"),
+            _answer_view(comparison.response_b, "b"),
+        ],
+        "judgments": [
+            {
+                "id": judgment.pk,
+                "annotator_id": judgment.annotator_id,
+                "username": judgment.annotator.get_username(),
+                "source": judgment.source,
+                "outcome": judgment.outcome,
+                "choice": judgment.choice,
+                "a_on_left": judgment.left_response_id == comparison.response_a_id,
+                "strength": judgment.strength,
+                "rationale": judgment.rationale,
+                "time_spent_ms": judgment.time_spent_ms,
+                "created_at": judgment.created_at,
+            }
+            for judgment in judgments
+        ],
+        "resolution": {
+            "label": resolution.label,
+            "agreement": resolution.agreement,
+            "counts": resolution.counts,
+        },
+        "posterior_a": posterior.get(comparison.pk),
+    }
+
+
+def _answer_view(response: Response, side: str) -> dict[str, Any]:
+    return {
+        "side": side,
+        "response_id": response.pk,
+        "text": response.text,
+        "source": response.source,
+        "model_version": response.model_version_id,
+        "model_version_number": response.model_version.number if response.model_version else None,
+        "external_model": response.external_model,
     }

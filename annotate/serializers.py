@@ -187,6 +187,112 @@ class ProjectStatisticsSerializer(serializers.Serializer):
     annotators = AnnotatorStatsSerializer(many=True)
 
 
+class HistoryRoundSerializer(serializers.Serializer):
+    round = BoundedIntegerField(allow_null=True)
+    judgments = BoundedIntegerField()
+
+
+class HistoryJudgmentSerializer(serializers.Serializer):
+    id = BoundedIntegerField()
+    created_at = serializers.DateTimeField()
+    round = BoundedIntegerField(allow_null=True)
+    prompt = serializers.CharField(help_text="The prompt's text, cut short for a list.")
+    choice = serializers.CharField()
+    strength = serializers.CharField(allow_null=True)
+    rationale = serializers.CharField(allow_blank=True)
+    time_spent_ms = BoundedIntegerField(allow_null=True)
+    gold = serializers.ChoiceField(
+        choices=["correct", "wrong"],
+        allow_null=True,
+        help_text="On a gold pair: whether this judgment matched its known answer.",
+    )
+    other_judgments = BoundedIntegerField()
+    agrees_with_others = serializers.BooleanField(
+        allow_null=True, help_text="Sided with the strict majority of the others on the pair."
+    )
+
+
+class AnnotatorHistorySerializer(serializers.Serializer):
+    """One annotator's own record: totals, gold accuracy with its 95% Wilson interval."""
+
+    annotator_id = BoundedIntegerField()
+    username = serializers.CharField()
+    judgments = BoundedIntegerField()
+    gold_judged = BoundedIntegerField()
+    gold_correct = BoundedIntegerField()
+    gold_accuracy = serializers.FloatField(allow_null=True)
+    gold_low = serializers.FloatField(allow_null=True)
+    gold_high = serializers.FloatField(allow_null=True)
+    agreement_with_others = serializers.FloatField(allow_null=True)
+    left_bias = serializers.FloatField(allow_null=True)
+    median_seconds = serializers.FloatField(allow_null=True)
+    rounds = HistoryRoundSerializer(many=True)
+    latest = HistoryJudgmentSerializer(many=True, help_text="Newest first, at most 200.")
+
+
+class PairPromptSerializer(serializers.Serializer):
+    id = BoundedIntegerField()
+    text = serializers.CharField(allow_null=True)
+    messages = serializers.JSONField(allow_null=True)
+
+
+class PairAnswerSerializer(serializers.Serializer):
+    side = serializers.ChoiceField(choices=["a", "b"])
+    response_id = BoundedIntegerField()
+    text = serializers.CharField(allow_blank=True)
+    # A declared field shadows DRF's Field.source only for the type checker: the metaclass
+    # collects declared fields off the class.
+    source = serializers.CharField()  # type: ignore[assignment]
+    model_version = BoundedIntegerField(allow_null=True)
+    model_version_number = BoundedIntegerField(
+        allow_null=True, help_text="The writing policy version's number (v0 is the base)."
+    )
+    external_model = serializers.CharField(allow_blank=True)
+
+
+class PairJudgmentSerializer(serializers.Serializer):
+    id = BoundedIntegerField()
+    annotator_id = BoundedIntegerField()
+    username = serializers.CharField()
+    source = serializers.CharField()  # type: ignore[assignment]
+    outcome = serializers.ChoiceField(choices=Outcome.choices)
+    choice = serializers.CharField()
+    a_on_left = serializers.BooleanField(help_text="Whether answer a was on the left.")
+    strength = serializers.CharField(allow_null=True)
+    rationale = serializers.CharField(allow_blank=True)
+    time_spent_ms = BoundedIntegerField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class PairResolutionSerializer(serializers.Serializer):
+    label = serializers.CharField(  # type: ignore[assignment]
+        help_text="a, b, tie, both_bad, or disagreement."
+    )
+    agreement = serializers.FloatField()
+    counts = serializers.DictField(child=BoundedIntegerField())
+
+
+class ComparisonDetailSerializer(serializers.Serializer):
+    """One pair with every judgment on it, for review."""
+
+    id = BoundedIntegerField()
+    round = BoundedIntegerField(allow_null=True)
+    status = serializers.ChoiceField(choices=ComparisonStatus.choices)
+    required_annotations = BoundedIntegerField()
+    priority = serializers.FloatField()
+    gold_outcome = serializers.CharField(allow_null=True)
+    selection = serializers.JSONField()
+    created_at = serializers.DateTimeField()
+    completed_at = serializers.DateTimeField(allow_null=True)
+    prompt = PairPromptSerializer()
+    answers = PairAnswerSerializer(many=True)
+    judgments = PairJudgmentSerializer(many=True)
+    resolution = PairResolutionSerializer()
+    posterior_a = serializers.FloatField(
+        allow_null=True, help_text="Crowd model: P(answer a is the better one); null if undecided."
+    )
+
+
 class PauseInputSerializer(serializers.Serializer):
     paused = serializers.BooleanField()
 

@@ -30,6 +30,16 @@ api_patterns = [
         annotate_api.ComparisonListApi.as_view(),
         name="comparison-list",
     ),
+    path(
+        "projects/<id:project_id>/comparisons/<id:comparison_id>/",
+        annotate_api.ComparisonDetailApi.as_view(),
+        name="comparison-detail",
+    ),
+    path(
+        "projects/<id:project_id>/my-history/",
+        annotate_api.MyHistoryApi.as_view(),
+        name="my-history",
+    ),
     path("projects/<id:project_id>/members/", annotate_api.MemberListApi.as_view(), name="members"),
     path("projects/<id:project_id>/rounds/", training_api.RoundListApi.as_view(), name="rounds"),
     path(

@@ -18,7 +18,6 @@ the reward model and the candidate policy; their text is what the gates' win rat
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from typing import Any
 
@@ -33,6 +32,7 @@ from annotate.models import (
     RoundStatus,
     TrainingAlgorithm,
 )
+from annotate.quality import wilson_interval
 from annotate.services import annotators_pause_unreliable, round_close, round_open
 from config.errors import ConflictError
 from config.users import User
@@ -251,16 +251,6 @@ def gates_check(*, project: Project, summary: dict[str, Any]) -> dict[str, Any]:
             passed=True, note="no held-out human pairs judged yet"
         )
     return {"passed": all(g["passed"] for g in gates.values()), "gates": gates}
-
-
-def wilson_interval(share: float, count: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a share observed over `count` trials (95% by default)."""
-    if count <= 0:
-        return 0.0, 1.0
-    denominator = 1 + z * z / count
-    centre = (share + z * z / (2 * count)) / denominator
-    half = z * math.sqrt(share * (1 - share) / count + z * z / (4 * count * count)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _interval(gate: dict[str, Any], count: int) -> dict[str, Any]:

@@ -22,11 +22,11 @@ from annotate.models import (
     Round,
     RoundStatus,
 )
+from annotate.quality import wilson_interval
 from config.users import User
 from registry.models import ModelKind, ModelVersion
 from training.engine import metric_names as metric
 from training.models import TrainingRun
-from training.pipeline import wilson_interval
 from training.version_metrics import (
     REWARD_HELDOUT_ACCURACY,
     REWARD_HELDOUT_PAIRS,

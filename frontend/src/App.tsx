@@ -1,6 +1,7 @@
 import { lazy, Suspense, useCallback, useEffect, useMemo, useState } from "react";
 import { api, errorText, SIGNED_OUT_EVENT, type Me, type Schemas } from "./api/client";
 import { navigate, parseRoute, usePath } from "./router";
+import { HistoryPage } from "./workspace/History";
 import { apiSource } from "./workspace/source";
 import { Workspace } from "./workspace/Workspace";
 
@@ -184,6 +185,9 @@ export function App() {
     case "annotate":
       page = <AnnotatePage key={route.projectId} projectId={route.projectId} />;
       break;
+    case "history":
+      page = <HistoryPage key={route.projectId} projectId={route.projectId} />;
+      break;
     case "admin":
       page = me.is_staff ? (
         <Suspense fallback={<p className="status">Loading…</p>}>
@@ -191,6 +195,7 @@ export function App() {
             me={me}
             projectId={route.projectId}
             tab={route.tab}
+            item={route.item}
             onProjectsChanged={loadMe}
           />
         </Suspense>

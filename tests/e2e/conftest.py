@@ -88,3 +88,20 @@ def e2e_annotator(project):
 @pytest.fixture
 def e2e_admin(db):
     return UserFactory(username="boss", is_staff=True, is_superuser=True)
+
+
+def judge_until_empty(page, key: str, min_view_ms: int) -> int:
+    """Judge each pair shown with `key`, after reading it for `min_view_ms`, until nothing is
+    left; the number of pairs judged."""
+    judged = 0
+    while True:
+        page.locator("main.pair, .status.empty").first.wait_for()
+        if page.locator(".status.empty").count():
+            return judged
+        assignment = page.locator("main.pair").get_attribute("data-assignment")
+        page.wait_for_timeout(min_view_ms + 100)
+        page.keyboard.press(key)
+        judged += 1
+        page.wait_for_function(
+            "id => document.querySelector('main.pair')?.dataset.assignment !== id", arg=assignment
+        )

@@ -7,6 +7,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from annotate.models import Comparison, Response, Round, RoundStatus
+from annotate.quality import wilson_interval
 from registry.models import ModelKind, ModelVersion, VersionStatus
 from registry.selectors import active_policy
 from tests.factories import PromptFactory
@@ -353,4 +354,4 @@ def test_share_gates_carry_their_sample_size_and_a_wilson_interval(project):
     assert gates["heldout_accuracy"]["conclusive"] is True
     assert gates["heldout_accuracy"]["low"] > 0.5
     assert "n" not in gates["kl"]  # a mean, not a share
-    assert pipeline.wilson_interval(0.5, 0) == (0.0, 1.0)
+    assert wilson_interval(0.5, 0) == (0.0, 1.0)

@@ -188,7 +188,7 @@ def test_round_summary_follows_the_runs_not_the_clock_and_prefers_heldout_accura
 
 
 def test_round_summary_carries_each_figure_with_its_sample_size_and_interval(project, admin_api):
-    from training.pipeline import wilson_interval
+    from annotate.quality import wilson_interval
 
     first, reward, candidate = _round_one_versions(
         project, {"eval_accuracy": 0.9, "heldout_accuracy": 0.75, "heldout_pairs": 40}

@@ -24,6 +24,29 @@ export function colorFor(key: string): string {
   return COLORS[2 + (hash % (COLORS.length - 2))];
 }
 
+/** The colours of one chart's series: each key's own (colorFor), except that a key whose colour
+ *  an earlier series of the same chart took gets the next free one, so no two lines match. */
+export function chartColors(keys: string[]): string[] {
+  const taken = new Set<string>();
+  return keys.map((key) => {
+    let color = colorFor(key);
+    for (let i = 0; taken.has(color) && i < COLORS.length; i++) {
+      color = COLORS[(COLORS.indexOf(color) + 1) % COLORS.length];
+    }
+    taken.add(color);
+    return color;
+  });
+}
+
+/** Ticks a quarter apart across a fixed domain ([-0.25, 1] gives -0.25, 0, ..., 1). */
+export function quarterTicks([low, high]: [number, number]): number[] {
+  const ticks = [];
+  for (let tick = Math.ceil(low * 4) / 4; tick <= high + 1e-9; tick += 0.25) {
+    ticks.push(Math.round(tick * 100) / 100);
+  }
+  return ticks;
+}
+
 /** Enough decimals that neighbouring ticks of this data never print the same label. */
 export function tickDecimals(rows: Record<string, unknown>[], keys: string[]): number {
   const values = rows.flatMap((row) =>
@@ -57,6 +80,7 @@ export function LinesChart({
   domain?: [number, number];
 }) {
   const decimals = domain ? 2 : tickDecimals(rows, lines.map((line) => line.key));
+  const colors = chartColors(lines.map((line) => line.key));
   return (
     <figure className="chart" aria-label={title}>
       <figcaption>{title}</figcaption>
@@ -69,24 +93,25 @@ export function LinesChart({
             <XAxis dataKey={xKey} />
             <YAxis
               domain={domain ?? ["auto", "auto"]}
+              ticks={domain ? quarterTicks(domain) : undefined}
               width={56}
               tickFormatter={(v: number) => (Number.isInteger(v) ? String(v) : v.toFixed(decimals))}
             />
             <Tooltip />
             <Legend />
-            {lines.map((line) => (
+            {lines.map((line, i) => (
               <Line
                 key={line.key}
                 type="monotone"
                 dataKey={line.key}
                 name={line.label ?? line.key}
-                stroke={colorFor(line.key)}
+                stroke={colors[i]}
                 dot={rows.length < 30}
                 connectNulls
                 isAnimationActive={false}
               >
                 {line.errorKey && (
-                  <ErrorBar dataKey={line.errorKey} width={6} stroke={colorFor(line.key)} />
+                  <ErrorBar dataKey={line.errorKey} width={6} stroke={colors[i]} />
                 )}
               </Line>
             ))}

@@ -6,6 +6,7 @@ import { AccountsPanel } from "./AccountsPanel";
 import { AnnotatorsPanel } from "./AnnotatorsPanel";
 import { DataPanel } from "./DataPanel";
 import { OverviewPanel } from "./OverviewPanel";
+import { PairsPanel } from "./PairsPanel";
 import { ProjectForm } from "./ProjectForm";
 import { SettingsPanel } from "./SettingsPanel";
 import { TrainingPanel } from "./TrainingPanel";
@@ -15,6 +16,7 @@ const TABS: [string, string][] = [
   ["training", "Training & versions"],
   ["settings", "Settings"],
   ["annotators", "Annotators"],
+  ["pairs", "Pairs"],
   ["data", "Data"],
   ["accounts", "Accounts & tokens"],
 ];
@@ -23,11 +25,13 @@ export interface DashboardProps {
   me: Me;
   projectId: number | null;
   tab: string;
+  /** The item a tab shows on its own (a pair's id under "pairs"), or null for the tab's list. */
+  item?: number | null;
   /** Reload the signed-in user's project list after a project is made. */
   onProjectsChanged: () => Promise<void>;
 }
 
-export function Dashboard({ me, projectId, tab, onProjectsChanged }: DashboardProps) {
+export function Dashboard({ me, projectId, tab, item = null, onProjectsChanged }: DashboardProps) {
   const [creating, setCreating] = useState(false);
   const id = projectId ?? me.projects[0]?.id ?? null;
   const created = async (newId: number) => {
@@ -75,6 +79,7 @@ export function Dashboard({ me, projectId, tab, onProjectsChanged }: DashboardPr
       {tab === "training" && <TrainingPanel key={id} projectId={id} />}
       {tab === "settings" && <SettingsPanel key={id} projectId={id} />}
       {tab === "annotators" && <AnnotatorsPanel key={id} projectId={id} />}
+      {tab === "pairs" && <PairsPanel key={id} projectId={id} pairId={item} />}
       {tab === "data" && <DataPanel key={id} projectId={id} />}
       {tab === "accounts" && <AccountsPanel key={id} me={me} projectId={id} />}
     </div>

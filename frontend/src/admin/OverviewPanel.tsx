@@ -124,7 +124,7 @@ export function OverviewPanel({ projectId }: { projectId: number }) {
             rows={rows}
             xKey="round"
             lines={[{ key: "agreement" }, { key: "alpha" }]}
-            domain={[-0.2, 1]}
+            domain={[-0.25, 1]}
           />
         ) : (
           <figure className="chart" aria-label="Annotator agreement">

@@ -37,10 +37,15 @@ describe("version metrics", () => {
 
 describe("charts", () => {
   it("keeps a series' colour across charts and ticks distinct on a narrow range", async () => {
-    const { colorFor, tickDecimals } = await import("./Charts");
+    const { chartColors, colorFor, quarterTicks, tickDecimals } = await import("./Charts");
     expect(colorFor("train loss")).toBe(colorFor("train accuracy"));
     expect(colorFor("eval loss")).not.toBe(colorFor("train loss"));
     expect(colorFor("win_rate")).toBe(colorFor("win_rate"));
+    // "agreement" and "alpha" hash to one colour; on one chart they still differ.
+    const [agreement, alpha] = chartColors(["agreement", "alpha"]);
+    expect(agreement).toBe(colorFor("agreement"));
+    expect(alpha).not.toBe(agreement);
+    expect(quarterTicks([-0.25, 1])).toEqual([-0.25, 0, 0.25, 0.5, 0.75, 1]);
     const rows = [0.6931, 0.6925, 0.6918, 0.6912].map((v, step) => ({ step, "train loss": v }));
     const decimals = tickDecimals(rows, ["train loss"]);
     const ticks = [0.6912, 0.6917, 0.6922, 0.6927].map((v) => v.toFixed(decimals));

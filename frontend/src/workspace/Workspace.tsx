@@ -10,6 +10,7 @@ import {
 import { api, type LeasedPair, type Schemas } from "../api/client";
 import { Markdown } from "../components/Markdown";
 import { PromptView } from "../components/Prompt";
+import { navigate } from "../router";
 import { KEY_HELP, actionForKey, strengthFor, type Choice, type Strength } from "./keys";
 import { PairwiseAnswers } from "./PairwiseAnswers";
 import { PairQueue, type PairSource, type QueueState } from "./queue";
@@ -208,6 +209,16 @@ export function Workspace({
           <button type="button" onClick={() => setShowHelp((s) => !s)}>
             Keys <kbd>?</kbd>
           </button>
+          <a
+            className="button-link"
+            href={`/app/annotate/${projectId}/history`}
+            onClick={(e) => {
+              e.preventDefault();
+              navigate(`/app/annotate/${projectId}/history`);
+            }}
+          >
+            Your judgments
+          </a>
         </div>
       </div>
       {showGuidelines && (
