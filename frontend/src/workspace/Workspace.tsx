@@ -202,6 +202,11 @@ export function Workspace({
       <div className="workspace-bar">
         <h1>{projectName}</h1>
         <Progress projectId={projectId} done={state.done} />
+        {flash && (
+          <div className="flash" aria-live="polite">
+            {flash}
+          </div>
+        )}
         <div className="bar-buttons">
           <button type="button" onClick={() => setShowGuidelines((s) => !s)}>
             Guidelines <kbd>G</kbd>
@@ -241,11 +246,6 @@ export function Workspace({
       {state.notice && (
         <div className="notice" role="alert">
           {state.notice}
-        </div>
-      )}
-      {flash && (
-        <div className="flash" aria-live="polite">
-          {flash}
         </div>
       )}
       {state.phase === "loading" && <p className="status">Loading the next pair…</p>}
