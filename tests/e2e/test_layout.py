@@ -33,7 +33,8 @@ def overlaps(a: dict, b: dict) -> bool:
 def test_the_workspace_keeps_its_buttons_in_view_and_long_code_wraps(
     page, project, e2e_annotator, screenshot_dir
 ):
-    project.guidelines = "\n\n".join(f"Rule {i}: prefer the answer that is right." for i in range(30))
+    rules = (f"Rule {i}: prefer the answer that is right." for i in range(30))
+    project.guidelines = "\n\n".join(rules)
     project.save()
     code = f"Here:\n\n```python\n{LONG_LINE}\n```\n"
     _pairs(project, [(code, _answers(0)[1]), _answers(1)])
@@ -53,11 +54,11 @@ def test_the_workspace_keeps_its_buttons_in_view_and_long_code_wraps(
         """() => {
             const pre = [...document.querySelectorAll('[data-side] pre')]
                 .find((block) => block.textContent.includes('term_59'));
-            const answer = pre.closest('[data-side]');
+            const edge = pre.closest('[data-side]').getBoundingClientRect().right;
             const hidden = (el) => el.scrollWidth > el.clientWidth + 1;
             return {
                 hidden: hidden(pre) || hidden(pre.querySelector('code')),
-                inside: pre.getBoundingClientRect().right <= answer.getBoundingClientRect().right + 1,
+                inside: pre.getBoundingClientRect().right <= edge + 1,
             };
         }"""
     )
