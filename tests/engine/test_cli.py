@@ -114,3 +114,56 @@ def test_config_file_values_are_used(base, pairs_file, tmp_path):
     assert code == 0
     saved = json.loads((tmp_path / "dpo" / "tandem_config.json").read_text())
     assert (saved["beta"], saved["lora"]["r"], saved["max_steps"]) == (0.3, 4, 2)
+
+
+def test_sft_reads_demonstrations_says_what_it_skipped_and_saves_an_adapter(base, tmp_path, capsys):
+    data = tmp_path / "sft.jsonl"
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": r.prompt},
+                {"role": "assistant", "content": r.chosen},
+            ]
+        }
+        for r in separable_rows(8)
+    ]
+    rows += [{"prompt": "w1", "completion": ""}, {"prompt": "w1"}]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    code = main(["sft", "--data", str(data), "--base", str(base), "--out", str(tmp_path / "sft"),
+                 "--max-steps", "2", "--no-packing", *SMALL])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out.startswith("sft: 2 steps in") and "demonstrations/s" in captured.out
+    assert "warning: skipped" in captured.err and "line 10" in captured.err
+    assert "1 demonstrations have an empty completion; kept" in captured.err
+    saved = json.loads((tmp_path / "sft" / "tandem_config.json").read_text())
+    assert (saved["type"], saved["packing"]) == ("SFTConfig", False)
+    assert (tmp_path / "sft" / "adapter_model.safetensors").exists()
+
+
+def test_kto_reads_scored_answers_with_the_threshold_given(base, tmp_path, capsys):
+    data = tmp_path / "ratings.jsonl"
+    rows = [
+        {"prompt": r.prompt, "completion": answer, "score": score}
+        for r in separable_rows(8)
+        for answer, score in ((r.chosen, 7), (r.rejected, 2))
+    ]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    code = main(["kto", "--data", str(data), "--base", str(base), "--out", str(tmp_path / "kto"),
+                 "--max-steps", "2", "--desirable-score", "6", *SMALL])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out.startswith("kto: 2 steps in") and "answers/s" in captured.out
+    saved = json.loads((tmp_path / "kto" / "tandem_config.json").read_text())
+    assert (saved["type"], saved["desirable_score"]) == ("KTOConfig", 6)
+    info = json.loads((tmp_path / "kto" / "tandem_artifact.json").read_text())
+    assert info["desirable"] == 8
+
+
+def test_kto_bad_setting_exits_2_with_a_fix(base, tmp_path, capsys):
+    data = tmp_path / "ratings.jsonl"
+    data.write_text('{"prompt": "w1", "completion": "good", "label": true}\n')
+    code = main(["kto", "--data", str(data), "--base", str(base), "--out", str(tmp_path / "o"),
+                 "--desirable-score", "9"])  # fmt: skip
+    assert code == 2
+    assert "desirable_score=9" in capsys.readouterr().err

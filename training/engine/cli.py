@@ -1,4 +1,5 @@
-"""`python -m training.engine reward|dpo|ppo|rloo|generate|evaluate ...`: the engine without Django.
+"""`python -m training.engine reward|dpo|sft|kto|ppo|rloo|generate|evaluate ...`: the engine
+without Django.
 
 Reads JSONL, writes an output folder (or file), shows a progress bar, ends with one summary line.
 Bad input (data, settings, missing models) is a message on stderr and exit code 2.
@@ -19,12 +20,22 @@ from training.engine.config import (
     ConfigError,
     DPOConfig,
     GenerationConfig,
+    KTOConfig,
     PPOConfig,
     RewardConfig,
     RLOOConfig,
+    SFTConfig,
     config_from_dict,
 )
-from training.engine.data import DataError, PreferenceRow, read_preference_jsonl
+from training.engine.data import (
+    DataError,
+    DemonstrationRow,
+    PreferenceRow,
+    RatingRow,
+    read_demonstration_jsonl,
+    read_preference_jsonl,
+    read_rating_jsonl,
+)
 from training.engine.models import ArtifactError
 from training.engine.packaged import ModelPreparationError
 
@@ -84,8 +95,10 @@ def _training_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def _add_training_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, type=Path, help="preference JSONL (TRL format)")
+def _add_training_flags(
+    parser: argparse.ArgumentParser, data: str = "preference JSONL (TRL format)"
+) -> None:
+    parser.add_argument("--data", required=True, type=Path, help=data)
     parser.add_argument("--base", help="packaged name, local folder or hub id")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--config", type=Path, help="JSON file with any config values")
@@ -101,11 +114,11 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", type=Path, help="prepared packaged models")
 
 
-def _summary(kind: str, result: Any) -> str:
+def _summary(kind: str, result: Any, unit: str = "pairs") -> str:
     train, evaluation = result.train_metrics, result.eval_metrics
     parts = [
         f"{kind}: {result.steps} steps in {result.seconds:.1f} s "
-        f"({result.samples_per_second:.2f} pairs/s)",
+        f"({result.samples_per_second:.2f} {unit}/s)",
         f"train loss {train.get(metric.LOSS, float('nan')):.4f}",
     ]
     if evaluation:
@@ -122,22 +135,51 @@ def _summary(kind: str, result: Any) -> str:
 SKIPS_SHOWN = 10
 
 
-def read_pairs(path: Path) -> list[PreferenceRow]:
-    """The file's usable pairs; each row skipped (it cannot be a pair) is said on stderr."""
-    skipped: list[str] = []
+class SkipReport:
+    """The readers' on_skip: the first SKIPS_SHOWN skipped rows said on stderr, then a count."""
 
-    def report(message: str) -> None:
-        skipped.append(message)
-        if len(skipped) <= SKIPS_SHOWN:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, message: str) -> None:
+        self.count += 1
+        if self.count <= SKIPS_SHOWN:
             print(f"warning: skipped {message}", file=sys.stderr)
 
+    def close(self) -> None:
+        if self.count > SKIPS_SHOWN:
+            print(f"warning: skipped {self.count} rows in all", file=sys.stderr)
+
+
+def read_pairs(path: Path) -> list[PreferenceRow]:
+    """The file's usable pairs; each row skipped (it cannot be a pair) is said on stderr."""
+    report = SkipReport()
     rows = read_preference_jsonl(path, on_skip=report)
-    if len(skipped) > SKIPS_SHOWN:
-        print(f"warning: skipped {len(skipped)} rows in all", file=sys.stderr)
+    report.close()
     empty = sum(not row.chosen.strip() or not row.rejected.strip() for row in rows)
     if empty:
         print(f"note: {empty} pairs have an empty answer; kept (a silent reply can be the "
               "better one)", file=sys.stderr)  # fmt: skip
+    return rows
+
+
+def read_demonstrations(path: Path) -> list[DemonstrationRow]:
+    """The file's usable demonstrations; each row skipped is said on stderr."""
+    report = SkipReport()
+    rows = read_demonstration_jsonl(path, on_skip=report)
+    report.close()
+    empty = sum(not row.completion.strip() for row in rows)
+    if empty:
+        print(f"note: {empty} demonstrations have an empty completion; kept (saying nothing "
+              "can be the answer)", file=sys.stderr)  # fmt: skip
+    return rows
+
+
+def read_ratings(path: Path) -> list[RatingRow]:
+    """The file's usable rated answers; each row skipped is said on stderr."""
+    report = SkipReport()
+    rows = read_rating_jsonl(path, on_skip=report)
+    report.close()
     return rows
 
 
@@ -159,6 +201,51 @@ def run_dpo(args: argparse.Namespace) -> str:
     finally:
         bar.close()
     return _summary("dpo", result)
+
+
+def run_sft(args: argparse.Namespace) -> str:
+    from training.engine.runtime import Callbacks
+    from training.engine.sft import train_sft
+
+    values = _training_overrides(args)
+    named = {"init_adapter": args.init_adapter, "packing": args.packing}
+    values.update({key: value for key, value in named.items() if value is not None})
+    config = config_from_dict(SFTConfig, values)
+    rows = read_demonstrations(args.data)
+    bar = ProgressBar("sft")
+    try:
+        result = train_sft(
+            rows, config, args.out, callbacks=Callbacks(on_progress=bar), cache_dir=args.cache_dir
+        )
+    finally:
+        bar.close()
+    return _summary("sft", result, "demonstrations")
+
+
+def run_kto(args: argparse.Namespace) -> str:
+    from training.engine.kto import train_kto
+    from training.engine.runtime import Callbacks
+
+    values = _training_overrides(args)
+    named = {
+        "beta": args.beta,
+        "desirable_weight": args.desirable_weight,
+        "undesirable_weight": args.undesirable_weight,
+        "desirable_score": args.desirable_score,
+        "init_adapter": args.init_adapter,
+        "reference": args.reference,
+    }
+    values.update({key: value for key, value in named.items() if value is not None})
+    config = config_from_dict(KTOConfig, values)
+    rows = read_ratings(args.data)
+    bar = ProgressBar("kto")
+    try:
+        result = train_kto(
+            rows, config, args.out, callbacks=Callbacks(on_progress=bar), cache_dir=args.cache_dir
+        )
+    finally:
+        bar.close()
+    return _summary("kto", result, "answers")
 
 
 def run_reward(args: argparse.Namespace) -> str:
@@ -381,6 +468,26 @@ def build_parser() -> argparse.ArgumentParser:
     dpo.add_argument("--init-adapter", help="continue from this adapter (an iterative round)")
     dpo.add_argument("--reference", choices=["base", "init"])
     dpo.set_defaults(run=run_dpo)
+
+    sft = commands.add_parser("sft", help="train a LoRA policy adapter on demonstrations")
+    _add_training_flags(sft, "demonstration JSONL: messages, or prompt and completion (TRL's)")
+    sft.add_argument("--init-adapter", help="continue from this adapter")
+    sft.add_argument(
+        "--packing",
+        action=argparse.BooleanOptionalAction,
+        help="several short demonstrations to a row (on by default)",
+    )
+    sft.set_defaults(run=run_sft)
+
+    kto = commands.add_parser("kto", help="train a LoRA policy adapter with KTO on rated answers")
+    _add_training_flags(kto, "rating JSONL: prompt, completion and label or a 1-7 score")
+    kto.add_argument("--beta", type=float)
+    kto.add_argument("--desirable-weight", type=float, help="lambda_D")
+    kto.add_argument("--undesirable-weight", type=float, help="lambda_U")
+    kto.add_argument("--desirable-score", type=int, help="scores from here up are desirable")
+    kto.add_argument("--init-adapter", help="continue from this adapter (an iterative round)")
+    kto.add_argument("--reference", choices=["base", "init"])
+    kto.set_defaults(run=run_kto)
 
     ppo = commands.add_parser("ppo", help="train a LoRA policy adapter with PPO on a reward model")
     _add_online_flags(ppo, ppo=True)

@@ -176,6 +176,56 @@ class DPOConfig(TrainingSettings):
 
 
 @dataclass
+class SFTConfig(TrainingSettings):
+    """Supervised fine-tuning on demonstrations: the mean negative log-likelihood of the answer
+    tokens (the prompt is context only). The artifact is a policy adapter DPO can start from."""
+
+    # Several short demonstrations share a row (attention kept inside each): the same loss with
+    # fewer pad tokens. batch_size still counts demonstrations, packed or not.
+    packing: bool = True
+    init_adapter: str | None = None  # continue an earlier adapter instead of a fresh one
+    learning_rate: float = 2e-4  # LoRA's usual SFT rate; the adapter starts from zero
+
+
+@dataclass
+class KTOConfig(TrainingSettings):
+    """Kahneman-Tversky Optimization (Ethayarajh et al. 2024): the policy learns from answers
+    judged on their own, desirable or not, against a reference like DPO's."""
+
+    beta: float = 0.1
+    # lambda_D and lambda_U. The paper keeps lambda_D * n_D / (lambda_U * n_U) in [1, 4/3]:
+    # with fewer desirable answers than undesirable ones, raise desirable_weight.
+    desirable_weight: float = 1.0
+    undesirable_weight: float = 1.0
+    # A rating on the 1-7 scale counts as desirable from this score up (data.RatingRow).
+    desirable_score: int = 5
+    init_adapter: str | None = None
+    reference: ReferenceChoice = "base"
+    learning_rate: float = 5e-5
+
+    def validate(self) -> None:
+        super().validate()
+        _check(self.beta > 0, f"beta={self.beta}: must be positive (0.1 is usual).")
+        _check(
+            self.desirable_weight > 0 and self.undesirable_weight > 0,
+            "desirable_weight and undesirable_weight must be positive (1.0 is usual).",
+        )
+        _check(
+            2 <= self.desirable_score <= 7,
+            f"desirable_score={self.desirable_score}: use a score from 2 to 7 on the 1-7 scale "
+            "(5 is usual), so that both kinds of answer can occur.",
+        )
+        _check(
+            self.reference in ("base", "init"),
+            f"reference={self.reference!r}: use base (adapter off) or init (starting adapter).",
+        )
+        _check(
+            self.reference == "base" or self.init_adapter is not None,
+            "reference=init needs init_adapter, the adapter this round starts from.",
+        )
+
+
+@dataclass
 class OnlineRLSettings(TrainingSettings):
     """What PPO and RLOO share: rollouts from the policy, their reward, the KL penalty.
 
@@ -338,6 +388,8 @@ AnyConfig = TypeVar(
     "AnyConfig",
     RewardConfig,
     DPOConfig,
+    SFTConfig,
+    KTOConfig,
     PPOConfig,
     RLOOConfig,
     GenerationConfig,
@@ -377,7 +429,15 @@ def load_config(folder: Path) -> Any:
     # Any: the saved type is only known when the file is read.
     classes: dict[str, type[Any]] = {
         cls.__name__: cls
-        for cls in (RewardConfig, DPOConfig, PPOConfig, RLOOConfig, GenerationConfig)
+        for cls in (
+            RewardConfig,
+            DPOConfig,
+            SFTConfig,
+            KTOConfig,
+            PPOConfig,
+            RLOOConfig,
+            GenerationConfig,
+        )
     }
     _check(kind in classes, f"{folder}: unknown config type {kind!r}.")
     return config_from_dict(classes[kind], data)

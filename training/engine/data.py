@@ -1,9 +1,13 @@
-"""Preference data: JSONL rows -> token ids -> length-bucketed, padded batches.
+"""Training data: JSONL rows -> token ids -> length-bucketed, padded batches.
 
-A pair batch of B comparisons takes one of two layouts. Packed (decoders; collate_packed_pairs):
-B rows of prompt + chosen + rejected, the prompt computed once for both answers. Sequences
-(encoders, which see both ways; collate_policy_pairs and collate_reward_pairs): 2B rows, the B
-chosen then the B rejected, each prompt + completion, right-padded to the longest in the batch.
+Three kinds of row: preference pairs (reward model, DPO), demonstrations (SFT) and rated
+answers (KTO); the readers share one tolerant line reader and the encoders one set of
+truncation rules. A pair batch of B comparisons takes one of two layouts. Packed (decoders;
+collate_packed_pairs): B rows of prompt + chosen + rejected, the prompt computed once for both
+answers. Sequences (encoders, which see both ways; collate_policy_pairs and
+collate_reward_pairs): 2B rows, the B chosen then the B rejected, each prompt + completion,
+right-padded to the longest in the batch. A batch of N single answers is likewise packed
+several to a row (collate_packed_completions) or one per row (collate_completions).
 
 Masking convention: `loss_mask[i, t]` is True exactly where `input_ids[i, t]` is a completion
 token (the answer and its closing eos). It marks *targets* in input_ids, not logits, so a causal
@@ -20,7 +24,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -55,6 +59,47 @@ STRENGTHS = ("slight", "clear", "strong")
 
 
 @dataclass(frozen=True)
+class DemonstrationRow:
+    """An answer to imitate (SFT)."""
+
+    prompt: Prompt  # as PreferenceRow's
+    completion: str
+    source_line: int | None = None
+
+
+# Ratings on the 1-7 scale the annotation workspace uses: from this score up an answer is
+# desirable (KTO). 4 is the scale's midpoint, "neither good nor bad": not an answer to imitate.
+RATING_SCALE = (1, 7)
+DEFAULT_DESIRABLE_SCORE = 5
+
+
+@dataclass(frozen=True)
+class RatingRow:
+    """One answer judged on its own, good or bad (KTO): a thumbs up or down, or a 1-7 score."""
+
+    prompt: Prompt  # as PreferenceRow's
+    completion: str
+    desirable: bool
+    score: int | None = None  # the rating, when it was one; desirable then follows a threshold
+    source_line: int | None = None
+
+
+def desirable_from_score(score: int, desirable_score: int = DEFAULT_DESIRABLE_SCORE) -> bool:
+    return score >= desirable_score
+
+
+def with_desirable_score(rows: Sequence[RatingRow], desirable_score: int) -> list[RatingRow]:
+    """Each scored row judged desirable or not by `desirable_score` (KTOConfig's threshold);
+    rows labelled without a score keep their label."""
+    return [
+        replace(row, desirable=desirable_from_score(row.score, desirable_score))
+        if row.score is not None
+        else row
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True)
 class EncodedPair:
     prompt_ids: list[int]
     chosen_ids: list[int]  # ends with eos unless truncated
@@ -73,6 +118,19 @@ class EncodedPair:
     def packed_length(self) -> int:
         """Tokens of its row in a packed batch: the prompt once, then both answers."""
         return len(self.prompt_ids) + len(self.chosen_ids) + len(self.rejected_ids)
+
+
+@dataclass(frozen=True)
+class EncodedCompletion:
+    """One prompt and one answer as token ids: a demonstration (SFT) or a rated answer (KTO)."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]  # ends with eos unless truncated
+    row: int  # index into the rows given to encode_completions
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt_ids) + len(self.completion_ids)
 
 
 def with_strength_margins(
@@ -113,14 +171,56 @@ def read_preference_jsonl(
     A row that cannot be a pair is skipped and its message (file, line, fault) goes to `on_skip`;
     with `strict` it raises instead. A file with no usable row raises either way.
     """
+    return _read_jsonl(path, _parse_record, "preference", strict=strict, on_skip=on_skip)
+
+
+def read_demonstration_jsonl(
+    path: str | Path, *, strict: bool = False, on_skip: Callable[[str], None] | None = None
+) -> list[DemonstrationRow]:
+    """Read TRL-style SFT JSONL, one demonstration per line; bad rows as read_preference_jsonl.
+
+    Formats: conversational {"messages": [...]}, whose last turn is the assistant's answer and
+    everything before it the prompt; or {"prompt": str or messages, "completion": str or one
+    assistant message}. Plain {"text": ...} rows have no prompt to condition on and are skipped.
+    An empty completion is kept (an answer can be to say nothing).
+    """
+    return _read_jsonl(path, _parse_demonstration, "demonstration", strict=strict, on_skip=on_skip)
+
+
+def read_rating_jsonl(
+    path: str | Path, *, strict: bool = False, on_skip: Callable[[str], None] | None = None
+) -> list[RatingRow]:
+    """Read TRL-style unpaired preference JSONL (KTO's), one rated answer per line.
+
+    A demonstration's fields (read_demonstration_jsonl) plus "label" (true: desirable, false:
+    undesirable) or, without a label, "score", an integer rating from 1 to 7: desirable from
+    DEFAULT_DESIRABLE_SCORE up (KTOConfig.desirable_score re-draws that line). Bad rows as
+    read_preference_jsonl.
+    """
+    return _read_jsonl(path, _parse_rating, "rating", strict=strict, on_skip=on_skip)
+
+
+ParsedRow = TypeVar("ParsedRow")
+
+
+def _read_jsonl(
+    path: str | Path,
+    parse_record: Callable[[Any, str, int], ParsedRow],
+    kind: str,
+    *,
+    strict: bool,
+    on_skip: Callable[[str], None] | None,
+) -> list[ParsedRow]:
     path = Path(path)
-    rows: list[PreferenceRow] = []
+    rows: list[ParsedRow] = []
     skipped: list[str] = []
     # Binary, decoded per line: a bad byte is reported with its line instead of failing the file.
     with path.open("rb") as file:
         for line_number, raw in enumerate(file, start=1):
+            where = f"{path}, line {line_number}"
             try:
-                row = _parse_line(raw, f"{path}, line {line_number}", line_number)
+                record = _parse_line(raw, where)
+                row = None if record is None else parse_record(record, where, line_number)
             except DataError as error:
                 if strict:
                     raise
@@ -133,13 +233,13 @@ def read_preference_jsonl(
     if not rows:
         first = f"; first: {skipped[0]}" if skipped else ""
         raise DataError(
-            f"{path}: no preference rows ({len(skipped)} skipped){first}; "
-            "add one JSON object per line"
+            f"{path}: no {kind} rows ({len(skipped)} skipped){first}; add one JSON object per line"
         )
     return rows
 
 
-def _parse_line(raw: bytes, where: str, line_number: int) -> PreferenceRow | None:
+def _parse_line(raw: bytes, where: str) -> Any:
+    """The line's JSON value; None for a blank line."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -149,13 +249,12 @@ def _parse_line(raw: bytes, where: str, line_number: int) -> PreferenceRow | Non
     if not text.strip():
         return None
     try:
-        record = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise DataError(
             f"{where}: invalid JSON ({error.msg} at column {error.colno}); "
             "each line must be one JSON object"
         ) from None
-    return _parse_record(record, where, line_number)
 
 
 def _parse_record(record: Any, where: str, line_number: int) -> PreferenceRow:
@@ -191,14 +290,14 @@ def _parse_record(record: Any, where: str, line_number: int) -> PreferenceRow:
     return PreferenceRow(prompt, chosen, rejected, weight, margin, target, line_number, strength)
 
 
-def _parse_prompt(value: Any, where: str) -> Prompt:
+def _parse_prompt(value: Any, where: str, row_kind: str = "comparison") -> Prompt:
     if isinstance(value, str):
         if not value.strip():
-            raise DataError(f'{where}: "prompt" is empty; every comparison needs a prompt')
+            raise DataError(f'{where}: "prompt" is empty; every {row_kind} needs a prompt')
         return value
     messages = _parse_messages(value, "prompt", where)
     if not messages:
-        raise DataError(f'{where}: "prompt" has no messages; every comparison needs a prompt')
+        raise DataError(f'{where}: "prompt" has no messages; every {row_kind} needs a prompt')
     return messages
 
 
@@ -236,6 +335,52 @@ def _split_implicit_prompt(record: dict[str, Any], where: str) -> tuple[Messages
         for messages, field in ((chosen, "chosen"), (rejected, "rejected"))
     ]
     return chosen[:-1], completions[0], completions[1]
+
+
+def _parse_demonstration(record: Any, where: str, line_number: int) -> DemonstrationRow:
+    prompt, completion = _prompt_and_completion(record, where, "demonstration")
+    return DemonstrationRow(prompt, completion, line_number)
+
+
+def _parse_rating(record: Any, where: str, line_number: int) -> RatingRow:
+    prompt, completion = _prompt_and_completion(record, where, "rating")
+    label = record.get("label")
+    if label is not None:
+        if not isinstance(label, bool):
+            raise DataError(f'{where}: "label" must be true (desirable) or false, got {label!r}')
+        return RatingRow(prompt, completion, label, None, line_number)
+    score = record.get("score")
+    low, high = RATING_SCALE
+    if score is None:
+        raise DataError(
+            f'{where}: needs "label" (true: a good answer, false: a bad one) or "score" '
+            f"({low} to {high})"
+        )
+    # bool is an int in Python; true as a score is a mistake, not 1.
+    if isinstance(score, bool) or not isinstance(score, int) or not low <= score <= high:
+        raise DataError(f'{where}: "score" must be an integer from {low} to {high}, got {score!r}')
+    return RatingRow(prompt, completion, desirable_from_score(score), score, line_number)
+
+
+def _prompt_and_completion(record: Any, where: str, row_kind: str) -> tuple[Prompt, str]:
+    """{"messages": [..., assistant turn]} or {"prompt": ..., "completion": ...}."""
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    if "messages" in record:
+        messages = _parse_messages(record["messages"], "messages", where)
+        if len(messages) < 2 or messages[-1]["role"] != "assistant":
+            raise DataError(
+                f'{where}: "messages" must end with the assistant\'s answer after at least one '
+                "turn to answer"
+            )
+        return messages[:-1], messages[-1]["content"]
+    if "prompt" not in record or "completion" not in record:
+        hint = ' ("text" rows have no prompt to condition on)' if "text" in record else ""
+        raise DataError(
+            f'{where}: every {row_kind} needs "messages", or "prompt" and "completion"{hint}'
+        )
+    prompt = _parse_prompt(record["prompt"], where, row_kind)
+    return prompt, _parse_completion(record["completion"], "completion", where)
 
 
 def _parse_messages(value: Any, field: str, where: str) -> Messages:
@@ -334,40 +479,16 @@ def encode_pairs(
     Without a template the prompt gets what the tokenizer adds to one text: [CLS] ... [SEP] for
     BERT, giving [CLS] prompt [SEP] answer [SEP] as in BERT's sentence pairs; <s> for Llama.
     """
-    if max_length < 2:
-        raise ValueError(f"max_length must be at least 2, got {max_length}")
-    if not 1 <= max_prompt_length < max_length:
-        raise ValueError(
-            f"max_prompt_length must be in [1, max_length) to leave room for the answer, got "
-            f"{max_prompt_length} with max_length {max_length}"
-        )
-    if context_length is not None and max_length > context_length:
-        raise ValueError(
-            f"max_length {max_length} is longer than the model's context of {context_length}"
-        )
-    eos_id = completion_end_id(tokenizer)
-    prefix, suffix = _special_frame(tokenizer)
-    room = max_prompt_length - len(prefix) - len(suffix)  # prompt text tokens kept
-    if room < 1:
-        raise ValueError(
-            f"max_prompt_length {max_prompt_length} leaves no room next to the tokenizer's "
-            f"{len(prefix) + len(suffix)} special tokens"
-        )
+    encoder = _AnswerEncoder.for_lengths(
+        tokenizer,
+        max_length=max_length,
+        max_prompt_length=max_prompt_length,
+        context_length=context_length,
+    )
     pairs = []
     for index, row in enumerate(rows):
-        body = _text_ids(render_prompt(row.prompt, tokenizer), tokenizer)  # cut from the left
-        prompt_length = len(prefix) + len(body) + len(suffix)
-        if context_length is not None and prompt_length > context_length:
-            where = f"row {index}" + (f" (line {row.source_line})" if row.source_line else "")
-            raise DataError(
-                f"{where}: prompt is {prompt_length} tokens, longer than the model's context of "
-                f"{context_length}; shorten the prompt or drop the row"
-            )
-        prompt_ids = prefix + body[-room:] + suffix
-        completion_room = max_length - len(prompt_ids)
-        chosen_ids, rejected_ids = (
-            [*_text_ids(text, tokenizer), eos_id][:completion_room]
-            for text in (row.chosen, row.rejected)
+        prompt_ids, (chosen_ids, rejected_ids) = encoder.encode(
+            row.prompt, (row.chosen, row.rejected), index, row.source_line
         )
         pairs.append(
             EncodedPair(
@@ -375,6 +496,93 @@ def encode_pairs(
             )
         )
     return pairs
+
+
+def encode_completions(
+    rows: Sequence[DemonstrationRow | RatingRow],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    max_length: int,
+    max_prompt_length: int,
+    context_length: int | None = None,
+) -> list[EncodedCompletion]:
+    """Tokenize demonstrations or rated answers, one answer per row, by encode_pairs' rules."""
+    encoder = _AnswerEncoder.for_lengths(
+        tokenizer,
+        max_length=max_length,
+        max_prompt_length=max_prompt_length,
+        context_length=context_length,
+    )
+    encoded = []
+    for index, row in enumerate(rows):
+        prompt_ids, (completion_ids,) = encoder.encode(
+            row.prompt, (row.completion,), index, row.source_line
+        )
+        encoded.append(EncodedCompletion(prompt_ids, completion_ids, index))
+    return encoded
+
+
+@dataclass(frozen=True)
+class _AnswerEncoder:
+    """What encode_pairs and encode_completions share: the lengths checked once, then each row's
+    prompt cut from the left and its answers from the right (encode_pairs says how)."""
+
+    tokenizer: PreTrainedTokenizerBase
+    max_length: int
+    context_length: int | None
+    prefix: list[int]
+    suffix: list[int]
+    room: int  # prompt text tokens kept
+    eos_id: int
+
+    @classmethod
+    def for_lengths(
+        cls,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_length: int,
+        max_prompt_length: int,
+        context_length: int | None,
+    ) -> _AnswerEncoder:
+        if max_length < 2:
+            raise ValueError(f"max_length must be at least 2, got {max_length}")
+        if not 1 <= max_prompt_length < max_length:
+            raise ValueError(
+                f"max_prompt_length must be in [1, max_length) to leave room for the answer, got "
+                f"{max_prompt_length} with max_length {max_length}"
+            )
+        if context_length is not None and max_length > context_length:
+            raise ValueError(
+                f"max_length {max_length} is longer than the model's context of {context_length}"
+            )
+        prefix, suffix = _special_frame(tokenizer)
+        room = max_prompt_length - len(prefix) - len(suffix)
+        if room < 1:
+            raise ValueError(
+                f"max_prompt_length {max_prompt_length} leaves no room next to the tokenizer's "
+                f"{len(prefix) + len(suffix)} special tokens"
+            )
+        eos_id = completion_end_id(tokenizer)
+        return cls(tokenizer, max_length, context_length, prefix, suffix, room, eos_id)
+
+    def encode(
+        self, prompt: Prompt, answers: Sequence[str], index: int, source_line: int | None
+    ) -> tuple[list[int], list[list[int]]]:
+        """(prompt ids, each answer's ids) for row `index` of the rows being encoded."""
+        body = _text_ids(render_prompt(prompt, self.tokenizer), self.tokenizer)  # cut from the left
+        prompt_length = len(self.prefix) + len(body) + len(self.suffix)
+        if self.context_length is not None and prompt_length > self.context_length:
+            where = f"row {index}" + (f" (line {source_line})" if source_line else "")
+            raise DataError(
+                f"{where}: prompt is {prompt_length} tokens, longer than the model's context of "
+                f"{self.context_length}; shorten the prompt or drop the row"
+            )
+        prompt_ids = self.prefix + body[-self.room :] + self.suffix
+        completion_room = self.max_length - len(prompt_ids)
+        answer_ids = [
+            [*_text_ids(text, self.tokenizer), self.eos_id][:completion_room] for text in answers
+        ]
+        return prompt_ids, answer_ids
 
 
 def completion_end_id(tokenizer: PreTrainedTokenizerBase) -> int:
@@ -531,12 +739,115 @@ def collate_packed_pairs(pairs: Sequence[EncodedPair], pad_id: int) -> dict[str,
     }
 
 
+def collate_completions(items: Sequence[EncodedCompletion], pad_id: int) -> dict[str, Any]:
+    """A batch of N answers, one right-padded row each (prompt + completion).
+
+    input_ids, attention_mask (N, T) long; loss_mask (N, T) bool on completion tokens;
+    answer_lengths (N,) its row sums; num_tokens int, the non-pad tokens.
+    """
+    if not items:
+        raise ValueError("cannot collate an empty batch")
+    input_ids, attention_mask, loss_mask = _stack_sequences(
+        [(item.prompt_ids, item.completion_ids) for item in items], pad_id
+    )
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "loss_mask": loss_mask,
+        "answer_lengths": loss_mask.sum(dim=1),
+        "num_tokens": int(attention_mask.sum()),
+    }
+
+
+def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Indices into `lengths` grouped into rows of at most `capacity` tokens, so that the batch,
+    every row padded to the longest, holds the fewest pad tokens (on a tie, the fewest rows).
+
+    For each row count, from the fewest that could hold the total up to one row per index, the
+    longest sequence goes first into the emptiest row (which evens the rows out); a count whose
+    rows overflow is passed over. One index per row always fits when every length does.
+    """
+    if any(length > capacity for length in lengths):
+        raise ValueError(f"a sequence is longer than the row capacity of {capacity} tokens")
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    best: list[list[int]] = []
+    best_area = math.inf
+    for count in range(max(1, math.ceil(sum(lengths) / capacity)), len(order) + 1):
+        rows: list[list[int]] = [[] for _ in range(count)]
+        fill = [0] * count
+        for index in order:
+            emptiest = fill.index(min(fill))
+            rows[emptiest].append(index)
+            fill[emptiest] += lengths[index]
+        if max(fill) <= capacity and count * max(fill) < best_area:
+            best, best_area = rows, count * max(fill)
+    return best
+
+
+def collate_packed_completions(
+    items: Sequence[EncodedCompletion], pad_id: int, *, max_length: int
+) -> dict[str, Any]:
+    """A decoder's batch of N answers packed several to a row of at most max_length tokens
+    (pack_rows), each prompt + completion seeing only itself.
+
+    Attention is causal inside each packed sequence and blocked between them, and positions
+    restart at 0 for each, so every answer is scored exactly as if it were alone in its row: the
+    same numbers as collate_completions with fewer pad tokens. The layout is
+    collate_packed_pairs' (models.packed_completion_logprobs reads either):
+    input_ids, position_ids (R, T) long; attention_mask (R, 1, T, T) bool, True where the query
+    (row) may attend the key (column); pads attend causally and are never read. Per answer token,
+    M in all, flat indices into the R*T positions: targets (M,) the token, predictors (M,) the
+    position before it, owners (M,) which of the N answers, in the order given. answer_lengths
+    (N,) tokens per answer; num_tokens int, the non-pad tokens.
+    """
+    if not items:
+        raise ValueError("cannot collate an empty batch")
+    rows = pack_rows([item.length for item in items], max_length)
+    width = max(sum(items[i].length for i in row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    attention_mask = torch.ones((width, width), dtype=torch.bool).tril().repeat(len(rows), 1, 1)
+    targets: list[int] = []
+    owners: list[int] = []
+    for r, row in enumerate(rows):
+        start = 0
+        for owner in row:
+            item = items[owner]
+            end = start + item.length
+            input_ids[r, start:end] = torch.tensor(item.prompt_ids + item.completion_ids)
+            position_ids[r, start:end] = torch.arange(item.length)
+            attention_mask[r, start:end, :start] = False  # not the sequences packed before it
+            first_answer = r * width + start + len(item.prompt_ids)
+            targets += range(first_answer, r * width + end)
+            owners += [owner] * len(item.completion_ids)
+            start = end
+    target_positions = torch.tensor(targets, dtype=torch.long)
+    return {
+        "input_ids": input_ids,
+        "position_ids": position_ids,
+        "attention_mask": attention_mask[:, None],
+        "targets": target_positions,
+        # The prompt is never empty, so the position before an answer token is in its sequence.
+        "predictors": target_positions - 1,
+        "owners": torch.tensor(owners, dtype=torch.long),
+        "answer_lengths": torch.tensor([len(item.completion_ids) for item in items]),
+        "num_tokens": sum(item.length for item in items),
+    }
+
+
 def _stack_pairs(pairs: Sequence[EncodedPair], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
     """B pairs -> input_ids (2B, T), attention_mask (2B, T), loss_mask (2B, T), right-padded."""
     if not pairs:
         raise ValueError("cannot collate an empty batch")
     sequences = [(p.prompt_ids, p.chosen_ids) for p in pairs]
     sequences += [(p.prompt_ids, p.rejected_ids) for p in pairs]
+    return _stack_sequences(sequences, pad_id)
+
+
+def _stack_sequences(
+    sequences: Sequence[tuple[list[int], list[int]]], pad_id: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """N (prompt, completion) -> input_ids, attention_mask, loss_mask (N, T), right-padded."""
     width = max(len(prompt) + len(completion) for prompt, completion in sequences)
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)

@@ -1,7 +1,8 @@
-"""Loss math for the reward model and DPO: small pure functions, unit-tested on CPU.
+"""Loss math for the reward model, DPO, SFT, KTO and online RL: small pure functions,
+unit-tested on CPU.
 
-Shapes: B pairs, T tokens, V vocabulary. Rewards and log-probs of a pair batch are (B,) tensors.
-Every loss returns (scalar loss, stats) where stats are plain floats for logging.
+Shapes: B pairs (or answers), T tokens, V vocabulary. Rewards and log-probs of a batch are (B,)
+tensors. Every loss returns (scalar loss, stats) where stats are plain floats for logging.
 """
 
 from __future__ import annotations
@@ -299,6 +300,82 @@ def dpo_loss(
     return loss, stats
 
 
+# --- SFT and KTO: one answer at a time -----------------------------------------------------------
+
+
+def sft_loss(completion_logps: Tensor, answer_lengths: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """Mean negative log-likelihood per answer token over the batch, TRL's SFT loss.
+
+    completion_logps (N,) each answer's summed log-prob, answer_lengths (N,) its tokens ->
+    scalar. Every token counts the same, so a long answer weighs more than a short one.
+    """
+    if completion_logps.dim() != 1 or completion_logps.shape != answer_lengths.shape:
+        raise ValueError(
+            f"completion_logps and answer_lengths must both be (N,), got "
+            f"{tuple(completion_logps.shape)} and {tuple(answer_lengths.shape)}"
+        )
+    tokens = answer_lengths.sum().clamp(min=1).to(torch.float32)
+    return -completion_logps.float().sum() / tokens, {}
+
+
+def kto_loss(
+    policy_logps: Tensor,
+    ref_logps: Tensor,
+    desirable: Tensor,
+    policy_kl_logps: Tensor,
+    ref_kl_logps: Tensor,
+    *,
+    beta: float,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+) -> tuple[Tensor, dict[str, float]]:
+    """KTO (Ethayarajh et al. 2024), with TRL's definitions.
+
+    policy_logps, ref_logps (B,) each answer's summed log-prob; desirable (B,) bool;
+    policy_kl_logps, ref_kl_logps (M,) the same for answers paired with prompts they were not
+    written for. With r = policy - ref each answer's log-ratio and the reference point
+    z_ref = max(0, mean(policy_kl - ref_kl)), an estimate of KL(policy || reference) that carries
+    no gradient (the policy cannot lower its loss by moving the point it is judged against):
+    - desirable:   lambda_D * (1 - sigmoid(beta * (r - z_ref)))
+    - undesirable: lambda_U * (1 - sigmoid(beta * (z_ref - r)))
+    The loss is the mean over the B answers.
+
+    Stats follow TRL's names: kl (z_ref), and the implicit rewards beta * r of the desirable
+    (rewards/chosen) and undesirable (rewards/rejected) answers, nan when the batch has none.
+    """
+    if beta <= 0:
+        raise ValueError(f"beta must be positive, got {beta}")
+    if desirable_weight <= 0 or undesirable_weight <= 0:
+        raise ValueError("desirable_weight and undesirable_weight must be positive")
+    if policy_logps.dim() != 1 or not policy_logps.shape == ref_logps.shape == desirable.shape:
+        raise ValueError(
+            f"policy_logps, ref_logps and desirable must all be (B,), got "
+            f"{tuple(policy_logps.shape)}, {tuple(ref_logps.shape)} and {tuple(desirable.shape)}"
+        )
+    if policy_kl_logps.dim() != 1 or policy_kl_logps.shape != ref_kl_logps.shape:
+        raise ValueError(
+            f"policy_kl_logps and ref_kl_logps must both be (M,), got "
+            f"{tuple(policy_kl_logps.shape)} and {tuple(ref_kl_logps.shape)}"
+        )
+    z_ref = (policy_kl_logps.float() - ref_kl_logps.float()).mean().clamp(min=0).detach()
+    logratios = policy_logps.float() - ref_logps.float()  # (B,)
+    desirable = desirable.bool()
+    losses = torch.where(
+        desirable,
+        desirable_weight * (1 - torch.sigmoid(beta * (logratios - z_ref))),
+        undesirable_weight * (1 - torch.sigmoid(beta * (z_ref - logratios))),
+    )  # (B,)
+
+    with torch.no_grad():
+        rewards = beta * logratios
+        stats = {
+            metric.KL: z_ref.item(),
+            metric.DPO_REWARDS_CHOSEN: _mean_where(rewards, desirable),
+            metric.DPO_REWARDS_REJECTED: _mean_where(rewards, ~desirable),
+        }
+    return losses.mean(), stats
+
+
 # --- helpers -----------------------------------------------------------------------------------
 
 
@@ -308,6 +385,11 @@ def _weighted_mean(losses: Tensor, weight: Tensor | None) -> Tensor:
         return losses.mean()
     weight = weight.to(losses.dtype)
     return (losses * weight).sum() / weight.sum()
+
+
+def _mean_where(values: Tensor, mask: Tensor) -> float:
+    """Mean of values (B,) where mask (B,) is set; nan when it is set nowhere."""
+    return values[mask].mean().item() if bool(mask.any()) else float("nan")
 
 
 def _check_pair_shapes(chosen: Tensor, rejected: Tensor, **optional: Tensor | None) -> None:
