@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from rest_framework import status
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate import selectors, services
+from annotate.feedback import feedback_type
 from annotate.models import FeedbackKind
 from annotate.permissions import CanManageProject, CanSeeProject, IsStaff, StaffForWrites
 from annotate.serializers import (
@@ -21,6 +22,11 @@ from annotate.serializers import (
     ComparisonDetailSerializer,
     ComparisonFilterSerializer,
     ComparisonOutputSerializer,
+    DemonstrationFilterSerializer,
+    DemonstrationOutputSerializer,
+    DemonstrationReviewInputSerializer,
+    DemonstrationSubmitInputSerializer,
+    DemonstrationSubmittedSerializer,
     ExternalComparisonInputSerializer,
     JudgmentOutputSerializer,
     JudgmentSubmitInputSerializer,
@@ -36,6 +42,7 @@ from annotate.serializers import (
     PromptBatchOutputSerializer,
     PromptOutputSerializer,
     PromptUploadInputSerializer,
+    SubmitEnvelopeSerializer,
 )
 from config.errors import ApplicationError
 from config.pagination import paginated, paginated_response
@@ -162,6 +169,19 @@ class NextPairApi(APIView):
         return Response(view)  # already plain JSON values, in LeasedPairSerializer's shape
 
 
+# One submit for every feedback type: the request and the answer are one of these shapes.
+SUBMIT_REQUEST = PolymorphicProxySerializer(
+    component_name="FeedbackSubmitInput",
+    serializers=[JudgmentSubmitInputSerializer, DemonstrationSubmitInputSerializer],
+    resource_type_field_name=None,
+)
+SUBMIT_RESPONSE = PolymorphicProxySerializer(
+    component_name="FeedbackSubmitted",
+    serializers=[JudgmentSubmittedSerializer, DemonstrationSubmittedSerializer],
+    resource_type_field_name=None,
+)
+
+
 class SubmitJudgmentApi(APIView):
     """Record a judgment; with lease_next, also lease the next pair in the same round trip."""
 
@@ -169,22 +189,26 @@ class SubmitJudgmentApi(APIView):
     renderer_classes = [JSONRenderer]
 
     @extend_schema(
-        request=JudgmentSubmitInputSerializer,
-        responses={201: JudgmentSubmittedSerializer, 200: JudgmentSubmittedSerializer},
+        request=SUBMIT_REQUEST,
+        responses={201: SUBMIT_RESPONSE, 200: SUBMIT_RESPONSE},
     )
     def post(self, request: Request, assignment_id: int) -> Response:
-        data = JudgmentSubmitInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        values = dict(data.validated_data)
-        lease_next = values.pop("lease_next", False)
+        # The generic fields say the kind; the kind's own serializer reads the rest.
+        envelope = SubmitEnvelopeSerializer(data=request.data)
+        envelope.is_valid(raise_exception=True)
+        kind = envelope.validated_data.get("kind", FeedbackKind.PAIRWISE)
+        feedback = feedback_type(kind)
+        fields = feedback.submit_input(data=request.data)
+        fields.is_valid(raise_exception=True)
         result = services.feedback_submit(
             assignment_id=assignment_id,
             annotator=request_user(request),
-            kind=values.pop("kind", FeedbackKind.PAIRWISE),
-            submission_key=values.pop("submission_key", None),
-            values=values,
+            kind=kind,
+            submission_key=envelope.validated_data.get("submission_key"),
+            values=dict(fields.validated_data),
         )
-        body = selectors.judgment_view(result.judgment)
+        lease_next = envelope.validated_data.get("lease_next", False)
+        body = feedback.submitted_view(result.judgment)
         if lease_next:
             # The judgment is committed already; a failure to lease (a pause, say) is reported
             # beside it and never turns the stored judgment into an error.
@@ -325,6 +349,48 @@ class MyHistoryApi(APIView):
         project = selectors.project_get_for_user(user=user, project_id=project_id)
         history = selectors.annotator_history(project=project, user=user)
         return Response(AnnotatorHistorySerializer(history).data)
+
+
+class DemonstrationListApi(APIView):
+    """The project's written answers, newest first; reviewers filter by review status."""
+
+    permission_classes = [IsAuthenticated, CanSeeProject]
+
+    @extend_schema(
+        parameters=[DemonstrationFilterSerializer],
+        responses=paginated(DemonstrationOutputSerializer),
+    )
+    def get(self, request: Request, project_id: int) -> Response:
+        user = request_user(request)
+        project = selectors.project_get_for_user(user=user, project_id=project_id)
+        filters = DemonstrationFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        rows = selectors.demonstrations_visible_to(
+            user=user, project=project, review_status=filters.validated_data.get("review_status")
+        )
+        return paginated_response(request, self, rows, DemonstrationOutputSerializer)
+
+
+class DemonstrationReviewApi(APIView):
+    """Accept or reject a written answer waiting for review (not your own)."""
+
+    permission_classes = [IsAuthenticated, CanSeeProject]
+
+    @extend_schema(
+        request=DemonstrationReviewInputSerializer, responses=DemonstrationOutputSerializer
+    )
+    def post(self, request: Request, project_id: int, demonstration_id: int) -> Response:
+        user = request_user(request)
+        project = selectors.project_get_for_user(user=user, project_id=project_id)
+        data = DemonstrationReviewInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        reviewed = services.demonstration_review(
+            project=project,
+            demonstration_id=demonstration_id,
+            reviewer=user,
+            accepted=data.validated_data["accepted"],
+        )
+        return Response(DemonstrationOutputSerializer(reviewed).data)
 
 
 class MemberListApi(APIView):

@@ -40,6 +40,7 @@ class ImportResultSerializer(serializers.Serializer[Any]):
     responses_created = BoundedIntegerField()
     comparisons_created = BoundedIntegerField()
     judgments_created = BoundedIntegerField()
+    demonstrations_created = BoundedIntegerField(help_text="Format sft: written answers stored.")
     skipped_duplicates = BoundedIntegerField()
     skipped_identical = BoundedIntegerField()
     rows_failed = BoundedIntegerField()
@@ -168,3 +169,19 @@ class ExportJudgmentsCsvApi(_DownloadApi):
         judgments = selectors.judgments_visible_to(user=user, project=project)
         lines = exporters.judgments_csv_lines(judgments=judgments)
         return _download(lines, filename=f"{project.slug}-judgments.csv", content_type=CSV)
+
+
+class ExportSftApi(_DownloadApi):
+    permission_classes = [IsAuthenticated, CanManageProject]
+
+    @extend_schema(
+        operation_id="projects_export_sft",
+        responses={(200, NDJSON): OpenApiTypes.STR},
+        description="Accepted demonstrations as TRL conversational SFT JSONL ({messages}); "
+        "admins and clients.",
+    )
+    def get(self, request: Request, project_id: int) -> StreamingHttpResponse:
+        user = request_user(request)
+        project = selectors.project_get_for_user(user=user, project_id=project_id)
+        lines = exporters.sft_jsonl_lines(project=project)
+        return _download(lines, filename=f"{project.slug}-sft.jsonl", content_type=NDJSON)

@@ -28,7 +28,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from annotate.feedback import pairwise
+from annotate.feedback import demonstration, pairwise
 from annotate.models import Judgment, Project
 from annotate.selectors import LabelResolution, label_posterior
 
@@ -90,6 +90,28 @@ def trl_jsonl_lines(
     *, project: Project, include_ties: bool = False, resolution: LabelResolution = "majority"
 ) -> Iterator[str]:
     for row in trl_rows(project=project, include_ties=include_ties, resolution=resolution):
+        yield _jsonl(row)
+
+
+# --- TRL SFT demonstrations -----------------------------------------------------------------
+
+
+def sft_rows(*, project: Project) -> Iterator[dict[str, Any]]:
+    """Accepted demonstrations in TRL's conversational SFT shape: the prompt's turns, then the
+    written answer as the assistant's (model outputs and answers stay plain JSON strings)."""
+    for shown in demonstration.accepted_demonstrations(project=project):
+        yield {
+            "messages": [*shown.prompt, {"role": "assistant", "content": shown.completion}],
+            "demonstration_id": shown.demonstration_id,
+            "prompt_id": shown.prompt_id,
+            "round_id": shown.round_id,
+            "edited_from": shown.edited_from,
+            "source": shown.source,
+        }
+
+
+def sft_jsonl_lines(*, project: Project) -> Iterator[str]:
+    for row in sft_rows(project=project):
         yield _jsonl(row)
 
 

@@ -42,7 +42,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -55,6 +55,7 @@ from annotate.models import (
     Choice,
     Comparison,
     ComparisonStatus,
+    Demonstration,
     Judgment,
     JudgmentSource,
     Outcome,
@@ -62,6 +63,7 @@ from annotate.models import (
     Prompt,
     Response,
     ResponseSource,
+    ReviewStatus,
 )
 from annotate.services import chat_messages_clean
 from config.errors import ApplicationError, ConflictError
@@ -69,7 +71,8 @@ from config.safe_json import json_loads_checked
 from config.users import User
 from config.validation import too_large
 
-IMPORT_FORMATS = ("trl", "hh", "alpaca_eval")
+SFT_FORMAT = "sft"  # demonstrations, not pairs: demonstrations_import
+IMPORT_FORMATS = ("trl", "hh", "alpaca_eval", SFT_FORMAT)
 # A file saved in the wrong encoding fails on every line; the first errors say enough.
 MAX_REPORTED_ERRORS = 100
 EXTERNAL_ID_MAX_CHARS = 200
@@ -99,6 +102,7 @@ class ImportResult:
     responses_created: int = 0
     comparisons_created: int = 0
     judgments_created: int = 0
+    demonstrations_created: int = 0  # format "sft"
     skipped_duplicates: int = 0  # the pair (either order) is already stored for that prompt
     skipped_identical: int = 0  # both answers are the same text: no preference to learn
     rows_failed: int = 0
@@ -109,7 +113,12 @@ class ImportResult:
 
     @property
     def created_anything(self) -> bool:
-        return bool(self.prompts_created or self.responses_created or self.comparisons_created)
+        return bool(
+            self.prompts_created
+            or self.responses_created
+            or self.comparisons_created
+            or self.demonstrations_created
+        )
 
 
 @dataclass(frozen=True)
@@ -369,12 +378,16 @@ def import_annotator_get_or_create(*, project: Project) -> User:
 
 
 def _prompt_get_or_create(
-    project: Project, pair: PreferencePair, source: str
+    project: Project,
+    external_id: str | None,
+    text: str,
+    messages: list[dict[str, str]] | None,
+    source: str,
 ) -> tuple[Prompt, bool]:
-    external_id = pair.external_id or prompt_content_key(pair.text, pair.messages)
+    external_id = external_id or prompt_content_key(text, messages)
     existing = Prompt.objects.filter(project=project, external_id=external_id).first()
     if existing is not None:
-        if existing.text != pair.text or existing.messages != pair.messages:
+        if existing.text != text or existing.messages != messages:
             raise RowError(
                 f"id {external_id!r} is already used by prompt {existing.pk} with a different "
                 "prompt"
@@ -383,8 +396,8 @@ def _prompt_get_or_create(
     prompt = Prompt.objects.create(
         project=project,
         external_id=external_id,
-        text=pair.text,
-        messages=pair.messages,
+        text=text,
+        messages=messages,
         source=source,
     )
     return prompt, True
@@ -421,7 +434,9 @@ class _RowCounts:
 def _store_pair(
     *, project: Project, pair: PreferencePair, annotator: User, source: str
 ) -> _RowCounts:
-    prompt, prompt_created = _prompt_get_or_create(project, pair, source)
+    prompt, prompt_created = _prompt_get_or_create(
+        project, pair.external_id, pair.text, pair.messages, source
+    )
     response_a, a_created = _response_get_or_create(prompt, pair.answer_a, pair.model_a)
     response_b, b_created = _response_get_or_create(prompt, pair.answer_b, pair.model_b)
     counts = _RowCounts(prompts=int(prompt_created), responses=int(a_created) + int(b_created))
@@ -481,6 +496,36 @@ def _record_error(result: ImportResult, row: int, message: str) -> None:
         result.errors.append({"row": row, "error": message})
 
 
+RowHandler = Callable[[int, dict[str, Any]], None]
+
+
+def _import_lines(
+    *, file: IO[bytes], result: ImportResult, handle: RowHandler, all_or_nothing: bool
+) -> ImportResult:
+    """Each line of the file through `handle` (which parses, stores in its own savepoint and
+    counts); a bad row is recorded in `result.errors`, or fails the whole import when asked."""
+    for number, raw in _lines(file, limit=max_import_bytes()):
+        if number == 1:
+            raw = raw.removeprefix(codecs.BOM_UTF8)  # some editors start UTF-8 files with one
+        if not raw.strip():
+            continue
+        result.rows_read += 1
+        try:
+            handle(number, _record(number, raw))
+        except RowError as error:
+            _record_error(result, number, str(error))
+        except IntegrityError:
+            _record_error(result, number, "conflicts with data written at the same time; retry")
+    if result.rows_read == 0:
+        raise ApplicationError("The file has no rows; give one JSON object per line.")
+    if all_or_nothing and result.rows_failed:
+        raise ApplicationError(
+            f"{result.rows_failed} of {result.rows_read} rows are invalid; nothing was stored.",
+            extra={"rows_failed": result.rows_failed, "errors": result.errors},
+        )
+    return result
+
+
 @transaction.atomic
 def preferences_import(
     *,
@@ -495,7 +540,10 @@ def preferences_import(
     and come back in `errors`, the rest is stored, and rows with an empty answer are stored
     and listed in `warnings`. With all_or_nothing, any bad row stores nothing and raises
     ApplicationError listing the bad rows. A file over the size limit is refused whole (413).
+    A file of demonstrations (format "sft") goes to demonstrations_import.
     """
+    if format == SFT_FORMAT:
+        return demonstrations_import(project=project, file=file, all_or_nothing=all_or_nothing)
     if format not in PARSERS:
         raise ApplicationError(f"format must be one of {', '.join(IMPORT_FORMATS)}.")
     parse = PARSERS[format]
@@ -503,31 +551,88 @@ def preferences_import(
     annotator = import_annotator_get_or_create(project=project)
     source = f"import:{format}"
     result = ImportResult(format=format)
-    for number, raw in _lines(file, limit=max_import_bytes()):
-        if number == 1:
-            raw = raw.removeprefix(codecs.BOM_UTF8)  # some editors start UTF-8 files with one
-        if not raw.strip():
-            continue
-        result.rows_read += 1
-        try:
-            pair = parse(_record(number, raw), limit=limit)
-            # A savepoint per row: a bad row's partial writes go, the good rows stay. Counts are
-            # added only once the savepoint is released, so they match what is stored.
-            with transaction.atomic():
-                counts = _store_pair(project=project, pair=pair, annotator=annotator, source=source)
-        except RowError as error:
-            _record_error(result, number, str(error))
-        except IntegrityError:
-            _record_error(result, number, "conflicts with data written at the same time; retry")
-        else:
-            _add(result, counts)
-            if counts.comparisons and not (pair.answer_a.strip() and pair.answer_b.strip()):
-                _record_empty_answer(result, number)
-    if result.rows_read == 0:
-        raise ApplicationError("The file has no rows; give one JSON object per line.")
-    if all_or_nothing and result.rows_failed:
-        raise ApplicationError(
-            f"{result.rows_failed} of {result.rows_read} rows are invalid; nothing was stored.",
-            extra={"rows_failed": result.rows_failed, "errors": result.errors},
-        )
-    return result
+
+    def handle(number: int, record: dict[str, Any]) -> None:
+        pair = parse(record, limit=limit)
+        # A savepoint per row: a bad row's partial writes go, the good rows stay. Counts are
+        # added only once the savepoint is released, so they match what is stored.
+        with transaction.atomic():
+            counts = _store_pair(project=project, pair=pair, annotator=annotator, source=source)
+        _add(result, counts)
+        if counts.comparisons and not (pair.answer_a.strip() and pair.answer_b.strip()):
+            _record_empty_answer(result, number)
+
+    return _import_lines(file=file, result=result, handle=handle, all_or_nothing=all_or_nothing)
+
+
+# --- Demonstrations (TRL's SFT format) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParsedDemonstration:
+    external_id: str | None
+    text: str  # "" when the prompt is a chat (messages)
+    messages: list[dict[str, str]] | None
+    completion: str
+
+
+def parse_sft(record: Mapping[str, Any], *, limit: int) -> ParsedDemonstration:
+    """TRL's conversational SFT row ({"messages": [..., assistant answer]}) or its prompt /
+    completion form (each text or messages)."""
+    if "messages" in record:
+        turns = record["messages"]
+        if (
+            not isinstance(turns, list)
+            or len(turns) < 2
+            or not isinstance(turns[-1], Mapping)
+            or turns[-1].get("role") != "assistant"
+        ):
+            raise RowError('"messages" must be turns that end with the assistant\'s answer')
+        prompt, completion = turns[:-1], _answer(turns[-1:], "messages")
+    elif "prompt" in record and "completion" in record:
+        prompt, completion = record["prompt"], _answer(record["completion"], "completion")
+        if not isinstance(prompt, str | list):
+            raise RowError('"prompt" must be text or a list of messages')
+    else:
+        raise RowError('an SFT row needs "messages", or "prompt" and "completion"')
+    text, messages = _prompt_fields(prompt, limit=limit)
+    return ParsedDemonstration(_external_id(record), text, messages, completion)
+
+
+@transaction.atomic
+def demonstrations_import(
+    *, project: Project, file: IO[bytes], all_or_nothing: bool = False
+) -> ImportResult:
+    """Import written answers for SFT: each row a Prompt (found again by id or content, as for
+    pairs) and an accepted Demonstration by the import annotator. The same answer to the same
+    prompt imported again is skipped; an empty answer is stored and warned about."""
+    limit = min(project.max_prompt_chars, settings.MAX_PROMPT_CHARS)
+    annotator = import_annotator_get_or_create(project=project)
+    source = f"import:{SFT_FORMAT}"
+    result = ImportResult(format=SFT_FORMAT)
+
+    def handle(number: int, record: dict[str, Any]) -> None:
+        row = parse_sft(record, limit=limit)
+        with transaction.atomic():
+            prompt, prompt_created = _prompt_get_or_create(
+                project, row.external_id, row.text, row.messages, source
+            )
+            again = Demonstration.objects.filter(
+                prompt=prompt, text=row.completion, source=JudgmentSource.IMPORTED
+            ).exists()
+            if not again:
+                Demonstration.objects.create(
+                    project=project,
+                    prompt=prompt,
+                    annotator=annotator,
+                    text=row.completion,
+                    source=JudgmentSource.IMPORTED,
+                    review_status=ReviewStatus.ACCEPTED,
+                )
+        result.prompts_created += int(prompt_created)
+        result.demonstrations_created += int(not again)
+        result.skipped_duplicates += int(again)
+        if not again and not row.completion.strip():
+            _record_empty_answer(result, number)
+
+    return _import_lines(file=file, result=result, handle=handle, all_or_nothing=all_or_nothing)

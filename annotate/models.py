@@ -46,6 +46,15 @@ class Project(models.Model):
         default=64, help_text="Complete comparisons after which a round closes by itself."
     )
     max_prompt_chars = models.PositiveIntegerField(default=8_000)
+    demonstration_share = models.FloatField(
+        default=0.0,
+        help_text="Share of a round's prompts (not held out) whose item asks for a written "
+        "answer instead of a choice between two.",
+    )
+    review_demonstrations = models.BooleanField(
+        default=False,
+        help_text="A written answer trains only once a second annotator accepts it.",
+    )
     min_view_ms = models.PositiveIntegerField(
         default=800,
         help_text="A judging key acts on a pair only once it has been on screen this long "
@@ -73,6 +82,10 @@ class Project(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="project_gold_rate_0_1"
+            ),
+            models.CheckConstraint(
+                condition=Q(demonstration_share__gte=0) & Q(demonstration_share__lte=1),
+                name="project_demonstration_share_0_1",
             ),
             models.CheckConstraint(
                 condition=Q(gate_min_win_rate__gte=0) & Q(gate_min_win_rate__lte=1),
@@ -270,6 +283,7 @@ class FeedbackKind(models.TextChoices):
     """What an annotator gives on a queued item; each kind's rules live in annotate/feedback/."""
 
     PAIRWISE = "pairwise", "Which of two answers is better"
+    DEMONSTRATION = "demonstration", "Write the answer, or rewrite one of the two shown"
 
 
 class Comparison(models.Model):
@@ -476,6 +490,76 @@ class Judgment(models.Model):
             self.right_response_id,
             self.comparison.response_a_id,
         )
+
+
+class ReviewStatus(models.TextChoices):
+    """A demonstration's review: a second annotator accepts or rejects it where the project
+    asks for review; otherwise it is accepted as written."""
+
+    PENDING = "pending", "Waiting for review"
+    ACCEPTED = "accepted", "Accepted"
+    REJECTED = "rejected", "Rejected"
+
+
+class Demonstration(models.Model):
+    """An answer written by a person, for supervised fine-tuning: from scratch, or edited from
+    one of the answers the item showed (`edited_from`, whose model_version says which policy
+    wrote the original). Imported demonstrations have no comparison or assignment."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="demonstrations")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="demonstrations")
+    comparison = models.ForeignKey(
+        Comparison,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="demonstrations",
+    )
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="demonstrations"
+    )
+    assignment = models.OneToOneField(
+        Assignment, null=True, blank=True, on_delete=models.SET_NULL, related_name="demonstration"
+    )
+    text = models.TextField(blank=True)
+    edited_from = models.ForeignKey(
+        Response, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
+    source = models.CharField(
+        max_length=10, choices=JudgmentSource.choices, default=JudgmentSource.HUMAN
+    )
+    review_status = models.CharField(
+        max_length=8, choices=ReviewStatus.choices, default=ReviewStatus.ACCEPTED
+    )
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="demonstrations_reviewed",
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    submission_key = models.UUIDField(default=uuid.uuid4, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["project", "review_status"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["comparison", "annotator"],
+                condition=Q(comparison__isnull=False),
+                name="demonstration_one_per_annotator",
+            ),
+            models.CheckConstraint(
+                condition=Q(review_status__in=ReviewStatus.values),
+                name="demonstration_review_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Demonstration {self.pk} by {self.annotator} on prompt {self.prompt_id}"
 
 
 def choice_outcome(

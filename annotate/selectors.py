@@ -13,6 +13,7 @@ from annotate.feedback import JudgmentFacts, feedback_type
 from annotate.models import (
     Assignment,
     Comparison,
+    Demonstration,
     Judgment,
     MemberRole,
     Membership,
@@ -86,30 +87,23 @@ def assignment_for_annotator_view(assignment: Assignment) -> dict:
     return feedback_type(item.kind).annotator_view(item)
 
 
-# A judgment as the API shows it; JudgmentOutputSerializer lists the same fields.
-JUDGMENT_FIELDS = (
-    "id", "comparison", "annotator", "choice", "strength", "rationale", "time_spent_ms",
-    "left_response", "right_response", "source", "submission_key", "created_at",
-)  # fmt: skip
-_JUDGMENT_FOREIGN_KEYS = frozenset({"comparison", "annotator", "left_response", "right_response"})
-
-
-def judgment_view(judgment: Judgment) -> dict[str, Any]:
-    """A judgment in JudgmentOutputSerializer's shape, without a serializer per submit."""
-    view = {
-        name: getattr(judgment, f"{name}_id" if name in _JUDGMENT_FOREIGN_KEYS else name)
-        for name in JUDGMENT_FIELDS
-    }
-    view["submission_key"] = str(judgment.submission_key)
-    return view
-
-
 def judgments_visible_to(*, user: User, project: Project) -> QuerySet[Judgment]:
     """Admins and the project's API clients see every judgment; annotators only their own."""
     judgments = Judgment.objects.filter(comparison__project=project).order_by("id")
     if user.is_staff or user_can_manage_prompts(user=user, project=project):
         return judgments
     return judgments.filter(annotator=user)
+
+
+def demonstrations_visible_to(
+    *, user: User, project: Project, review_status: str | None = None
+) -> QuerySet[Demonstration]:
+    """Every member sees the project's written answers, not only their own: a second
+    annotator reviews them. Each row names its author."""
+    rows = Demonstration.objects.filter(project=project).order_by("-id")
+    if review_status is not None:
+        rows = rows.filter(review_status=review_status)
+    return rows
 
 
 def judgment_outcome_rows(

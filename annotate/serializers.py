@@ -2,20 +2,22 @@
 
 from rest_framework import serializers
 
-from annotate.feedback.pairwise import PairwiseSubmitInput
+from annotate.feedback.demonstration import DemonstrationSubmitInput
+from annotate.feedback.pairwise import JUDGMENT_FIELDS, PairwiseSubmitInput
 from annotate.models import (
     Comparison,
     ComparisonStatus,
+    Demonstration,
     FeedbackKind,
     Judgment,
     MemberRole,
     Outcome,
     Project,
     Prompt,
+    ReviewStatus,
     Round,
     TrainingAlgorithm,
 )
-from annotate.selectors import JUDGMENT_FIELDS
 from config.validation import MAX_POSITIVE_INTEGER, BoundedIntegerField
 
 
@@ -116,8 +118,8 @@ class LeasedPairSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField()
 
 
-class JudgmentSubmitInputSerializer(PairwiseSubmitInput):
-    """A submit: the feedback type's own fields (pairwise today) and the generic ones."""
+class SubmitEnvelopeSerializer(serializers.Serializer):
+    """The fields every submit carries, whatever its feedback type."""
 
     kind = serializers.ChoiceField(
         choices=FeedbackKind.choices,
@@ -129,6 +131,15 @@ class JudgmentSubmitInputSerializer(PairwiseSubmitInput):
         required=False,  # no default, so generated clients may leave it out
         help_text="Also lease the next pair and return it as `next`: one round trip per pair.",
     )
+
+
+class JudgmentSubmitInputSerializer(PairwiseSubmitInput, SubmitEnvelopeSerializer):
+    """A pairwise submit: a choice (and strength, rationale, time) and the generic fields."""
+
+
+class DemonstrationSubmitInputSerializer(DemonstrationSubmitInput, SubmitEnvelopeSerializer):
+    """A demonstration submit (kind "demonstration"): the written text, the side it was edited
+    from if any, and the generic fields."""
 
 
 class JudgmentOutputSerializer(serializers.ModelSerializer):
@@ -154,6 +165,24 @@ class JudgmentSubmittedSerializer(JudgmentOutputSerializer):
 
     class Meta(JudgmentOutputSerializer.Meta):
         fields = [*JudgmentOutputSerializer.Meta.fields, "next", "next_error"]
+
+
+class DemonstrationSubmittedSerializer(serializers.Serializer):
+    """A demonstration submit's answer, and the next item when lease_next was asked."""
+
+    id = BoundedIntegerField()
+    kind = serializers.ChoiceField(choices=FeedbackKind.choices)
+    comparison = BoundedIntegerField()
+    annotator = BoundedIntegerField()
+    text = serializers.CharField(allow_blank=True)
+    edited_from = BoundedIntegerField(allow_null=True, help_text="The response it was edited from.")
+    review_status = serializers.ChoiceField(choices=ReviewStatus.choices)
+    time_spent_ms = BoundedIntegerField(allow_null=True)
+    source = serializers.CharField()  # type: ignore[assignment]
+    submission_key = serializers.UUIDField()
+    created_at = serializers.DateTimeField()
+    next = LeasedPairSerializer(required=False, allow_null=True)
+    next_error = NextErrorSerializer(required=False)
 
 
 class AnnotatorStatsSerializer(serializers.Serializer):
@@ -291,6 +320,23 @@ class ComparisonDetailSerializer(serializers.Serializer):
     posterior_a = serializers.FloatField(
         allow_null=True, help_text="Crowd model: P(answer a is the better one); null if undecided."
     )
+
+
+class DemonstrationOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Demonstration
+        fields = [
+            "id", "prompt", "comparison", "annotator", "text", "edited_from", "time_spent_ms",
+            "source", "review_status", "reviewed_by", "reviewed_at", "created_at",
+        ]  # fmt: skip
+
+
+class DemonstrationFilterSerializer(serializers.Serializer):
+    review_status = serializers.ChoiceField(choices=ReviewStatus.choices, required=False)
+
+
+class DemonstrationReviewInputSerializer(serializers.Serializer):
+    accepted = serializers.BooleanField(help_text="true accepts the answer for training.")
 
 
 class PauseInputSerializer(serializers.Serializer):

@@ -8,21 +8,23 @@ import io
 import json
 import secrets
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from annotate import hooks, queue
-from annotate.feedback import FeedbackType, feedback_type
+from annotate.feedback import FEEDBACK_TYPES, FeedbackType, feedback_type
 from annotate.models import (
     Assignment,
     AssignmentStatus,
     Comparison,
     ComparisonStatus,
+    Demonstration,
     FeedbackKind,
     Judgment,
     JudgmentSource,
@@ -33,6 +35,7 @@ from annotate.models import (
     Prompt,
     Response,
     ResponseSource,
+    ReviewStatus,
     Round,
     RoundStatus,
     TrainingAlgorithm,
@@ -354,15 +357,30 @@ def comparisons_create_for_round(
     required_annotations: int | None = None,
     priority: float = 0.0,
     planned: Sequence[PlannedPair] | None = None,
+    demonstration_prompt_ids: Collection[int] = (),
 ) -> list[Comparison]:
     """One comparison per prompt of the round: the `planned` pairs where given (the answers
-    must be this round's policy's), else each prompt's two newest answers.
+    must be this round's policy's), else each prompt's two newest answers. The items of
+    `demonstration_prompt_ids` ask for a written answer (kind demonstration), the rest for a
+    choice.
 
     Idempotent: a prompt that has its comparison in this round gets no second one.
     """
     required = required_annotations or round.project.required_annotations
     if planned is not None:
-        return _planned_comparisons_create(round=round, required=required, planned=planned)
+        created = _planned_comparisons_create(round=round, required=required, planned=planned)
+    else:
+        created = _newest_pairs_create(round=round, required=required, priority=priority)
+    asked = [c.pk for c in created if c.prompt_id in demonstration_prompt_ids]
+    if asked:
+        Comparison.objects.filter(pk__in=asked).update(kind=FeedbackKind.DEMONSTRATION)
+        for comparison in created:
+            if comparison.pk in asked:
+                comparison.kind = FeedbackKind.DEMONSTRATION
+    return created
+
+
+def _newest_pairs_create(*, round: Round, required: int, priority: float) -> list[Comparison]:
     responses = (
         Response.objects.filter(round=round, model_version=round.policy)
         .order_by("prompt_id", "-id")
@@ -767,9 +785,7 @@ def _feedback_submit_checked(
     if lease.status == AssignmentStatus.SUBMITTED:
         # A judgment is stored in the same transaction that marks its lease submitted, so
         # only a submitted lease can have one: a retry, answered with what was stored.
-        stored = Judgment.objects.filter(
-            comparison_id=lease.comparison_id, annotator=annotator
-        ).first()
+        stored = feedback.stored_by(comparison_id=lease.comparison_id, annotator=annotator)
         if stored is None:  # deleted by an admin since: the pair stays judged once
             raise ConflictError("This pair is already judged.")
         said = None if stored.submission_key == submission_key else feedback.differs(stored, values)
@@ -788,9 +804,8 @@ def _feedback_submit_checked(
         )
     if lease.member_role != MemberRole.ANNOTATOR:
         raise _not_an_annotator(lease.member_role)
-    if (
-        submission_key is not None
-        and Judgment.objects.filter(submission_key=submission_key).exists()
+    if submission_key is not None and any(
+        other.key_used(submission_key) for other in FEEDBACK_TYPES.values()
     ):
         raise ConflictError("This submission key was already used for another pair.")
     if lease.status in (AssignmentStatus.SKIPPED, AssignmentStatus.RELEASED):
@@ -953,3 +968,45 @@ def served_exchange_keep(
             required_annotations=project.required_annotations,
         )  # fmt: skip
     return prompt
+
+
+# --- Demonstrations: review ------------------------------------------------------------------
+
+
+@transaction.atomic
+def demonstration_review(
+    *, project: Project, demonstration_id: int, reviewer: User, accepted: bool
+) -> Demonstration:
+    """A second annotator (or a manager) accepts or rejects a written answer waiting for
+    review; only an accepted one trains. Nobody reviews their own, and a review is final."""
+    demonstration = (
+        Demonstration.objects.select_for_update()
+        .filter(project=project, pk=demonstration_id)
+        .first()
+    )
+    if demonstration is None:
+        raise NotFoundError(f"Demonstration {demonstration_id} does not exist in this project.")
+    if demonstration.annotator_id == reviewer.pk:
+        raise ApplicationError(
+            "You wrote this answer: a second person reviews it.", code="forbidden", http_status=403
+        )
+    may_review = Membership.objects.filter(
+        Q(role=MemberRole.CLIENT) | Q(role=MemberRole.ANNOTATOR, paused=False),
+        project=project,
+        user=reviewer,
+    ).exists()
+    if not (reviewer.is_staff or may_review):
+        raise ApplicationError(
+            "Only the project's annotators and managers review demonstrations.",
+            code="forbidden",
+            http_status=403,
+        )
+    if demonstration.review_status != ReviewStatus.PENDING:
+        raise ConflictError(
+            f"This demonstration was already reviewed: {demonstration.review_status}."
+        )
+    demonstration.review_status = ReviewStatus.ACCEPTED if accepted else ReviewStatus.REJECTED
+    demonstration.reviewed_by = reviewer
+    demonstration.reviewed_at = timezone.now()
+    demonstration.save(update_fields=["review_status", "reviewed_by", "reviewed_at"])
+    return demonstration

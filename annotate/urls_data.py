@@ -25,4 +25,9 @@ data_patterns: list = [
         api_data.ExportJudgmentsCsvApi.as_view(),
         name="export-judgments-csv",
     ),
+    path(
+        "projects/<id:project_id>/export/sft/",
+        api_data.ExportSftApi.as_view(),
+        name="export-sft",
+    ),
 ]

@@ -36,6 +36,16 @@ api_patterns = [
         name="comparison-detail",
     ),
     path(
+        "projects/<id:project_id>/demonstrations/",
+        annotate_api.DemonstrationListApi.as_view(),
+        name="demonstration-list",
+    ),
+    path(
+        "projects/<id:project_id>/demonstrations/<id:demonstration_id>/review/",
+        annotate_api.DemonstrationReviewApi.as_view(),
+        name="demonstration-review",
+    ),
+    path(
         "projects/<id:project_id>/my-history/",
         annotate_api.MyHistoryApi.as_view(),
         name="my-history",

@@ -14,6 +14,7 @@ from registry.models import ModelVersion
 
 class RunKind(models.TextChoices):
     GENERATE = "generate", "Generate a round's responses"
+    SFT = "sft", "Fine-tune the policy on written demonstrations"
     REWARD = "reward", "Train the reward model"
     DPO = "dpo", "Train the policy with DPO"
     PPO = "ppo", "Train the policy with PPO"
@@ -49,7 +50,8 @@ class TrainingRun(models.Model):
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
-    # Part of a round's chain (reward -> policy -> evaluate): on success it queues the next step.
+    # Part of a round's chain ([sft ->] reward -> policy -> evaluate): on success it queues the
+    # next step.
     chained = models.BooleanField(default=False)
     attempt = models.PositiveSmallIntegerField(default=0)
     worker = models.CharField(max_length=200, blank=True, help_text="Host and pid of the claimer.")
@@ -90,7 +92,7 @@ class TrainingRun(models.Model):
             ),
             # A succeeded training run always names what it produced (evaluate/generate excepted).
             models.CheckConstraint(
-                condition=~Q(status="succeeded", kind__in=["reward", "dpo", "ppo", "rloo"])
+                condition=~Q(status="succeeded", kind__in=["sft", "reward", "dpo", "ppo", "rloo"])
                 | Q(output_version__isnull=False),
                 name="run_succeeded_has_output",
             ),

@@ -17,6 +17,7 @@ The choice is pure (`choose_pairs`); `plan_round_pairs` reads the round and scor
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import random
@@ -193,3 +194,25 @@ def plan_round_pairs(
         heldout={prompt_id for prompt_id in answers_by_prompt if is_heldout(prompt_id)},
         seed=round_.pk,
     )
+
+
+def demonstration_prompts(
+    prompt_ids: Sequence[int],
+    *,
+    round_number: int,
+    share: float,
+    is_heldout: Callable[[int], bool],
+) -> set[int]:
+    """The round's prompts whose item asks for a written answer instead of a choice: about
+    `share` of those not held out (the held-out ones stay pairs, which the gates measure on),
+    drawn by a hash of the round and the prompt, so a retried generation draws the same."""
+    if share <= 0:
+        return set()
+    chosen = set()
+    for prompt_id in prompt_ids:
+        if is_heldout(prompt_id):
+            continue
+        digest = hashlib.sha256(f"demonstration:{round_number}:{prompt_id}".encode()).digest()
+        if int.from_bytes(digest[:8], "big") / 2**64 < share:
+            chosen.add(prompt_id)
+    return chosen

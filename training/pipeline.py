@@ -26,8 +26,10 @@ from django.db import transaction
 from annotate import queue as annotate_queue
 from annotate.models import (
     ComparisonStatus,
+    FeedbackKind,
     Project,
     Prompt,
+    ReviewStatus,
     Round,
     RoundStatus,
     TrainingAlgorithm,
@@ -36,7 +38,7 @@ from annotate.quality import wilson_interval
 from annotate.services import annotators_pause_unreliable, round_close, round_open
 from config.errors import ConflictError
 from config.users import User
-from registry.models import ModelVersion, VersionStatus
+from registry.models import ModelKind, ModelVersion, VersionStatus
 from registry.services import version_promote
 from training.engine import metric_names as metric
 from training.models import RunKind, TrainingRun
@@ -83,13 +85,41 @@ def round_finish(*, round: Round, actor: User | None = None) -> TrainingRun | No
 
 
 def round_training_start(*, round: Round, actor: User | None = None) -> TrainingRun | None:
-    """The first link of the chain: the reward model, on every resolved pair so far."""
-    has_data = round.project.comparisons.filter(status=ComparisonStatus.COMPLETE).exists()
-    if not has_data:
+    """The first link of the chain: SFT where there are new accepted demonstrations, else the
+    reward model on every resolved pair so far; None when there is nothing to train on."""
+    project = round.project
+    if new_demonstrations_exist(project):
+        kind = RunKind.SFT
+    elif pairs_resolved_exist(project):
+        kind = RunKind.REWARD
+    else:
         return None
     return training_run_create(
-        project=round.project, kind=RunKind.REWARD, round=round, created_by=actor, chained=True
+        project=project, kind=kind, round=round, created_by=actor, chained=True
     )
+
+
+def pairs_resolved_exist(project: Project) -> bool:
+    return project.comparisons.filter(
+        kind=FeedbackKind.PAIRWISE, status=ComparisonStatus.COMPLETE
+    ).exists()
+
+
+def demonstrations_trained(project: Project) -> set[int]:
+    """Demonstrations an SFT version of the project has already trained on."""
+    trained: set[int] = set()
+    sft_versions = ModelVersion.objects.filter(
+        project=project, kind=ModelKind.POLICY, training_data__has_key="demonstrations"
+    )
+    for data in sft_versions.values_list("training_data", flat=True):
+        trained.update(data.get("demonstrations", []))
+    return trained
+
+
+def new_demonstrations_exist(project: Project) -> bool:
+    """Whether an accepted demonstration waits that no SFT version has trained on."""
+    accepted = project.demonstrations.filter(review_status=ReviewStatus.ACCEPTED)
+    return accepted.exclude(pk__in=list(demonstrations_trained(project))).exists()
 
 
 def _pairs_short(progress: annotate_queue.RoundProgress) -> int:
@@ -179,6 +209,20 @@ def chain_continue(run: TrainingRun) -> TrainingRun | None:
     """After a chained run succeeded: queue the next step, or finish the round."""
     if not run.chained:
         return None
+    if run.kind == RunKind.SFT:
+        # Pairs train the reward model and a policy step from the SFT adapter; without pairs,
+        # the SFT version is the round's candidate.
+        if pairs_resolved_exist(run.project):
+            return training_run_create(
+                project=run.project, kind=RunKind.REWARD, round=run.round, chained=True
+            )
+        return training_run_create(
+            project=run.project,
+            kind=RunKind.EVALUATE,
+            round=run.round,
+            chained=True,
+            input_version=run.output_version,
+        )
     if run.kind == RunKind.REWARD:
         reward = run.output_version
         if reward is not None and reward.status != VersionStatus.ACTIVE:

@@ -4,7 +4,8 @@ annotate stores the JSON without knowing its shape (it sits below the loop); eve
 checks it, so a typo such as {"dpoo": ...} or {"dpo": {"beta": "high"}} is refused with a
 message naming the field when it is written, never at the moment a worker picks a run up.
 
-    {"reward": {...RewardConfig overrides},  "dpo" / "ppo" / "rloo": {...their config's},
+    {"sft": {...SFTConfig overrides}, "reward": {...RewardConfig overrides},
+     "dpo" / "ppo" / "rloo": {...their config's},
      "evaluation": {...EvaluationSettings},  "policy_data": "round" | "all",
      "generation_backend": {...GenerationBackendSettings},
      "served_traffic": "off" | "prompts" | "pairs",
@@ -33,6 +34,7 @@ from training.engine.config import (
     PPOConfig,
     RewardConfig,
     RLOOConfig,
+    SFTConfig,
     TrainingSettings,
     config_from_dict,
 )
@@ -45,6 +47,7 @@ POLICY_DATA_SCOPES: tuple[str, ...] = get_args(PolicyDataScope)
 # Each section overrides one engine config; the runner fills in what the project decides
 # (base model, starting adapter), so those are not settings.
 ENGINE_SECTIONS: dict[str, type[TrainingSettings]] = {
+    "sft": SFTConfig,
     "reward": RewardConfig,
     "dpo": DPOConfig,
     "ppo": PPOConfig,
@@ -135,6 +138,7 @@ class PairingSettings:
 
 @dataclass(frozen=True)
 class ProjectTrainingSettings:
+    sft: dict[str, Any] = field(default_factory=dict)
     reward: dict[str, Any] = field(default_factory=dict)
     dpo: dict[str, Any] = field(default_factory=dict)
     ppo: dict[str, Any] = field(default_factory=dict)

@@ -23,6 +23,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 
+from annotate.feedback.demonstration import accepted_demonstrations
 from annotate.feedback.pairwise import resolved_pairs
 from annotate.models import Project, Prompt, Response, ResponseSource, Round, RoundStatus
 from annotate.selectors import label_posterior
@@ -37,7 +38,14 @@ from training.engine.evaluate import CandidateWriter
 from training.engine.generate import Prompt as EnginePrompt
 from training.generation import answer_writer
 from training.models import RunKind, RunStatus, TrainingRun
-from training.pipeline import chain_continue, gates_check, prompt_is_heldout, prompts_in_split
+from training.pairing import demonstration_prompts
+from training.pipeline import (
+    chain_continue,
+    demonstrations_trained,
+    gates_check,
+    prompt_is_heldout,
+    prompts_in_split,
+)
 from training.project_settings import ProjectTrainingSettings, training_settings_of
 from training.services import (
     training_run_beat,
@@ -217,6 +225,68 @@ def reward_heldout_accuracy(version: ModelVersion) -> None:
     version.save(update_fields=["metrics", "training_data"])
 
 
+def demonstration_rows(project: Project) -> tuple[list, list[int]]:
+    """Accepted demonstrations no SFT version has trained on yet, as engine rows, and their ids.
+
+    Each SFT step starts from the serving version's adapter, so what that version learned
+    from earlier demonstrations is kept and only the new ones are taught."""
+    from training.engine.data import DemonstrationRow
+
+    rows, ids = [], []
+    trained = demonstrations_trained(project)
+    for shown in accepted_demonstrations(project=project, exclude_ids=trained):
+        rows.append(DemonstrationRow(prompt=shown.prompt, completion=shown.completion))
+        ids.append(shown.demonstration_id)
+    return rows, ids
+
+
+def run_sft(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersion:
+    """Supervised fine-tuning on the new demonstrations; the round's policy step starts from
+    its adapter (policy_start)."""
+    from training.engine.config import SFTConfig, config_from_dict
+    from training.engine.sft import train_sft
+
+    project = run.project
+    parent = active_policy(project_id=project.pk)
+    settings_ = {
+        "base_model": project.base_model,
+        "init_adapter": parent.artifact_path or None,
+        **training_settings_of(project).overrides("sft"),
+        **run.config,
+    }
+    config = config_from_dict(SFTConfig, settings_)
+    rows, ids = demonstration_rows(project)
+    if not rows:
+        raise ValueError("There are no new accepted demonstrations to fine-tune on.")
+    return _train_version(
+        run,
+        kind=ModelKind.POLICY,
+        train=train_sft,
+        config=config,
+        parent=parent,
+        rows=rows,
+        comparison_ids=[],
+        callbacks=callbacks,
+        training_data={"demonstrations": ids, "rows": len(rows), "run": run.pk},
+    )
+
+
+def policy_start(run: TrainingRun, serving: ModelVersion) -> ModelVersion:
+    """Where a round's policy step starts: the SFT version its chain trained this round, if
+    any, else the serving version."""
+    if run.round_id is None:
+        return serving
+    sft = (
+        TrainingRun.objects.filter(
+            round_id=run.round_id, kind=RunKind.SFT, status=RunStatus.SUCCEEDED, chained=True
+        )
+        .exclude(output_version=None)
+        .order_by("-id")
+        .first()
+    )
+    return sft.output_version if sft is not None and sft.output_version else serving
+
+
 def run_dpo(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersion:
     from training.engine.config import DPOConfig, config_from_dict
     from training.engine.dpo import train_dpo
@@ -224,10 +294,12 @@ def run_dpo(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersion:
     project = run.project
     parent = active_policy(project_id=project.pk)
     loop_settings = training_settings_of(project)
+    start = policy_start(run, parent)
     settings_ = {
         "base_model": project.base_model,
-        # An iterative round continues from the serving version's adapter.
-        "init_adapter": parent.artifact_path or None,
+        # An iterative round continues from the serving version's adapter (or this round's
+        # SFT adapter, which continued from it).
+        "init_adapter": start.artifact_path or None,
         **loop_settings.overrides("dpo"),
         **run.config,
     }
@@ -260,7 +332,7 @@ def run_online_rl(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersio
     loop_settings = training_settings_of(project)
     settings_ = {
         "base_model": project.base_model,
-        "init_adapter": parent.artifact_path or None,
+        "init_adapter": policy_start(run, parent).artifact_path or None,
         **loop_settings.overrides(run.kind),
         **run.config,
     }
@@ -382,7 +454,17 @@ def run_generate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
     finally:
         writer.close()
     planned = round_pairs_planned(run.project, round_, loop_settings)
-    comparisons_create_for_round(round=round_, planned=planned)
+    fraction = loop_settings.evaluation.heldout_fraction
+    comparisons_create_for_round(
+        round=round_,
+        planned=planned,
+        demonstration_prompt_ids=demonstration_prompts(
+            list(answered.values_list("prompt_id", flat=True).distinct()),
+            round_number=round_.number,
+            share=run.project.demonstration_share,
+            is_heldout=lambda prompt_id: prompt_is_heldout(prompt_id, fraction),
+        ),
+    )
     if cancelled:
         from training.engine.runtime import RunCancelled
 
@@ -550,6 +632,7 @@ def write_evaluation_samples(run: TrainingRun, prompts: list[Prompt], result) ->
 
 RUNNERS: dict[str, Callable[[TrainingRun, DatabaseCallbacks], ModelVersion | None]] = {
     RunKind.GENERATE: run_generate,
+    RunKind.SFT: run_sft,
     RunKind.REWARD: run_reward,
     RunKind.DPO: run_dpo,
     RunKind.PPO: run_online_rl,

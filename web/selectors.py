@@ -15,6 +15,7 @@ from annotate.models import (
     AssignmentStatus,
     Comparison,
     ComparisonStatus,
+    Demonstration,
     Judgment,
     MemberRole,
     Membership,
@@ -126,6 +127,9 @@ def _start_of_today() -> datetime:
 def annotator_progress(*, project: Project, user: User) -> Progress:
     """Judged today and in all, and the open round's pairs this annotator may still get."""
     judged = Judgment.objects.filter(comparison__project=project, annotator=user)
+    written = Demonstration.objects.filter(
+        project=project, annotator=user, comparison__isnull=False
+    )
     open_round = project.rounds.filter(status=RoundStatus.OPEN).first()
     left = 0
     if open_round is not None:
@@ -136,8 +140,11 @@ def annotator_progress(*, project: Project, user: User) -> Progress:
         to_quota = open_round.quota - pairs.filter(status=ComparisonStatus.COMPLETE).count()
         left = min(never_had.count(), max(0, to_quota))
     return {
-        "judged_today": judged.filter(created_at__gte=_start_of_today()).count(),
-        "judged_total": judged.count(),
+        # A written answer is a judgment of its item too.
+        "judged_today": sum(
+            rows.filter(created_at__gte=_start_of_today()).count() for rows in (judged, written)
+        ),
+        "judged_total": judged.count() + written.count(),
         "left_in_round": left,
         "round": open_round.number if open_round else None,
     }

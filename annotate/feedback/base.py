@@ -77,6 +77,15 @@ class FeedbackType(Protocol):
     ) -> Any:
         """Write the judgment of a lease the checked path has locked and counted."""
 
+    def stored_by(self, *, comparison_id: int, annotator: User) -> Any | None:
+        """What this annotator already gave on the item, if anything (a retry finds it)."""
+
+    def key_used(self, key: uuid.UUID) -> bool:
+        """Whether a stored row of this kind already carries this submission key."""
+
+    def submitted_view(self, stored: Any) -> dict[str, Any]:
+        """A stored row as the submit answers it."""
+
     def label(self, judgment: JudgmentFacts) -> str:
         """The judgment as one nominal label, for agreement statistics and resolution."""
 

@@ -60,6 +60,24 @@ class PairwiseSubmitInput(serializers.Serializer[Any]):
     time_spent_ms = BoundedIntegerField(required=False, min_value=0, max_value=86_400_000)
 
 
+# A judgment as the API shows it; JudgmentOutputSerializer lists the same fields.
+JUDGMENT_FIELDS = (
+    "id", "comparison", "annotator", "choice", "strength", "rationale", "time_spent_ms",
+    "left_response", "right_response", "source", "submission_key", "created_at",
+)  # fmt: skip
+_JUDGMENT_FOREIGN_KEYS = frozenset({"comparison", "annotator", "left_response", "right_response"})
+
+
+def judgment_view(judgment: Judgment) -> dict[str, Any]:
+    """A judgment in JudgmentOutputSerializer's shape, without a serializer per submit."""
+    view = {
+        name: getattr(judgment, f"{name}_id" if name in _JUDGMENT_FOREIGN_KEYS else name)
+        for name in JUDGMENT_FIELDS
+    }
+    view["submission_key"] = str(judgment.submission_key)
+    return view
+
+
 def check_choice(choice: str, strength: str | None) -> None:
     if choice not in Choice.values:
         raise ApplicationError(f"choice must be one of {', '.join(Choice.values)}.")
@@ -151,6 +169,15 @@ class Pairwise:
         )
         queue.insert_row(judgment, STORED_COLUMNS)
         return judgment
+
+    def stored_by(self, *, comparison_id: int, annotator: User) -> Judgment | None:
+        return Judgment.objects.filter(comparison_id=comparison_id, annotator=annotator).first()
+
+    def key_used(self, key: uuid.UUID) -> bool:
+        return Judgment.objects.filter(submission_key=key).exists()
+
+    def submitted_view(self, stored: Any) -> dict[str, Any]:
+        return judgment_view(stored)
 
     def differs(self, stored: Any, values: Mapping[str, Any]) -> str | None:
         same = stored.choice == values["choice"] and stored.strength == values.get("strength")

@@ -1,5 +1,13 @@
 import type { LeasedPair } from "../api/client";
-import type { Outcome, PairSource, Verdict } from "../workspace/queue";
+import type {
+  DemonstrationDecision,
+  Outcome,
+  PairSource,
+  PairwiseDecision,
+  Verdict,
+} from "../workspace/queue";
+
+type Sent<D> = [number, D & Pick<Verdict, "time_spent_ms" | "submission_key">];
 
 export function pair(id: number, overrides: Partial<LeasedPair> = {}): LeasedPair {
   return {
@@ -15,6 +23,11 @@ export function pair(id: number, overrides: Partial<LeasedPair> = {}): LeasedPai
   };
 }
 
+/** A demonstration item: the same shape, another kind. */
+export function demonstrationItem(id: number, overrides: Partial<LeasedPair> = {}): LeasedPair {
+  return pair(id, { kind: "demonstration", ...overrides });
+}
+
 /** A server in memory: hands out the given pairs in order, one live lease plus one ahead. */
 export class FakeSource implements PairSource {
   submitted: [number, Verdict][] = [];
@@ -24,6 +37,17 @@ export class FakeSource implements PairSource {
   private leased: LeasedPair[] = [];
 
   constructor(private pool: LeasedPair[]) {}
+
+  /** The pairwise judgments sent, in order. */
+  get judged(): Sent<PairwiseDecision>[] {
+    return this.submitted.filter((s): s is Sent<PairwiseDecision> => s[1].kind === "pairwise");
+  }
+  /** The demonstrations sent, in order. */
+  get written(): Sent<DemonstrationDecision>[] {
+    return this.submitted.filter(
+      (s): s is Sent<DemonstrationDecision> => s[1].kind === "demonstration",
+    );
+  }
 
   private lease(): LeasedPair | null {
     const p = this.pool.shift() ?? null;

@@ -35,7 +35,7 @@ describe("Workspace", () => {
     await user.keyboard("3");
     expect(await screen.findByText("Left answer 3")).toBeInTheDocument();
     await act(async () => {});
-    expect(source.submitted.map(([id, v]) => [id, v.choice, v.strength])).toEqual([
+    expect(source.judged.map(([id, v]) => [id, v.choice, v.strength])).toEqual([
       [1, "left", "strong"],
       [2, "tie", null],
     ]);
@@ -88,7 +88,7 @@ describe("Workspace", () => {
     expect(await screen.findByText("Left answer 2")).toBeInTheDocument();
     await user.keyboard("1"); // the next pair has its own clock
     await act(async () => {});
-    expect(source.submitted.map(([id, v]) => [id, v.choice])).toEqual([[1, "right"]]);
+    expect(source.judged.map(([id, v]) => [id, v.choice])).toEqual([[1, "right"]]);
   });
 
   it("starts each pair at the default strength, also after a skip", async () => {
@@ -101,7 +101,7 @@ describe("Workspace", () => {
     await user.keyboard("{ArrowRight}");
     await screen.findByText("Left answer 3");
     await act(async () => {});
-    expect(source.submitted.map(([id, v]) => [id, v.choice, v.strength])).toEqual([
+    expect(source.judged.map(([id, v]) => [id, v.choice, v.strength])).toEqual([
       [2, "right", "clear"],
     ]);
   });

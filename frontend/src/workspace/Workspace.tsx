@@ -1,37 +1,38 @@
-// The annotator workspace: prompt, two answers side by side, one key per judgment.
-import {
-  type ComponentType,
-  useCallback,
-  useEffect,
-  useMemo,
-  useRef,
-  useState,
-} from "react";
+// The annotator workspace: prompt, two answers side by side, one key per judgment. A
+// demonstration item (write the answer) has its own view and draft: DemonstrationEditor.
+import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { api, type LeasedPair, type Schemas } from "../api/client";
 import { Markdown } from "../components/Markdown";
 import { PromptView } from "../components/Prompt";
 import { navigate } from "../router";
+import { DemonstrationEditor, useDemonstration } from "./DemonstrationEditor";
 import { KEY_HELP, actionForKey, strengthFor, type Choice, type Strength } from "./keys";
 import { PairwiseAnswers } from "./PairwiseAnswers";
-import { PairQueue, type PairSource, type QueueState } from "./queue";
-
-// One component per feedback type (the item's `kind`, annotate/feedback on the server).
-const ITEM_VIEWS: Record<LeasedPair["kind"], ComponentType<{ item: LeasedPair }>> = {
-  pairwise: PairwiseAnswers,
-};
-
-function ItemAnswers({ item }: { item: LeasedPair }) {
-  const View = ITEM_VIEWS[item.kind];
-  return <View item={item} />;
-}
+import {
+  PairQueue,
+  type Decision,
+  type DemonstrationDecision,
+  type PairSource,
+  type QueueState,
+} from "./queue";
 
 const STRENGTHS: Strength[] = ["slight", "clear", "strong"];
+const LEAVE_DRAFT = "Leave this page? The answer you are writing is not sent and will be lost.";
 const CHOICE_LABEL: Record<Choice, string> = {
   left: "Left better",
   right: "Right better",
   tie: "Tie",
   both_bad: "Both bad",
 };
+
+function isTextField(target: HTMLElement | null): boolean {
+  return !!target && ["TEXTAREA", "INPUT", "SELECT"].includes(target.tagName);
+}
+
+/** A button or link, which Enter presses. */
+function isControl(target: HTMLElement | null): boolean {
+  return !!target && ["BUTTON", "A"].includes(target.tagName);
+}
 
 function useQueue(source: PairSource): [PairQueue, QueueState] {
   const queue = useMemo(() => new PairQueue(source), [source]);
@@ -116,33 +117,58 @@ export function Workspace({
     setRationale("");
   }, [pair?.assignment_id]);
 
-  const judge = useCallback(
-    (choice: Choice) => {
-      if (!pair) return;
+  /** Send a decision on the item on screen; false (and nothing sent) where it came too fast. */
+  const send = useCallback(
+    (decision: Decision, label: string): boolean => {
+      if (!pair) return false;
       const seenMs = Date.now() - shownAt.current;
       if (seenMs < minViewMs) {
         // A key pressed before the pair could be read judges nothing, and says so.
         setFlash(`Too fast: read both answers first (${((minViewMs - seenMs) / 1000).toFixed(1)} s)`);
-        return;
+        return false;
       }
       void queue.judge({
-        choice,
-        strength: strengthFor(choice, strength),
-        rationale: rationale.trim(),
+        ...decision,
         time_spent_ms: Date.now() - shownAt.current,
         submission_key: crypto.randomUUID(),
       });
-      setFlash(CHOICE_LABEL[choice]);
+      setFlash(label);
+      return true;
+    },
+    [pair, queue, minViewMs],
+  );
+
+  const judge = useCallback(
+    (choice: Choice) => {
+      const decision = {
+        kind: "pairwise" as const,
+        choice,
+        strength: strengthFor(choice, strength),
+        rationale: rationale.trim(),
+      };
+      if (!send(decision, CHOICE_LABEL[choice])) return;
       setStrength("clear");
       setRationale("");
     },
-    [pair, queue, strength, rationale, minViewMs],
+    [send, strength, rationale],
   );
+
+  const sendAnswer = useCallback(
+    (decision: DemonstrationDecision) => send(decision, "Answer sent"),
+    [send],
+  );
+  const demonstration = useDemonstration(pair?.kind === "demonstration" ? pair : null, sendAnswer);
+
+  const skip = useCallback(() => {
+    if (!pair || !demonstration.mayDrop("skip")) return;
+    void queue.skip();
+    setFlash("Skipped");
+  }, [pair, queue, demonstration]);
 
   useEffect(() => {
     const onKey = (event: KeyboardEvent) => {
       const target = event.target as HTMLElement | null;
-      const inTextField = !!target && ["TEXTAREA", "INPUT", "SELECT"].includes(target.tagName);
+      const inTextField = isTextField(target);
       if (inTextField && event.key === "Escape") {
         target?.blur();
         return;
@@ -152,13 +178,17 @@ export function Workspace({
         setShowHelp(false);
         return;
       }
-      const action = actionForKey({
-        key: event.key,
-        ctrlKey: event.ctrlKey,
-        metaKey: event.metaKey,
-        altKey: event.altKey,
-        inTextField,
-      });
+      const action = actionForKey(
+        {
+          key: event.key,
+          ctrlKey: event.ctrlKey,
+          metaKey: event.metaKey,
+          altKey: event.altKey,
+          inTextField,
+          onControl: isControl(target),
+        },
+        pair?.kind,
+      );
       if (!action) return;
       event.preventDefault();
       switch (action.kind) {
@@ -169,13 +199,16 @@ export function Workspace({
           setStrength(action.strength);
           break;
         case "skip":
-          if (pair) {
-            void queue.skip();
-            setFlash("Skipped");
-          }
+          skip();
           break;
         case "rationale":
           rationaleBox.current?.focus();
+          break;
+        case "copy":
+        case "blank":
+        case "edit":
+        case "submit":
+          demonstration.act(action);
           break;
         case "guidelines":
           setShowGuidelines((shown) => !shown);
@@ -187,7 +220,7 @@ export function Workspace({
     };
     window.addEventListener("keydown", onKey);
     return () => window.removeEventListener("keydown", onKey);
-  }, [judge, pair, queue]);
+  }, [judge, skip, pair, demonstration]);
 
   useEffect(() => {
     if (!flash) return;
@@ -219,6 +252,7 @@ export function Workspace({
             href={`/app/annotate/${projectId}/history`}
             onClick={(e) => {
               e.preventDefault();
+              if (demonstration.unsaved && !window.confirm(LEAVE_DRAFT)) return;
               navigate(`/app/annotate/${projectId}/history`);
             }}
           >
@@ -234,7 +268,7 @@ export function Workspace({
       {showHelp && (
         <aside className="panel key-help" aria-label="Keys">
           <dl>
-            {KEY_HELP.map(([key, what]) => (
+            {KEY_HELP[pair?.kind ?? "pairwise"].map(([key, what]) => (
               <div key={key}>
                 <dt>{key}</dt>
                 <dd>{what}</dd>
@@ -277,45 +311,51 @@ export function Workspace({
           <section className="prompt" aria-label="Prompt">
             <PromptView prompt={pair.prompt} />
           </section>
-          <ItemAnswers item={pair} />
-          <div className="controls">
-            <div className="choices">
-              {(Object.keys(CHOICE_LABEL) as Choice[]).map((choice, i) => (
-                <button key={choice} type="button" onClick={() => judge(choice)}>
-                  {CHOICE_LABEL[choice]} <kbd>{i + 1}</kbd>
-                </button>
-              ))}
-              <button type="button" className="secondary" onClick={() => void queue.skip()}>
-                Skip <kbd>S</kbd>
-              </button>
-            </div>
-            <div className="strength" role="radiogroup" aria-label="Strength">
-              {STRENGTHS.map((s, i) => (
-                <button
-                  key={s}
-                  type="button"
-                  role="radio"
-                  aria-checked={strength === s}
-                  className={strength === s ? "selected" : ""}
-                  onClick={() => setStrength(s)}
-                >
-                  {s} <kbd>{"QWE"[i]}</kbd>
-                </button>
-              ))}
-            </div>
-            <label className="rationale">
-              <span>
-                Rationale (optional) <kbd>R</kbd>
-              </span>
-              <textarea
-                ref={rationaleBox}
-                value={rationale}
-                onChange={(e) => setRationale(e.target.value)}
-                rows={2}
-                placeholder="Why? Press Esc to go back to the keys."
-              />
-            </label>
-          </div>
+          {pair.kind === "demonstration" ? (
+            <DemonstrationEditor item={pair} demonstration={demonstration} onSkip={skip} />
+          ) : (
+            <>
+              <PairwiseAnswers item={pair} />
+              <div className="controls">
+                <div className="choices">
+                  {(Object.keys(CHOICE_LABEL) as Choice[]).map((choice, i) => (
+                    <button key={choice} type="button" onClick={() => judge(choice)}>
+                      {CHOICE_LABEL[choice]} <kbd>{i + 1}</kbd>
+                    </button>
+                  ))}
+                  <button type="button" className="secondary" onClick={() => void queue.skip()}>
+                    Skip <kbd>S</kbd>
+                  </button>
+                </div>
+                <div className="strength" role="radiogroup" aria-label="Strength">
+                  {STRENGTHS.map((s, i) => (
+                    <button
+                      key={s}
+                      type="button"
+                      role="radio"
+                      aria-checked={strength === s}
+                      className={strength === s ? "selected" : ""}
+                      onClick={() => setStrength(s)}
+                    >
+                      {s} <kbd>{"QWE"[i]}</kbd>
+                    </button>
+                  ))}
+                </div>
+                <label className="rationale">
+                  <span>
+                    Rationale (optional) <kbd>R</kbd>
+                  </span>
+                  <textarea
+                    ref={rationaleBox}
+                    value={rationale}
+                    onChange={(e) => setRationale(e.target.value)}
+                    rows={2}
+                    placeholder="Why? Press Esc to go back to the keys."
+                  />
+                </label>
+              </div>
+            </>
+          )}
         </main>
       )}
     </div>

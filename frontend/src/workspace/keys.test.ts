@@ -1,4 +1,4 @@
-import { actionForKey, strengthFor } from "./keys";
+import { KEY_HELP, actionForKey, strengthFor } from "./keys";
 
 describe("actionForKey", () => {
   it("maps the judgment keys", () => {
@@ -15,6 +15,42 @@ describe("actionForKey", () => {
     expect(actionForKey({ key: "1", inTextField: true })).toBeNull();
     expect(actionForKey({ key: "r", ctrlKey: true })).toBeNull();
     expect(actionForKey({ key: "x" })).toBeNull();
+  });
+});
+
+describe("actionForKey on a demonstration item", () => {
+  const demo = (input: Parameters<typeof actionForKey>[0]) => actionForKey(input, "demonstration");
+
+  it("maps copy, blank, edit and the shared keys", () => {
+    expect(demo({ key: "1" })).toEqual({ kind: "copy", side: "left" });
+    expect(demo({ key: "ArrowRight" })).toEqual({ kind: "copy", side: "right" });
+    expect(demo({ key: "N" })).toEqual({ kind: "blank" });
+    expect(demo({ key: "Enter" })).toEqual({ kind: "edit" });
+    expect(demo({ key: "e" })).toEqual({ kind: "edit" });
+    expect(demo({ key: "s" })).toEqual({ kind: "skip" });
+    expect(demo({ key: "?" })).toEqual({ kind: "help" });
+    expect(demo({ key: "3" })).toBeNull(); // no tie, strength or rationale here
+    expect(demo({ key: "q" })).toBeNull();
+  });
+
+  it("sends with Ctrl+Enter or Cmd+Enter, also from inside the answer box", () => {
+    expect(demo({ key: "Enter", ctrlKey: true, inTextField: true })).toEqual({ kind: "submit" });
+    expect(demo({ key: "Enter", metaKey: true })).toEqual({ kind: "submit" });
+    expect(demo({ key: "Enter", inTextField: true })).toBeNull(); // a new line
+    expect(demo({ key: "Enter", ctrlKey: true, altKey: true })).toBeNull();
+    expect(actionForKey({ key: "Enter", ctrlKey: true })).toBeNull(); // pairwise: no such key
+  });
+
+  it("leaves Enter on a button or link to press it", () => {
+    expect(demo({ key: "Enter", onControl: true })).toBeNull();
+    expect(demo({ key: "Enter", ctrlKey: true, onControl: true })).toEqual({ kind: "submit" });
+  });
+});
+
+describe("KEY_HELP", () => {
+  it("lists the keys of each kind", () => {
+    expect(KEY_HELP.pairwise.map(([, what]) => what)).toContain("tie");
+    expect(KEY_HELP.demonstration.map(([, what]) => what)).toContain("start a blank answer");
   });
 });
 

@@ -1,45 +1,87 @@
-// One keystroke per judgment. Pure so it is unit-tested without a browser.
-export type Choice = "left" | "right" | "tie" | "both_bad";
+// One keystroke per action, per feedback type. Pure so it is unit-tested without a browser.
+import type { LeasedPair } from "../api/client";
+
+export type FeedbackKind = LeasedPair["kind"];
+export type Side = "left" | "right";
+export type Choice = Side | "tie" | "both_bad";
 export type Strength = "slight" | "clear" | "strong";
+
+/** What a demonstration item's keys do; the demonstration editor carries them out. */
+export type DemonstrationAction =
+  | { kind: "copy"; side: Side }
+  | { kind: "blank" }
+  | { kind: "edit" }
+  | { kind: "submit" };
 
 export type Action =
   | { kind: "choose"; choice: Choice }
   | { kind: "strength"; strength: Strength }
-  | { kind: "skip" }
   | { kind: "rationale" }
+  | DemonstrationAction
+  | { kind: "skip" }
   | { kind: "guidelines" }
   | { kind: "help" };
 
-const BINDINGS: Record<string, Action> = {
-  "1": { kind: "choose", choice: "left" },
-  ArrowLeft: { kind: "choose", choice: "left" },
-  "2": { kind: "choose", choice: "right" },
-  ArrowRight: { kind: "choose", choice: "right" },
-  "3": { kind: "choose", choice: "tie" },
-  t: { kind: "choose", choice: "tie" },
-  "4": { kind: "choose", choice: "both_bad" },
-  b: { kind: "choose", choice: "both_bad" },
+// The same on every item, whatever its kind.
+const COMMON: Record<string, Action> = {
   s: { kind: "skip" },
-  q: { kind: "strength", strength: "slight" },
-  w: { kind: "strength", strength: "clear" },
-  e: { kind: "strength", strength: "strong" },
-  r: { kind: "rationale" },
   g: { kind: "guidelines" },
   "?": { kind: "help" },
 };
 
-/** The keys as the help panel lists them, in order. */
-export const KEY_HELP: [string, string][] = [
-  ["1 or ←", "left is better"],
-  ["2 or →", "right is better"],
-  ["3 or T", "tie"],
-  ["4 or B", "both bad"],
-  ["Q / W / E", "strength: slight / clear / strong"],
-  ["S", "skip this pair"],
-  ["R", "write a rationale (Esc to leave the box)"],
-  ["G", "show or hide the guidelines"],
-  ["?", "show or hide these keys"],
-];
+const BINDINGS: Record<FeedbackKind, Record<string, Action>> = {
+  pairwise: {
+    "1": { kind: "choose", choice: "left" },
+    ArrowLeft: { kind: "choose", choice: "left" },
+    "2": { kind: "choose", choice: "right" },
+    ArrowRight: { kind: "choose", choice: "right" },
+    "3": { kind: "choose", choice: "tie" },
+    t: { kind: "choose", choice: "tie" },
+    "4": { kind: "choose", choice: "both_bad" },
+    b: { kind: "choose", choice: "both_bad" },
+    q: { kind: "strength", strength: "slight" },
+    w: { kind: "strength", strength: "clear" },
+    e: { kind: "strength", strength: "strong" },
+    r: { kind: "rationale" },
+    ...COMMON,
+  },
+  demonstration: {
+    "1": { kind: "copy", side: "left" },
+    ArrowLeft: { kind: "copy", side: "left" },
+    "2": { kind: "copy", side: "right" },
+    ArrowRight: { kind: "copy", side: "right" },
+    n: { kind: "blank" },
+    Enter: { kind: "edit" },
+    e: { kind: "edit" },
+    ...COMMON,
+  },
+};
+
+/** The keys as the help panel lists them, in order, for the kind of item on screen. */
+export const KEY_HELP: Record<FeedbackKind, [string, string][]> = {
+  pairwise: [
+    ["1 or ←", "left is better"],
+    ["2 or →", "right is better"],
+    ["3 or T", "tie"],
+    ["4 or B", "both bad"],
+    ["Q / W / E", "strength: slight / clear / strong"],
+    ["S", "skip this pair"],
+    ["R", "write a rationale (Esc to leave the box)"],
+    ["G", "show or hide the guidelines"],
+    ["?", "show or hide these keys"],
+  ],
+  demonstration: [
+    ["1 or ←", "start from the left answer and rewrite it"],
+    ["2 or →", "start from the right answer and rewrite it"],
+    ["N", "start a blank answer"],
+    ["Enter or E", "go to the answer box"],
+    ["Ctrl+Enter", "send the answer (also inside the box; ⌘+Enter on a Mac)"],
+    ["Esc", "leave the answer box, back to the keys"],
+    ["S", "skip this item"],
+    ["G", "show or hide the guidelines"],
+    ["?", "show or hide these keys"],
+  ],
+};
 
 export interface KeyInput {
   key: string;
@@ -48,12 +90,21 @@ export interface KeyInput {
   altKey?: boolean;
   /** The event came from a text field, where letters are text, not commands. */
   inTextField?: boolean;
+  /** The event came from a button or link, where Enter presses it. */
+  onControl?: boolean;
 }
 
-export function actionForKey(input: KeyInput): Action | null {
+export function actionForKey(input: KeyInput, kind: FeedbackKind = "pairwise"): Action | null {
+  if (kind === "demonstration" && isSendChord(input)) return { kind: "submit" };
   if (input.ctrlKey || input.metaKey || input.altKey || input.inTextField) return null;
+  if (input.key === "Enter" && input.onControl) return null;
   const key = input.key.length === 1 ? input.key.toLowerCase() : input.key;
-  return BINDINGS[key] ?? null;
+  return BINDINGS[kind][key] ?? null;
+}
+
+/** Ctrl+Enter (Cmd+Enter on a Mac) sends a written answer, from inside its box too. */
+function isSendChord(input: KeyInput): boolean {
+  return input.key === "Enter" && !!(input.ctrlKey || input.metaKey) && !input.altKey;
 }
 
 /** Strength applies only when one side wins; the API refuses it for a tie or both bad. */

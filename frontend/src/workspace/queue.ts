@@ -1,15 +1,27 @@
 // The annotator's queue: the pair on screen plus one prefetched pair, so a judgment swaps the
 // next pair in at once and the network work happens behind it, one request at a time.
 import type { LeasedPair } from "../api/client";
-import type { Choice, Strength } from "./keys";
+import type { Choice, FeedbackKind, Side, Strength } from "./keys";
 
-export interface Verdict {
+/** What the annotator decided on a pairwise item. */
+export interface PairwiseDecision {
+  kind: "pairwise";
   choice: Choice;
   strength: Strength | null;
   rationale: string;
-  time_spent_ms: number;
-  submission_key: string;
 }
+
+/** The answer the annotator wrote on a demonstration item, and the side it started from. */
+export interface DemonstrationDecision {
+  kind: "demonstration";
+  text: string;
+  edited_from: Side | null;
+}
+
+export type Decision = PairwiseDecision | DemonstrationDecision;
+
+/** A decision as it is sent: the same submission_key on every try, so a repeat counts once. */
+export type Verdict = Decision & { time_spent_ms: number; submission_key: string };
 
 export type Outcome = { ok: true } | { ok: false; expired: boolean; message: string };
 
@@ -17,6 +29,7 @@ export type Outcome = { ok: true } | { ok: false; expired: boolean; message: str
 export interface PairSource {
   next(): Promise<LeasedPair | null>;
   ahead(): Promise<LeasedPair | null>;
+  /** Resolves with the server's answer; rejects only when the request got no answer at all. */
   submit(assignmentId: number, verdict: Verdict): Promise<Outcome>;
   skip(assignmentId: number): Promise<Outcome>;
   release(assignmentId: number): void;
@@ -32,6 +45,9 @@ export interface QueueState {
   done: number;
 }
 
+/** How long to wait before each resend of a submit that got no answer (network down). */
+const RETRY_DELAYS_MS = [1000, 3000, 8000];
+
 export class PairQueue {
   state: QueueState = { current: null, ahead: null, phase: "loading", notice: null, done: 0 };
   private tail: Promise<void> = Promise.resolve();
@@ -39,7 +55,10 @@ export class PairQueue {
   private unsent = 0;
   private listeners = new Set<(state: QueueState) => void>();
 
-  constructor(private source: PairSource) {}
+  constructor(
+    private source: PairSource,
+    private retryDelaysMs: number[] = RETRY_DELAYS_MS,
+  ) {}
 
   subscribe(listener: (state: QueueState) => void): () => void {
     this.listeners.add(listener);
@@ -96,11 +115,11 @@ export class PairQueue {
     if (finished === null) return Promise.resolve();
     this.unsent += 1;
     return this.enqueue(async () => {
-      const outcome = await this.source.submit(finished.assignment_id, verdict).finally(() => {
+      const outcome = await this.submitRetrying(finished.assignment_id, verdict).finally(() => {
         this.unsent -= 1;
       });
       if (outcome.ok) this.set({ done: this.state.done + 1 });
-      else this.set({ notice: noticeFor(outcome) });
+      else this.set({ notice: noticeFor(outcome, verdict.kind) });
       if (this.unsent === 0) await this.refill();
     });
   }
@@ -113,11 +132,27 @@ export class PairQueue {
       const outcome = await this.source.skip(finished.assignment_id).finally(() => {
         this.unsent -= 1;
       });
-      if (!outcome.ok) this.set({ notice: noticeFor(outcome) });
+      if (!outcome.ok) this.set({ notice: noticeFor(outcome, finished.kind) });
       // Refill only once every finished pair is sent: the server would hand back a pair whose
       // judgment is still queued here as the "live lease".
       if (this.unsent === 0) await this.refill();
     });
+  }
+
+  /** Resend a submit that got no answer with the same verdict (and so the same submission_key):
+   * the server stores it once and answers a repeat with what it stored. */
+  private async submitRetrying(assignmentId: number, verdict: Verdict): Promise<Outcome> {
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        return await this.source.submit(assignmentId, verdict);
+      } catch (err) {
+        if (attempt >= this.retryDelaysMs.length) {
+          const message = err instanceof Error ? err.message : String(err);
+          return { ok: false, expired: false, message };
+        }
+        await sleep(this.retryDelaysMs[attempt]);
+      }
+    }
   }
 
   /** Give the prefetched pair back when the page closes, so others may take it. */
@@ -126,8 +161,24 @@ export class PairQueue {
   }
 }
 
-function noticeFor(outcome: Extract<Outcome, { ok: false }>): string {
-  return outcome.expired
-    ? "Your lease on the last pair expired and others have judged it; that choice was not counted."
-    : `The last judgment was not saved: ${outcome.message}`;
+const NOT_COUNTED: Record<FeedbackKind, { expired: string; notSaved: string }> = {
+  pairwise: {
+    expired:
+      "Your lease on the last pair expired and others have judged it; that choice was not counted.",
+    notSaved: "The last judgment was not saved",
+  },
+  demonstration: {
+    expired:
+      "Your lease on the last item expired and others answered it; your answer was not counted.",
+    notSaved: "The last answer was not saved",
+  },
+};
+
+function noticeFor(outcome: Extract<Outcome, { ok: false }>, kind: FeedbackKind): string {
+  const words = NOT_COUNTED[kind];
+  return outcome.expired ? words.expired : `${words.notSaved}: ${outcome.message}`;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((done) => setTimeout(done, ms));
 }
