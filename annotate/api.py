@@ -38,10 +38,15 @@ from annotate.serializers import (
     ProjectCreateInputSerializer,
     ProjectOutputSerializer,
     ProjectStatisticsSerializer,
+    ProjectUpdateInputSerializer,
     PromptBatchInputSerializer,
     PromptBatchOutputSerializer,
     PromptOutputSerializer,
     PromptUploadInputSerializer,
+    RankingSubmitInputSerializer,
+    RankingSubmittedSerializer,
+    RatingSubmitInputSerializer,
+    RatingSubmittedSerializer,
     SubmitEnvelopeSerializer,
 )
 from config.errors import ApplicationError
@@ -77,6 +82,21 @@ class ProjectDetailApi(APIView):
     def get(self, request: Request, project_id: int) -> Response:
         project = selectors.project_get_for_user(user=request_user(request), project_id=project_id)
         return Response(ProjectOutputSerializer(project).data)
+
+    @extend_schema(request=ProjectUpdateInputSerializer, responses=ProjectOutputSerializer)
+    def patch(self, request: Request, project_id: int) -> Response:
+        user = request_user(request)
+        project = selectors.project_get_for_user(user=user, project_id=project_id)
+        if not user.is_staff:
+            raise ApplicationError(
+                "Only admins change a project's settings.", code="forbidden", http_status=403
+            )
+        data = ProjectUpdateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        updated = services.project_update(
+            project=project, changes=dict(data.validated_data), actor=user
+        )
+        return Response(ProjectOutputSerializer(updated).data)
 
 
 class PromptListApi(APIView):
@@ -172,12 +192,22 @@ class NextPairApi(APIView):
 # One submit for every feedback type: the request and the answer are one of these shapes.
 SUBMIT_REQUEST = PolymorphicProxySerializer(
     component_name="FeedbackSubmitInput",
-    serializers=[JudgmentSubmitInputSerializer, DemonstrationSubmitInputSerializer],
+    serializers=[
+        JudgmentSubmitInputSerializer,
+        DemonstrationSubmitInputSerializer,
+        RatingSubmitInputSerializer,
+        RankingSubmitInputSerializer,
+    ],
     resource_type_field_name=None,
 )
 SUBMIT_RESPONSE = PolymorphicProxySerializer(
     component_name="FeedbackSubmitted",
-    serializers=[JudgmentSubmittedSerializer, DemonstrationSubmittedSerializer],
+    serializers=[
+        JudgmentSubmittedSerializer,
+        DemonstrationSubmittedSerializer,
+        RatingSubmittedSerializer,
+        RankingSubmittedSerializer,
+    ],
     resource_type_field_name=None,
 )
 

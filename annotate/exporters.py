@@ -28,6 +28,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
+from annotate import feedback
 from annotate.feedback import demonstration, pairwise
 from annotate.models import Judgment, Project
 from annotate.selectors import LabelResolution, label_posterior
@@ -61,7 +62,7 @@ def _jsonl(row: dict[str, Any]) -> str:
 def trl_rows(
     *, project: Project, include_ties: bool = False, resolution: LabelResolution = "majority"
 ) -> Iterator[dict[str, Any]]:
-    pairs = pairwise.resolved_pairs(
+    pairs = feedback.resolved_pairs(
         project=project,
         include_ties=include_ties,
         posterior_a=label_posterior(project=project, resolution=resolution),

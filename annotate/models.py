@@ -20,6 +20,12 @@ class TrainingAlgorithm(models.TextChoices):
     DPO = "dpo", "DPO (direct from human pairs)"
     PPO = "ppo", "PPO (against the reward model)"
     RLOO = "rloo", "RLOO (against the reward model)"
+    KTO = "kto", "KTO (from answers rated one by one)"
+
+
+class RatingScale(models.TextChoices):
+    THUMBS = "thumbs", "Thumbs up or down"
+    LIKERT_7 = "likert7", "A score from 1 (bad) to 7 (excellent)"
 
 
 def default_generation_settings() -> dict:
@@ -50,6 +56,22 @@ class Project(models.Model):
         default=0.0,
         help_text="Share of a round's prompts (not held out) whose item asks for a written "
         "answer instead of a choice between two.",
+    )
+    rating_share = models.FloatField(
+        default=0.0,
+        help_text="Share of a round's prompts (not held out) whose item asks for a rating of "
+        "each answer on its own instead of a choice between them.",
+    )
+    rating_scale = models.CharField(
+        max_length=8, choices=RatingScale.choices, default=RatingScale.THUMBS
+    )
+    ranking_share = models.FloatField(
+        default=0.0,
+        help_text="Share of a round's prompts (not held out) whose item asks for a ranking of "
+        "the prompt's `ranking_size` newest answers instead of a choice between two.",
+    )
+    ranking_size = models.PositiveSmallIntegerField(
+        default=4, help_text="How many answers a ranking item shows (3 to 6)."
     )
     review_demonstrations = models.BooleanField(
         default=False,
@@ -86,6 +108,16 @@ class Project(models.Model):
             models.CheckConstraint(
                 condition=Q(demonstration_share__gte=0) & Q(demonstration_share__lte=1),
                 name="project_demonstration_share_0_1",
+            ),
+            models.CheckConstraint(
+                condition=Q(rating_share__gte=0)
+                & Q(ranking_share__gte=0)
+                & Q(demonstration_share__lte=1 - F("rating_share") - F("ranking_share")),
+                name="project_feedback_shares_sum_to_at_most_1",
+            ),
+            models.CheckConstraint(
+                condition=Q(ranking_size__gte=3) & Q(ranking_size__lte=6),
+                name="project_ranking_size_3_to_6",
             ),
             models.CheckConstraint(
                 condition=Q(gate_min_win_rate__gte=0) & Q(gate_min_win_rate__lte=1),
@@ -284,6 +316,8 @@ class FeedbackKind(models.TextChoices):
 
     PAIRWISE = "pairwise", "Which of two answers is better"
     DEMONSTRATION = "demonstration", "Write the answer, or rewrite one of the two shown"
+    RATING = "rating", "Rate each of the two answers on its own"
+    RANKING = "ranking", "Rank several answers from best to worst"
 
 
 class Comparison(models.Model):
@@ -431,6 +465,7 @@ class JudgmentSource(models.TextChoices):
     HUMAN = "human", "Human annotator"
     SIMULATED = "simulated", "Simulated annotator"
     IMPORTED = "imported", "Imported data"
+    AI = "ai", "An AI judge"
 
 
 class Judgment(models.Model):
@@ -490,6 +525,112 @@ class Judgment(models.Model):
             self.right_response_id,
             self.comparison.response_a_id,
         )
+
+
+# A thumbs rating is stored on the 1-7 scale's ends, so one threshold reads both scales.
+THUMBS_DOWN, THUMBS_UP = 1, 7
+
+
+class Rating(models.Model):
+    """An annotator's rating of each of an item's two answers on its own (no comparison
+    between them is asked), stored by side as shown, like a pairwise judgment. KTO trains on
+    each answer rated: desirable at or above the project's threshold."""
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.PROTECT, related_name="ratings")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="ratings"
+    )
+    assignment = models.OneToOneField(
+        Assignment, null=True, blank=True, on_delete=models.SET_NULL, related_name="rating"
+    )
+    scale = models.CharField(max_length=8, choices=RatingScale.choices)
+    left_response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
+    right_response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
+    left_score = models.PositiveSmallIntegerField()
+    right_score = models.PositiveSmallIntegerField()
+    time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
+    source = models.CharField(
+        max_length=10, choices=JudgmentSource.choices, default=JudgmentSource.HUMAN
+    )
+    submission_key = models.UUIDField(default=uuid.uuid4, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["comparison", "annotator"], name="rating_one_per_annotator"
+            ),
+            models.CheckConstraint(
+                condition=Q(left_score__gte=1, left_score__lte=7)
+                & Q(right_score__gte=1, right_score__lte=7),
+                name="rating_scores_1_to_7",
+            ),
+            models.CheckConstraint(
+                condition=Q(scale__in=RatingScale.values), name="rating_scale_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Rating {self.pk} by {self.annotator} on {self.comparison_id}"
+
+
+class ComparisonAnswer(models.Model):
+    """One of the answers a ranking item shows, in the item's fixed order (`position`). The
+    item's response_a and response_b are two of them; a lease shuffles the order shown."""
+
+    comparison = models.ForeignKey(
+        Comparison, on_delete=models.CASCADE, related_name="listed_answers"
+    )
+    response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
+    position = models.PositiveSmallIntegerField()
+
+    class Meta:
+        ordering = ["comparison", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["comparison", "position"], name="comparison_answer_unique_position"
+            ),
+            models.UniqueConstraint(
+                fields=["comparison", "response"], name="comparison_answer_unique_response"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Answer {self.position} of {self.comparison_id}: response {self.response_id}"
+
+
+class Ranking(models.Model):
+    """One annotator's ranking of a ranking item's answers: `ranks` maps each response id (as
+    text, JSON's keys) to its rank, 1 the best, equal ranks a tie; `shown` is the order the
+    answers were on screen (response ids), to measure position bias."""
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.PROTECT, related_name="rankings")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="rankings"
+    )
+    assignment = models.OneToOneField(
+        Assignment, null=True, blank=True, on_delete=models.SET_NULL, related_name="ranking"
+    )
+    shown = models.JSONField(help_text="Response ids in the order shown.")
+    ranks = models.JSONField(help_text='Response id to rank, 1 = best: {"12": 1, "13": 2}.')
+    time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
+    source = models.CharField(
+        max_length=10, choices=JudgmentSource.choices, default=JudgmentSource.HUMAN
+    )
+    submission_key = models.UUIDField(default=uuid.uuid4, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["comparison", "annotator"], name="ranking_one_per_annotator"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Ranking {self.pk} by {self.annotator} on {self.comparison_id}"
 
 
 class ReviewStatus(models.TextChoices):

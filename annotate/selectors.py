@@ -20,6 +20,7 @@ from annotate.models import (
     Outcome,
     Project,
     Prompt,
+    Rating,
     Response,
 )
 from config.errors import NotFoundError
@@ -206,6 +207,28 @@ def project_statistics(*, project: Project, round_number: int | None = None) -> 
         "krippendorff_alpha": quality.krippendorff_alpha_nominal(units),
         "resolutions": dict(resolutions),
         "annotators": annotators,
+        "feedback": feedback_statistics(project=project, round_number=round_number),
+    }
+
+
+def feedback_statistics(*, project: Project, round_number: int | None = None) -> dict[str, Any]:
+    """What the other feedback types gave (in the project, or one round): written answers by
+    review status and how many were rewritten from a shown answer; ratings with their mean
+    score and the share at or above the middle of the scale."""
+    demonstrations = Demonstration.objects.filter(project=project)
+    ratings = Rating.objects.filter(comparison__project=project)
+    if round_number is not None:
+        demonstrations = demonstrations.filter(comparison__round__number=round_number)
+        ratings = ratings.filter(comparison__round__number=round_number)
+    by_status = Counter(demonstrations.values_list("review_status", flat=True))
+    scores = [score for pair in ratings.values_list("left_score", "right_score") for score in pair]
+    return {
+        "demonstrations": sum(by_status.values()),
+        "demonstrations_by_review": dict(by_status),
+        "demonstrations_rewritten": demonstrations.exclude(edited_from=None).count(),
+        "answers_rated": len(scores),
+        "mean_rating": sum(scores) / len(scores) if scores else None,
+        "rated_good_share": sum(score >= 4 for score in scores) / len(scores) if scores else None,
     }
 
 

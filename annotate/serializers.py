@@ -4,6 +4,8 @@ from rest_framework import serializers
 
 from annotate.feedback.demonstration import DemonstrationSubmitInput
 from annotate.feedback.pairwise import JUDGMENT_FIELDS, PairwiseSubmitInput
+from annotate.feedback.ranking import RankingSubmitInput
+from annotate.feedback.rating import RatingSubmitInput
 from annotate.models import (
     Comparison,
     ComparisonStatus,
@@ -14,6 +16,7 @@ from annotate.models import (
     Outcome,
     Project,
     Prompt,
+    RatingScale,
     ReviewStatus,
     Round,
     TrainingAlgorithm,
@@ -42,6 +45,12 @@ class ProjectOutputSerializer(serializers.ModelSerializer):
             "gate_max_kl",
             "gate_min_heldout_accuracy",
             "auto_promote",
+            "demonstration_share",
+            "rating_share",
+            "rating_scale",
+            "ranking_share",
+            "ranking_size",
+            "review_demonstrations",
             "created_at",
         ]
 
@@ -61,6 +70,28 @@ class ProjectCreateInputSerializer(serializers.Serializer):
         choices=TrainingAlgorithm.choices, default=TrainingAlgorithm.DPO
     )
     auto_promote = serializers.BooleanField(default=False)
+
+
+class ProjectUpdateInputSerializer(serializers.Serializer):
+    """What an admin may change on a live project; every field optional (PATCH)."""
+
+    description = serializers.CharField(required=False, allow_blank=True)
+    guidelines = serializers.CharField(required=False, allow_blank=True)
+    required_annotations = BoundedIntegerField(required=False, min_value=1, max_value=50)
+    gold_rate = serializers.FloatField(required=False, min_value=0, max_value=1)
+    round_quota = BoundedIntegerField(required=False, min_value=1, max_value=MAX_POSITIVE_INTEGER)
+    min_view_ms = BoundedIntegerField(required=False, min_value=0, max_value=60_000)
+    training_algorithm = serializers.ChoiceField(choices=TrainingAlgorithm.choices, required=False)
+    gate_min_win_rate = serializers.FloatField(required=False, min_value=0, max_value=1)
+    gate_max_kl = serializers.FloatField(required=False, min_value=0, max_value=1e9)
+    gate_min_heldout_accuracy = serializers.FloatField(required=False, min_value=0, max_value=1)
+    auto_promote = serializers.BooleanField(required=False)
+    demonstration_share = serializers.FloatField(required=False, min_value=0, max_value=1)
+    rating_share = serializers.FloatField(required=False, min_value=0, max_value=1)
+    rating_scale = serializers.ChoiceField(choices=RatingScale.choices, required=False)
+    ranking_share = serializers.FloatField(required=False, min_value=0, max_value=1)
+    ranking_size = BoundedIntegerField(required=False, min_value=3, max_value=6)
+    review_demonstrations = serializers.BooleanField(required=False)
 
 
 class PromptOutputSerializer(serializers.ModelSerializer):
@@ -114,6 +145,14 @@ class LeasedPairSerializer(serializers.Serializer):
     prompt = PromptViewSerializer()
     left = TextSerializer()
     right = TextSerializer()
+    rating_scale = serializers.ChoiceField(
+        choices=RatingScale.choices, required=False, help_text="Rating items only."
+    )
+    answers = TextSerializer(
+        many=True,
+        required=False,
+        help_text="Ranking items only: every answer, in the order shown (ranks follow it).",
+    )
     leased_at = serializers.DateTimeField()
     expires_at = serializers.DateTimeField()
 
@@ -135,6 +174,14 @@ class SubmitEnvelopeSerializer(serializers.Serializer):
 
 class JudgmentSubmitInputSerializer(PairwiseSubmitInput, SubmitEnvelopeSerializer):
     """A pairwise submit: a choice (and strength, rationale, time) and the generic fields."""
+
+
+class RatingSubmitInputSerializer(RatingSubmitInput, SubmitEnvelopeSerializer):
+    """A rating submit (kind "rating"): a score for each answer by the side it was shown on."""
+
+
+class RankingSubmitInputSerializer(RankingSubmitInput, SubmitEnvelopeSerializer):
+    """A ranking submit (kind "ranking"): one rank per answer in the order shown."""
 
 
 class DemonstrationSubmitInputSerializer(DemonstrationSubmitInput, SubmitEnvelopeSerializer):
@@ -165,6 +212,44 @@ class JudgmentSubmittedSerializer(JudgmentOutputSerializer):
 
     class Meta(JudgmentOutputSerializer.Meta):
         fields = [*JudgmentOutputSerializer.Meta.fields, "next", "next_error"]
+
+
+class RatingSubmittedSerializer(serializers.Serializer):
+    """A rating submit's answer, and the next item when lease_next was asked."""
+
+    id = BoundedIntegerField()
+    kind = serializers.ChoiceField(choices=FeedbackKind.choices)
+    comparison = BoundedIntegerField()
+    annotator = BoundedIntegerField()
+    scale = serializers.ChoiceField(choices=RatingScale.choices)
+    left_response = BoundedIntegerField()
+    right_response = BoundedIntegerField()
+    left_score = BoundedIntegerField()
+    right_score = BoundedIntegerField()
+    time_spent_ms = BoundedIntegerField(allow_null=True)
+    source = serializers.CharField()  # type: ignore[assignment]
+    submission_key = serializers.UUIDField()
+    created_at = serializers.DateTimeField()
+    next = LeasedPairSerializer(required=False, allow_null=True)
+    next_error = NextErrorSerializer(required=False)
+
+
+class RankingSubmittedSerializer(serializers.Serializer):
+    """A ranking submit's answer, and the next item when lease_next was asked."""
+
+    id = BoundedIntegerField()
+    kind = serializers.ChoiceField(choices=FeedbackKind.choices)
+    comparison = BoundedIntegerField()
+    annotator = BoundedIntegerField()
+    ranks = serializers.ListField(
+        child=BoundedIntegerField(), help_text="The ranks given, in the order shown."
+    )
+    time_spent_ms = BoundedIntegerField(allow_null=True)
+    source = serializers.CharField()  # type: ignore[assignment]
+    submission_key = serializers.UUIDField()
+    created_at = serializers.DateTimeField()
+    next = LeasedPairSerializer(required=False, allow_null=True)
+    next_error = NextErrorSerializer(required=False)
 
 
 class DemonstrationSubmittedSerializer(serializers.Serializer):
@@ -206,6 +291,19 @@ class AnnotatorStatsSerializer(serializers.Serializer):
     )
 
 
+class FeedbackStatisticsSerializer(serializers.Serializer):
+    demonstrations = BoundedIntegerField()
+    demonstrations_by_review = serializers.DictField(child=BoundedIntegerField())
+    demonstrations_rewritten = BoundedIntegerField(
+        help_text="Written from one of the answers shown rather than anew."
+    )
+    answers_rated = BoundedIntegerField()
+    mean_rating = serializers.FloatField(allow_null=True, help_text="On the 1-7 scale.")
+    rated_good_share = serializers.FloatField(
+        allow_null=True, help_text="Share of rated answers at 4 or above (thumbs up)."
+    )
+
+
 class ProjectStatisticsSerializer(serializers.Serializer):
     round = BoundedIntegerField(allow_null=True)
     judgments = BoundedIntegerField()
@@ -214,6 +312,7 @@ class ProjectStatisticsSerializer(serializers.Serializer):
     krippendorff_alpha = serializers.FloatField(allow_null=True)
     resolutions = serializers.DictField(child=BoundedIntegerField())
     annotators = AnnotatorStatsSerializer(many=True)
+    feedback = FeedbackStatisticsSerializer()
 
 
 class HistoryRoundSerializer(serializers.Serializer):

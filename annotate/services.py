@@ -8,7 +8,7 @@ import io
 import json
 import secrets
 import uuid
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -19,10 +19,12 @@ from django.utils import timezone
 
 from annotate import hooks, queue
 from annotate.feedback import FEEDBACK_TYPES, FeedbackType, feedback_type
+from annotate.feedback.pairwise import check_choice
 from annotate.models import (
     Assignment,
     AssignmentStatus,
     Comparison,
+    ComparisonAnswer,
     ComparisonStatus,
     Demonstration,
     FeedbackKind,
@@ -85,6 +87,39 @@ def project_create(
     )
     base_policy_create(project_id=project.pk, base_model=project.base_model)
     return project
+
+
+# The shares of a round's training prompts that ask for other feedback than a pair.
+FEEDBACK_SHARE_FIELDS = ("demonstration_share", "rating_share", "ranking_share")
+
+
+@transaction.atomic
+def project_update(*, project: Project, changes: Mapping[str, Any], actor: User) -> Project:
+    """Change a live project's settings (the serializer has checked each value); the feedback
+    shares together may not pass 1. Audited with what changed, from what to what."""
+    locked = Project.objects.select_for_update().get(pk=project.pk)
+    before = {name: getattr(locked, name) for name in changes}
+    for name, value in changes.items():
+        setattr(locked, name, value)
+    shares = sum(float(getattr(locked, name, 0.0)) for name in FEEDBACK_SHARE_FIELDS)
+    if shares > 1 + 1e-9:
+        raise ApplicationError(
+            f"The feedback shares add up to {shares:g}: together they may be at most 1 "
+            "(the rest of a round's prompts are pairs)."
+        )
+    locked.save(update_fields=list(changes))
+    changed = {
+        name: [before[name], value] for name, value in changes.items() if before[name] != value
+    }
+    if changed:
+        audit_record(
+            action=AuditAction.PROJECT_UPDATED,
+            actor=actor,
+            project_id=locked.pk,
+            target=f"project {locked.slug}",
+            detail={"changed": changed},
+        )
+    return locked
 
 
 @transaction.atomic
@@ -357,12 +392,13 @@ def comparisons_create_for_round(
     required_annotations: int | None = None,
     priority: float = 0.0,
     planned: Sequence[PlannedPair] | None = None,
-    demonstration_prompt_ids: Collection[int] = (),
+    kind_of_prompt: Mapping[int, str] | None = None,
 ) -> list[Comparison]:
     """One comparison per prompt of the round: the `planned` pairs where given (the answers
-    must be this round's policy's), else each prompt's two newest answers. The items of
-    `demonstration_prompt_ids` ask for a written answer (kind demonstration), the rest for a
-    choice.
+    must be this round's policy's), else each prompt's two newest answers. A prompt in
+    `kind_of_prompt` gets an item of that feedback kind (a written answer, ratings), the rest
+    a choice between the two. A ranking item lists Project.ranking_size of the prompt's answers
+    (ComparisonAnswer); a prompt with fewer answers gets a pair instead.
 
     Idempotent: a prompt that has its comparison in this round gets no second one.
     """
@@ -371,13 +407,36 @@ def comparisons_create_for_round(
         created = _planned_comparisons_create(round=round, required=required, planned=planned)
     else:
         created = _newest_pairs_create(round=round, required=required, priority=priority)
-    asked = [c.pk for c in created if c.prompt_id in demonstration_prompt_ids]
-    if asked:
-        Comparison.objects.filter(pk__in=asked).update(kind=FeedbackKind.DEMONSTRATION)
-        for comparison in created:
-            if comparison.pk in asked:
-                comparison.kind = FeedbackKind.DEMONSTRATION
+    asked = kind_of_prompt or {}
+    for kind in set(asked.values()):
+        feedback_type(kind)  # an unknown kind is refused before anything changes
+    for comparison in created:
+        wanted = asked.get(comparison.prompt_id)
+        if wanted == FeedbackKind.RANKING and not _ranking_answers_list(comparison, round=round):
+            continue  # fewer answers than a ranking shows: the item stays a pair
+        if wanted is not None and wanted != comparison.kind:
+            comparison.kind = wanted
+            comparison.save(update_fields=["kind"])
     return created
+
+
+def _ranking_answers_list(comparison: Comparison, *, round: Round) -> bool:
+    """List a ranking item's answers: its pair and the prompt's newest other answers of the
+    round, ranking_size in all (the pair is the two newest unless planned otherwise). False,
+    listing nothing, when the prompt has fewer answers than that."""
+    size = round.project.ranking_size
+    newest = Response.objects.filter(
+        round=round, model_version=round.policy, prompt_id=comparison.prompt_id
+    ).exclude(pk__in=[comparison.response_a_id, comparison.response_b_id])
+    others = list(newest.order_by("-id").values_list("id", flat=True)[: size - 2])
+    if len(others) < size - 2:
+        return False
+    listed = sorted([comparison.response_a_id, comparison.response_b_id, *others])
+    ComparisonAnswer.objects.bulk_create(
+        ComparisonAnswer(comparison=comparison, response_id=response_id, position=position)
+        for position, response_id in enumerate(listed)
+    )
+    return True
 
 
 def _newest_pairs_create(*, round: Round, required: int, priority: float) -> list[Comparison]:
@@ -1010,3 +1069,40 @@ def demonstration_review(
     demonstration.reviewed_at = timezone.now()
     demonstration.save(update_fields=["review_status", "reviewed_by", "reviewed_at"])
     return demonstration
+
+
+# --- Judgments by a model (AI judges) ---------------------------------------------------------
+
+
+def judgment_record_uncounted(
+    *,
+    comparison: Comparison,
+    annotator: User,
+    choice: str,
+    a_on_left: bool,
+    rationale: str = "",
+    source: str = JudgmentSource.AI,
+) -> Judgment:
+    """A judgment beside the pair's quota: it neither completes the pair nor takes a human's
+    place, and resolution leaves it out of the label (resolved_pairs counts only judgments
+    from the quota). What an AI judge that does not count toward the quota gives."""
+    check_choice(choice, None)
+    if comparison.kind != FeedbackKind.PAIRWISE:
+        raise ApplicationError("Only pairs take a judgment beside the quota.")
+    left, right = (
+        (comparison.response_a_id, comparison.response_b_id)
+        if a_on_left
+        else (comparison.response_b_id, comparison.response_a_id)
+    )
+    judgment, _ = Judgment.objects.get_or_create(
+        comparison=comparison,
+        annotator=annotator,
+        defaults={
+            "choice": choice,
+            "rationale": rationale,
+            "left_response_id": left,
+            "right_response_id": right,
+            "source": source,
+        },
+    )
+    return judgment

@@ -17,6 +17,7 @@ class AuditAction(models.TextChoices):
     TOKEN_ROTATED = "token.rotated", "An API token was made (the old one stopped working)"
     TOKEN_REVOKED = "token.revoked", "An API token was revoked"
     SIGN_IN_FAILED = "sign_in.failed", "A sign-in failed"
+    PROJECT_UPDATED = "project.updated", "A project's settings were changed"
 
 
 class AuditEvent(models.Model):

@@ -104,6 +104,16 @@ api_patterns = [
         training_api.TrainingSettingsApi.as_view(),
         name="training-settings",
     ),
+    path(
+        "projects/<id:project_id>/ai-judges/",
+        training_api.AiJudgeListApi.as_view(),
+        name="ai-judges",
+    ),
+    path(
+        "projects/<id:project_id>/ai-judges/<id:judge_id>/run/",
+        training_api.AiJudgeRunApi.as_view(),
+        name="ai-judge-run",
+    ),
     path("versions/<id:version_id>/promote/", training_api.ModelVersionPromoteApi.as_view()),
     path("web/", include(web_urls.api_patterns)),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

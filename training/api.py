@@ -15,17 +15,22 @@ from annotate import selectors as annotate_selectors
 from annotate.models import Project
 from annotate.permissions import CanManageProject, CanSeeProject, IsStaff, StaffForWrites
 from annotate.serializers import RoundOutputSerializer
-from config.errors import ApplicationError
+from config.errors import ApplicationError, NotFoundError
 from config.pagination import paginated, paginated_response
 from config.users import request_user
 from config.validation import query_int
 from registry import services as registry_services
 from training import pipeline, selectors, services
+from training.ai_judges import ai_judge_create, constitution_sha256
+from training.models import AiJudge
 from training.project_settings import (
     training_settings_update,
     training_settings_view,
 )
 from training.serializers import (
+    AiJudgeInputSerializer,
+    AiJudgeOutputSerializer,
+    AiJudgeRunInputSerializer,
     MetricPointSerializer,
     ModelVersionOutputSerializer,
     PromoteInputSerializer,
@@ -201,3 +206,60 @@ class TrainingSettingsApi(APIView):
             project=_project(request, project_id), values=request.data
         )
         return Response(training_settings_view(project))
+
+
+# --- AI judges: annotators backed by a model ----------------------------------------------
+
+
+def _judge_view(judge: AiJudge) -> dict[str, Any]:
+    return {
+        "id": judge.pk,
+        "user_id": judge.user_id,
+        "user": judge.user,
+        "base_url": judge.base_url,
+        "model": judge.model,
+        "constitution": judge.constitution,
+        "constitution_sha256": constitution_sha256(judge.constitution),
+        "counts_toward_quota": judge.counts_toward_quota,
+        "enabled": judge.enabled,
+        "judgments": judge.judgments.count(),
+        "created_at": judge.created_at,
+    }
+
+
+class AiJudgeListApi(APIView):
+    """A project's AI judges (managers); admins add one. Their agreement with the humans is
+    in the statistics' annotator table, under each judge's account."""
+
+    permission_classes = [IsAuthenticated, CanManageProject, StaffForWrites]
+
+    @extend_schema(responses=AiJudgeOutputSerializer(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        project = _project(request, project_id)
+        judges = project.ai_judges.select_related("user")
+        return Response(AiJudgeOutputSerializer([_judge_view(j) for j in judges], many=True).data)
+
+    @extend_schema(request=AiJudgeInputSerializer, responses={201: AiJudgeOutputSerializer})
+    def post(self, request: Request, project_id: int) -> Response:
+        project = _project(request, project_id)
+        data = AiJudgeInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        judge = ai_judge_create(project=project, actor=request_user(request), **data.validated_data)
+        return Response(AiJudgeOutputSerializer(_judge_view(judge)).data, status=201)
+
+
+class AiJudgeRunApi(APIView):
+    """Queue a judging pass over the open round's pairs (a worker calls the endpoint)."""
+
+    permission_classes = [IsAuthenticated, CanSeeProject, IsStaff]
+
+    @extend_schema(request=AiJudgeRunInputSerializer, responses={202: None})
+    def post(self, request: Request, project_id: int, judge_id: int) -> Response:
+        project = _project(request, project_id)
+        judge = project.ai_judges.filter(pk=judge_id).first()
+        if judge is None:
+            raise NotFoundError(f"AI judge {judge_id} does not exist in this project.")
+        data = AiJudgeRunInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.ai_judge_enqueue(judge_id=judge.pk, limit=data.validated_data["limit"])
+        return Response(status=status.HTTP_202_ACCEPTED)

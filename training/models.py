@@ -19,6 +19,7 @@ class RunKind(models.TextChoices):
     DPO = "dpo", "Train the policy with DPO"
     PPO = "ppo", "Train the policy with PPO"
     RLOO = "rloo", "Train the policy with RLOO"
+    KTO = "kto", "Train the policy with KTO on rated answers"
     EVALUATE = "evaluate", "Evaluate a candidate"
 
 
@@ -92,7 +93,9 @@ class TrainingRun(models.Model):
             ),
             # A succeeded training run always names what it produced (evaluate/generate excepted).
             models.CheckConstraint(
-                condition=~Q(status="succeeded", kind__in=["sft", "reward", "dpo", "ppo", "rloo"])
+                condition=~Q(
+                    status="succeeded", kind__in=["sft", "reward", "dpo", "ppo", "rloo", "kto"]
+                )
                 | Q(output_version__isnull=False),
                 name="run_succeeded_has_output",
             ),
@@ -125,3 +128,60 @@ class MetricPoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}={self.value:g} at step {self.step} ({self.split})"
+
+
+DEFAULT_JUDGE_INSTRUCTIONS = (
+    "You compare two answers to the same prompt by the principles above. Reply with one JSON "
+    'object and nothing else: {"better": "A" | "B" | "tie" | "both_bad", "reason": "<one '
+    'sentence>"}. "both_bad" when neither answer is acceptable.'
+)
+
+
+class AiJudge(models.Model):
+    """An annotator backed by a model: any OpenAI-compatible endpoint (Tandem's own policy
+    server included) judging pairs by a written constitution. Its judgments are recorded under
+    its own account (`user`, which can never sign in) with source "ai"."""
+
+    project = models.ForeignKey(
+        "annotate.Project", on_delete=models.CASCADE, related_name="ai_judges"
+    )
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="ai_judge"
+    )
+    base_url = models.CharField(max_length=500, help_text="Ends in /v1.")
+    model = models.CharField(max_length=200, help_text="The model name the endpoint serves.")
+    # The key is read from the worker's environment by this name: never stored.
+    api_key_env = models.CharField(max_length=100, blank=True)
+    constitution = models.TextField(help_text="The principles the judge follows (Markdown).")
+    instructions = models.TextField(default=DEFAULT_JUDGE_INSTRUCTIONS)
+    # Off by default: an AI judgment neither completes a pair nor votes in its label, so
+    # humans still judge every pair and the judge's agreement with them can be measured.
+    counts_toward_quota = models.BooleanField(default=False)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"AI judge {self.user} ({self.model})"
+
+
+class AiJudgment(models.Model):
+    """What an AI judge said on one pair: the stored judgment, the constitution it followed
+    (sha256), the model and its raw reply."""
+
+    judgment = models.OneToOneField(
+        "annotate.Judgment", on_delete=models.CASCADE, related_name="ai_judgment"
+    )
+    judge = models.ForeignKey(AiJudge, on_delete=models.CASCADE, related_name="judgments")
+    constitution_sha256 = models.CharField(max_length=64)
+    model = models.CharField(max_length=200)
+    reply = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"AI judgment {self.judgment_id} by {self.judge_id}"

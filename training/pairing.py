@@ -24,7 +24,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from annotate.models import Prompt, Response, Round
+from annotate.models import FeedbackKind, Prompt, Response, Round
 from annotate.services import PlannedPair
 from training.project_settings import PairingSettings
 
@@ -196,6 +196,33 @@ def plan_round_pairs(
     )
 
 
+def feedback_kinds_of_prompts(
+    prompt_ids: Sequence[int],
+    *,
+    round_number: int,
+    shares: Mapping[str, float],
+    is_heldout: Callable[[int], bool],
+) -> dict[int, str]:
+    """The feedback kind each of a round's prompts asks for, where it is not a choice between
+    two answers: about `shares[kind]` of the prompts not held out each (the held-out ones stay
+    pairs, which the gates measure on). A hash of the round and the prompt draws a number in
+    [0, 1) laid against the shares end to end, so a retried generation draws the same."""
+    kinds: dict[int, str] = {}
+    if sum(shares.values()) <= 0:
+        return kinds
+    for prompt_id in prompt_ids:
+        if is_heldout(prompt_id):
+            continue
+        digest = hashlib.sha256(f"feedback:{round_number}:{prompt_id}".encode()).digest()
+        draw = int.from_bytes(digest[:8], "big") / 2**64
+        for kind, share in shares.items():
+            if draw < share:
+                kinds[prompt_id] = kind
+                break
+            draw -= share
+    return kinds
+
+
 def demonstration_prompts(
     prompt_ids: Sequence[int],
     *,
@@ -203,16 +230,11 @@ def demonstration_prompts(
     share: float,
     is_heldout: Callable[[int], bool],
 ) -> set[int]:
-    """The round's prompts whose item asks for a written answer instead of a choice: about
-    `share` of those not held out (the held-out ones stay pairs, which the gates measure on),
-    drawn by a hash of the round and the prompt, so a retried generation draws the same."""
-    if share <= 0:
-        return set()
-    chosen = set()
-    for prompt_id in prompt_ids:
-        if is_heldout(prompt_id):
-            continue
-        digest = hashlib.sha256(f"demonstration:{round_number}:{prompt_id}".encode()).digest()
-        if int.from_bytes(digest[:8], "big") / 2**64 < share:
-            chosen.add(prompt_id)
-    return chosen
+    """The round's prompts whose item asks for a written answer (feedback_kinds_of_prompts)."""
+    kinds = feedback_kinds_of_prompts(
+        prompt_ids,
+        round_number=round_number,
+        shares={FeedbackKind.DEMONSTRATION: share},
+        is_heldout=is_heldout,
+    )
+    return set(kinds)

@@ -29,6 +29,7 @@ from annotate.models import (
     FeedbackKind,
     Project,
     Prompt,
+    Rating,
     ReviewStatus,
     Round,
     RoundStatus,
@@ -92,6 +93,8 @@ def round_training_start(*, round: Round, actor: User | None = None) -> Training
         kind = RunKind.SFT
     elif pairs_resolved_exist(project):
         kind = RunKind.REWARD
+    elif ratings_train_the_policy(project):
+        kind = RunKind.KTO  # no pairs for a reward model: straight to the policy step
     else:
         return None
     return training_run_create(
@@ -103,6 +106,14 @@ def pairs_resolved_exist(project: Project) -> bool:
     return project.comparisons.filter(
         kind=FeedbackKind.PAIRWISE, status=ComparisonStatus.COMPLETE
     ).exists()
+
+
+def ratings_train_the_policy(project: Project) -> bool:
+    """A KTO project with rated answers can train its policy without any pair."""
+    return (
+        project.training_algorithm == TrainingAlgorithm.KTO
+        and Rating.objects.filter(comparison__project=project).exists()
+    )
 
 
 def demonstrations_trained(project: Project) -> set[int]:
@@ -215,6 +226,10 @@ def chain_continue(run: TrainingRun) -> TrainingRun | None:
         if pairs_resolved_exist(run.project):
             return training_run_create(
                 project=run.project, kind=RunKind.REWARD, round=run.round, chained=True
+            )
+        if ratings_train_the_policy(run.project):
+            return training_run_create(
+                project=run.project, kind=RunKind.KTO, round=run.round, chained=True
             )
         return training_run_create(
             project=run.project,

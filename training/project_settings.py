@@ -5,7 +5,7 @@ checks it, so a typo such as {"dpoo": ...} or {"dpo": {"beta": "high"}} is refus
 message naming the field when it is written, never at the moment a worker picks a run up.
 
     {"sft": {...SFTConfig overrides}, "reward": {...RewardConfig overrides},
-     "dpo" / "ppo" / "rloo": {...their config's},
+     "dpo" / "ppo" / "rloo" / "kto": {...their config's},
      "evaluation": {...EvaluationSettings},  "policy_data": "round" | "all",
      "generation_backend": {...GenerationBackendSettings},
      "served_traffic": "off" | "prompts" | "pairs",
@@ -31,6 +31,7 @@ from training.engine.config import (
     ConfigError,
     DPOConfig,
     GenerationConfig,
+    KTOConfig,
     PPOConfig,
     RewardConfig,
     RLOOConfig,
@@ -52,6 +53,7 @@ ENGINE_SECTIONS: dict[str, type[TrainingSettings]] = {
     "dpo": DPOConfig,
     "ppo": PPOConfig,
     "rloo": RLOOConfig,
+    "kto": KTOConfig,
 }
 SET_BY_THE_RUNNER = frozenset({"base_model", "init_adapter"})
 
@@ -143,6 +145,7 @@ class ProjectTrainingSettings:
     dpo: dict[str, Any] = field(default_factory=dict)
     ppo: dict[str, Any] = field(default_factory=dict)
     rloo: dict[str, Any] = field(default_factory=dict)
+    kto: dict[str, Any] = field(default_factory=dict)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     # Which pairs train the policy: the latest round's (on-policy, the default since each round
     # starts from the serving adapter) or every resolved pair so far.

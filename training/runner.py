@@ -23,9 +23,18 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 
+from annotate.feedback import resolved_pairs
 from annotate.feedback.demonstration import accepted_demonstrations
-from annotate.feedback.pairwise import resolved_pairs
-from annotate.models import Project, Prompt, Response, ResponseSource, Round, RoundStatus
+from annotate.feedback.rating import rated_answers
+from annotate.models import (
+    FeedbackKind,
+    Project,
+    Prompt,
+    Response,
+    ResponseSource,
+    Round,
+    RoundStatus,
+)
 from annotate.selectors import label_posterior
 from annotate.services import PlannedPair, comparisons_create_for_round
 from registry.models import ModelKind, ModelVersion
@@ -38,7 +47,7 @@ from training.engine.evaluate import CandidateWriter
 from training.engine.generate import Prompt as EnginePrompt
 from training.generation import answer_writer
 from training.models import RunKind, RunStatus, TrainingRun
-from training.pairing import demonstration_prompts
+from training.pairing import feedback_kinds_of_prompts
 from training.pipeline import (
     chain_continue,
     demonstrations_trained,
@@ -318,6 +327,57 @@ def run_dpo(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersion:
     )
 
 
+def rating_rows(project: Project, *, round_id: int | None) -> tuple[list, list[int]]:
+    """Every rated answer (of one round, or all) as a KTO row, and the ratings' ids."""
+    from training.engine.data import RatingRow, desirable_from_score
+
+    rows, ids = [], []
+    for rated in rated_answers(project=project, round_id=round_id):
+        # The score decides: the KTO loop applies the project's desirable_score to it again.
+        rows.append(
+            RatingRow(
+                prompt=rated.prompt,
+                completion=rated.completion,
+                desirable=desirable_from_score(rated.score),
+                score=rated.score,
+            )
+        )
+        ids.append(rated.rating_id)
+    return rows, sorted(set(ids))
+
+
+def run_kto(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersion:
+    """KTO on the rated answers: each one desirable or not by the project's threshold."""
+    from training.engine.config import KTOConfig, config_from_dict
+    from training.engine.kto import train_kto
+
+    project = run.project
+    parent = active_policy(project_id=project.pk)
+    loop_settings = training_settings_of(project)
+    settings_ = {
+        "base_model": project.base_model,
+        "init_adapter": policy_start(run, parent).artifact_path or None,
+        **loop_settings.overrides("kto"),
+        **run.config,
+    }
+    config = config_from_dict(KTOConfig, settings_)
+    on_policy = loop_settings.policy_data == "round" and run.round_id is not None
+    rows, ids = rating_rows(project, round_id=run.round_id if on_policy else None)
+    if not rows:
+        raise ValueError("There are no rated answers to train on yet.")
+    return _train_version(
+        run,
+        kind=ModelKind.POLICY,
+        train=train_kto,
+        config=config,
+        parent=parent,
+        rows=rows,
+        comparison_ids=[],
+        callbacks=callbacks,
+        training_data={"ratings": ids, "rows": len(rows), "run": run.pk},
+    )
+
+
 def run_online_rl(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersion:
     """PPO or RLOO: the policy explores the training prompts, judged by the reward model (the
     one this round's chain trained, or the project's active one)."""
@@ -403,6 +463,10 @@ def run_generate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
         settings_["samples_per_prompt"] = max(
             settings_.get("samples_per_prompt", 2), loop_settings.pairing.answers_per_prompt
         )
+    if run.project.ranking_share > 0:  # a ranking item shows ranking_size answers
+        settings_["samples_per_prompt"] = max(
+            settings_.get("samples_per_prompt", 2), run.project.ranking_size
+        )
     config = config_from_dict(GenerationConfig, settings_)
     backend = loop_settings.generation_backend
     generation = {k: v for k, v in settings_.items() if k != "samples_per_prompt"}
@@ -455,13 +519,18 @@ def run_generate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
         writer.close()
     planned = round_pairs_planned(run.project, round_, loop_settings)
     fraction = loop_settings.evaluation.heldout_fraction
+    project = run.project
     comparisons_create_for_round(
         round=round_,
         planned=planned,
-        demonstration_prompt_ids=demonstration_prompts(
+        kind_of_prompt=feedback_kinds_of_prompts(
             list(answered.values_list("prompt_id", flat=True).distinct()),
             round_number=round_.number,
-            share=run.project.demonstration_share,
+            shares={
+                FeedbackKind.DEMONSTRATION: project.demonstration_share,
+                FeedbackKind.RATING: project.rating_share,
+                FeedbackKind.RANKING: project.ranking_share,
+            },
             is_heldout=lambda prompt_id: prompt_is_heldout(prompt_id, fraction),
         ),
     )
@@ -637,6 +706,7 @@ RUNNERS: dict[str, Callable[[TrainingRun, DatabaseCallbacks], ModelVersion | Non
     RunKind.DPO: run_dpo,
     RunKind.PPO: run_online_rl,
     RunKind.RLOO: run_online_rl,
+    RunKind.KTO: run_kto,
     RunKind.EVALUATE: run_evaluate,
 }
 

@@ -173,3 +173,33 @@ class TrainingSettingsViewSerializer(serializers.Serializer[Any]):
     values = TrainingSettingsSerializer(help_text="What a run would use: overrides over defaults.")
     overrides = serializers.DictField(help_text="The project's own settings, as last written.")
     defaults = TrainingSettingsSerializer()
+
+
+class AiJudgeInputSerializer(serializers.Serializer[Any]):
+    name = serializers.SlugField(max_length=40, help_text="Its account is ai-<project>-<name>.")
+    base_url = serializers.URLField(max_length=500, help_text="An OpenAI-compatible /v1 URL.")
+    model = serializers.CharField(max_length=200)
+    constitution = serializers.CharField(max_length=50_000, help_text="The principles to judge by.")
+    api_key_env = serializers.CharField(
+        max_length=100, required=False, allow_blank=True, default="",
+        help_text="The worker's environment variable holding the key (never stored).",
+    )  # fmt: skip
+    counts_toward_quota = serializers.BooleanField(required=False, default=False)
+
+
+class AiJudgeOutputSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    annotator_id = serializers.IntegerField(source="user_id")
+    username = serializers.CharField(source="user.username")
+    base_url = serializers.CharField()
+    model = serializers.CharField()
+    constitution = serializers.CharField()
+    constitution_sha256 = serializers.CharField()
+    counts_toward_quota = serializers.BooleanField()
+    enabled = serializers.BooleanField()
+    judgments = serializers.IntegerField(help_text="Pairs it has judged.")
+    created_at = serializers.DateTimeField()
+
+
+class AiJudgeRunInputSerializer(serializers.Serializer[Any]):
+    limit = serializers.IntegerField(min_value=1, max_value=500, default=20)

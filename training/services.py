@@ -72,6 +72,21 @@ def training_run_create(
 RUN_TRAINING_TASK = "training.tasks.run_training"
 
 
+AI_JUDGE_TASK = "training.tasks.run_ai_judge"
+
+
+def ai_judge_enqueue(*, judge_id: int, limit: int) -> None:
+    """Ask a worker for a judging pass; a broker that is down is a clear 503, not a 500."""
+    try:
+        current_app.tasks[AI_JUDGE_TASK].delay(judge_id, limit)
+    except (BrokerError, OSError) as error:
+        raise ApplicationError(
+            f"The task queue is unavailable ({error}); try again shortly.",
+            code="unavailable",
+            http_status=503,
+        ) from error
+
+
 def enqueue_run(run_id: int) -> None:
     """Ask a worker for the run. A broker that is down is not an error here: the run stays
     queued in the database and `training_runs_resend_lost` asks again later."""

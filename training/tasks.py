@@ -3,9 +3,14 @@
 from celery import shared_task
 from django.conf import settings
 
+from training.ai_judges import ai_judge_run
 from training.pipeline import annotators_auto_pause, rounds_check_triggers
 from training.runner import training_run_execute
-from training.services import RUN_TRAINING_TASK, training_runs_reap, training_runs_resend_lost
+from training.services import (
+    RUN_TRAINING_TASK,
+    training_runs_reap,
+    training_runs_resend_lost,
+)
 
 # A run sends a heartbeat every step; this long without one means its worker is gone.
 STALE_RUN_SECONDS = 600
@@ -49,3 +54,10 @@ def resend_lost_runs() -> list[int]:
 )
 def auto_pause_annotators() -> dict[int, list[int]]:
     return annotators_auto_pause()
+
+
+@shared_task(
+    name="training.tasks.run_ai_judge", acks_late=True, soft_time_limit=1700, time_limit=1800
+)
+def run_ai_judge(judge_id: int, limit: int = 20) -> int:
+    return ai_judge_run(judge_id=judge_id, limit=limit)

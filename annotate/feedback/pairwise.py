@@ -28,6 +28,7 @@ from annotate.models import (
     ComparisonStatus,
     FeedbackKind,
     Judgment,
+    JudgmentSource,
     MemberRole,
     Membership,
     Outcome,
@@ -343,9 +344,15 @@ def prompt_messages(prompt: Prompt) -> list[dict[str, str]]:
 
 
 def _complete_comparisons(project: Project) -> QuerySet[Comparison]:
-    judgments = Judgment.objects.only(
-        "id", "comparison", "annotator", "choice", "strength", "left_response", "right_response"
-    ).order_by("id")
+    judgments = (
+        Judgment.objects.only(
+            "id", "comparison", "annotator", "choice", "strength", "left_response", "right_response"
+        )
+        # An AI judgment beside the quota (no lease) is measured against the humans, never
+        # part of the label.
+        .exclude(source=JudgmentSource.AI, assignment__isnull=True)
+        .order_by("id")
+    )
     return (
         Comparison.objects.filter(
             project=project, kind=FeedbackKind.PAIRWISE, status=ComparisonStatus.COMPLETE
@@ -381,7 +388,8 @@ def resolved_pairs(
     By majority vote (the default) or, given the crowd model's `posterior_a` (comparison id to
     P(answer a is better)), by the crowd model, which also settles an even split by its voters'
     reliability. Left out: disagreements, "both bad" (neither side won), and pairs whose two
-    answers are the same text after trimming (nothing to learn from them).
+    answers are the same text after trimming (nothing to learn from them). Pairwise items
+    only: annotate.feedback.resolved_pairs adds those that ranking items resolve to.
     """
     wanted = {Outcome.A, Outcome.B} | ({Outcome.TIE} if include_ties else set())
     for comparison in _complete_comparisons(project).iterator(chunk_size=EXPORT_CHUNK_SIZE):

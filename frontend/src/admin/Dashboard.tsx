@@ -3,11 +3,13 @@ import { useState } from "react";
 import type { Me } from "../api/client";
 import { navigate } from "../router";
 import { AccountsPanel } from "./AccountsPanel";
+import { AiJudgesPanel } from "./AiJudgesPanel";
 import { AnnotatorsPanel } from "./AnnotatorsPanel";
 import { DataPanel } from "./DataPanel";
 import { OverviewPanel } from "./OverviewPanel";
 import { PairsPanel } from "./PairsPanel";
 import { ProjectForm } from "./ProjectForm";
+import { ProjectSettings } from "./ProjectSettings";
 import { SettingsPanel } from "./SettingsPanel";
 import { TrainingPanel } from "./TrainingPanel";
 
@@ -77,8 +79,18 @@ export function Dashboard({ me, projectId, tab, item = null, onProjectsChanged }
       </div>
       {tab === "overview" && <OverviewPanel key={id} projectId={id} />}
       {tab === "training" && <TrainingPanel key={id} projectId={id} />}
-      {tab === "settings" && <SettingsPanel key={id} projectId={id} />}
-      {tab === "annotators" && <AnnotatorsPanel key={id} projectId={id} />}
+      {tab === "settings" && (
+        <>
+          <ProjectSettings key={`project-${id}`} projectId={id} />
+          <SettingsPanel key={id} projectId={id} />
+        </>
+      )}
+      {tab === "annotators" && (
+        <>
+          <AnnotatorsPanel key={id} projectId={id} />
+          <AiJudgesPanel key={`ai-${id}`} projectId={id} />
+        </>
+      )}
       {tab === "pairs" && <PairsPanel key={id} projectId={id} pairId={item} />}
       {tab === "data" && <DataPanel key={id} projectId={id} />}
       {tab === "accounts" && <AccountsPanel key={id} me={me} projectId={id} />}

@@ -7,10 +7,13 @@ type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type Settings = Record<string, Json>;
 
 const SECTION_TITLES: Record<string, string> = {
+  sft: "SFT (written answers)",
   reward: "Reward model",
   dpo: "DPO",
   ppo: "PPO",
   rloo: "RLOO",
+  kto: "KTO (rated answers)",
+  pairing: "Pair selection (random, or where the reward model is least sure)",
   evaluation: "Evaluation and held-out split",
   policy_data: "Pairs that train the policy",
   generation_backend: "Generation backend (who writes the answers)",

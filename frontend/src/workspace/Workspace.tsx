@@ -8,11 +8,15 @@ import { navigate } from "../router";
 import { DemonstrationEditor, useDemonstration } from "./DemonstrationEditor";
 import { KEY_HELP, actionForKey, strengthFor, type Choice, type Strength } from "./keys";
 import { PairwiseAnswers } from "./PairwiseAnswers";
+import { RankingView, useRanking } from "./RankingView";
+import { RatingView, useRating } from "./RatingView";
 import {
   PairQueue,
   type Decision,
   type DemonstrationDecision,
   type PairSource,
+  type RankingDecision,
+  type RatingDecision,
   type QueueState,
 } from "./queue";
 
@@ -158,6 +162,16 @@ export function Workspace({
     [send],
   );
   const demonstration = useDemonstration(pair?.kind === "demonstration" ? pair : null, sendAnswer);
+  const sendRanking = useCallback(
+    (decision: RankingDecision) => send(decision, "Ranking sent"),
+    [send],
+  );
+  const ranking = useRanking(pair?.kind === "ranking" ? pair : null, sendRanking);
+  const sendRatings = useCallback(
+    (decision: RatingDecision) => send(decision, "Ratings sent"),
+    [send],
+  );
+  const rating = useRating(pair?.kind === "rating" ? pair : null, sendRatings);
 
   const skip = useCallback(() => {
     if (!pair || !demonstration.mayDrop("skip")) return;
@@ -210,6 +224,12 @@ export function Workspace({
         case "submit":
           demonstration.act(action);
           break;
+        case "rank":
+          ranking.act(action.key);
+          break;
+        case "rate":
+          rating.act(action.key);
+          break;
         case "guidelines":
           setShowGuidelines((shown) => !shown);
           break;
@@ -220,7 +240,7 @@ export function Workspace({
     };
     window.addEventListener("keydown", onKey);
     return () => window.removeEventListener("keydown", onKey);
-  }, [judge, skip, pair, demonstration]);
+  }, [judge, skip, pair, demonstration, ranking, rating]);
 
   useEffect(() => {
     if (!flash) return;
@@ -311,7 +331,11 @@ export function Workspace({
           <section className="prompt" aria-label="Prompt">
             <PromptView prompt={pair.prompt} />
           </section>
-          {pair.kind === "demonstration" ? (
+          {pair.kind === "ranking" ? (
+            <RankingView item={pair} ranking={ranking} onSkip={skip} />
+          ) : pair.kind === "rating" ? (
+            <RatingView item={pair} rating={rating} onSkip={skip} />
+          ) : pair.kind === "demonstration" ? (
             <DemonstrationEditor item={pair} demonstration={demonstration} onSkip={skip} />
           ) : (
             <>

@@ -18,6 +18,10 @@ export type Action =
   | { kind: "strength"; strength: Strength }
   | { kind: "rationale" }
   | DemonstrationAction
+  /** A ranking item's key, carried out by its view (ranking.ts says what each does). */
+  | { kind: "rank"; key: string }
+  /** A rating item's key, carried out by its view (rating.ts says what each does). */
+  | { kind: "rate"; key: string }
   | { kind: "skip" }
   | { kind: "guidelines" }
   | { kind: "help" };
@@ -55,6 +59,23 @@ const BINDINGS: Record<FeedbackKind, Record<string, Action>> = {
     e: { kind: "edit" },
     ...COMMON,
   },
+  rating: {
+    ...Object.fromEntries(
+      ["1", "2", "3", "4", "5", "6", "7", "u", "d", "+", "-", "ArrowUp", "ArrowDown", "Backspace"].map(
+        (key) => [key, { kind: "rate", key } as Action],
+      ),
+    ),
+    ...COMMON,
+  },
+  ranking: {
+    ...Object.fromEntries(
+      ["1", "2", "3", "4", "5", "6", "=", "Backspace", "Enter"].map((key) => [
+        key,
+        { kind: "rank", key } as Action,
+      ]),
+    ),
+    ...COMMON,
+  },
 };
 
 /** The keys as the help panel lists them, in order, for the kind of item on screen. */
@@ -77,6 +98,24 @@ export const KEY_HELP: Record<FeedbackKind, [string, string][]> = {
     ["Enter or E", "go to the answer box"],
     ["Ctrl+Enter", "send the answer (also inside the box; ⌘+Enter on a Mac)"],
     ["Esc", "leave the answer box, back to the keys"],
+    ["S", "skip this item"],
+    ["G", "show or hide the guidelines"],
+    ["?", "show or hide these keys"],
+  ],
+  rating: [
+    ["U or ↑ / D or ↓", "thumbs up / down (a thumbs project): the left answer, then the right"],
+    ["1 … 7", "a score from 1 (bad) to 7 (excellent) (a 1-7 project): left, then right"],
+    ["Backspace", "start the ratings of this item over"],
+    ["S", "skip this item"],
+    ["G", "show or hide the guidelines"],
+    ["?", "show or hide these keys"],
+  ],
+  ranking: [
+    ["1 … 6", "press the answers' numbers from best to worst (or click them in that order)"],
+    ["=", "then a number: that answer ties the one placed just before"],
+    ["Backspace", "take back the last answer placed"],
+    ["Enter", "send the ranking, once every answer is placed"],
+    ["drag", "move a placed answer to another place in your order"],
     ["S", "skip this item"],
     ["G", "show or hide the guidelines"],
     ["?", "show or hide these keys"],

@@ -18,7 +18,20 @@ export interface DemonstrationDecision {
   edited_from: Side | null;
 }
 
-export type Decision = PairwiseDecision | DemonstrationDecision;
+/** A ranking item's ranks: one per answer in the order shown, 1 the best, equal ranks tie. */
+export interface RankingDecision {
+  kind: "ranking";
+  ranks: number[];
+}
+
+/** A rating item's two scores, by the side each answer was shown on (thumbs are 1 / 7). */
+export interface RatingDecision {
+  kind: "rating";
+  left_score: number;
+  right_score: number;
+}
+
+export type Decision = PairwiseDecision | DemonstrationDecision | RankingDecision | RatingDecision;
 
 /** A decision as it is sent: the same submission_key on every try, so a repeat counts once. */
 export type Verdict = Decision & { time_spent_ms: number; submission_key: string };
@@ -171,6 +184,16 @@ const NOT_COUNTED: Record<FeedbackKind, { expired: string; notSaved: string }> =
     expired:
       "Your lease on the last item expired and others answered it; your answer was not counted.",
     notSaved: "The last answer was not saved",
+  },
+  rating: {
+    expired:
+      "Your lease on the last item expired and others rated it; your ratings were not counted.",
+    notSaved: "The last ratings were not saved",
+  },
+  ranking: {
+    expired:
+      "Your lease on the last item expired and others ranked it; your ranking was not counted.",
+    notSaved: "The last ranking was not saved",
   },
 };
 
