@@ -185,3 +185,30 @@ class ExportSftApi(_DownloadApi):
         project = selectors.project_get_for_user(user=user, project_id=project_id)
         lines = exporters.sft_jsonl_lines(project=project)
         return _download(lines, filename=f"{project.slug}-sft.jsonl", content_type=NDJSON)
+
+
+class ExportKtoQuerySerializer(serializers.Serializer[Any]):
+    desirable_score = BoundedIntegerField(
+        min_value=1, max_value=7, default=5, help_text="A score from this up is desirable."
+    )
+
+
+class ExportKtoApi(_DownloadApi):
+    permission_classes = [IsAuthenticated, CanManageProject]
+
+    @extend_schema(
+        operation_id="projects_export_kto",
+        parameters=[ExportKtoQuerySerializer],
+        responses={(200, NDJSON): OpenApiTypes.STR},
+        description="Rated answers as TRL conversational unpaired-preference JSONL "
+        "({prompt, completion, label}) for KTO; admins and clients.",
+    )
+    def get(self, request: Request, project_id: int) -> StreamingHttpResponse:
+        user = request_user(request)
+        project = selectors.project_get_for_user(user=user, project_id=project_id)
+        query = ExportKtoQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        lines = exporters.kto_jsonl_lines(
+            project=project, desirable_score=query.validated_data["desirable_score"]
+        )
+        return _download(lines, filename=f"{project.slug}-kto.jsonl", content_type=NDJSON)

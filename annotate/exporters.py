@@ -29,7 +29,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from annotate import feedback
-from annotate.feedback import demonstration, pairwise
+from annotate.feedback import demonstration, pairwise, rating
 from annotate.models import Judgment, Project
 from annotate.selectors import LabelResolution, label_posterior
 
@@ -113,6 +113,32 @@ def sft_rows(*, project: Project) -> Iterator[dict[str, Any]]:
 
 def sft_jsonl_lines(*, project: Project) -> Iterator[str]:
     for row in sft_rows(project=project):
+        yield _jsonl(row)
+
+
+# --- TRL unpaired preferences (KTO) --------------------------------------------------------
+
+
+def kto_rows(*, project: Project, desirable_score: int = 5) -> Iterator[dict[str, Any]]:
+    """Every rated answer in TRL's conversational unpaired-preference shape: prompt turns, the
+    answer as the assistant's, and `label` true when its score reaches `desirable_score` (a
+    thumbs up is 7, a thumbs down 1)."""
+    for rated in rating.rated_answers(project=project):
+        yield {
+            "prompt": rated.prompt,
+            "completion": [{"role": "assistant", "content": rated.completion}],
+            "label": rated.score >= desirable_score,
+            "score": rated.score,
+            "scale": rated.scale,
+            "rating_id": rated.rating_id,
+            "comparison_id": rated.comparison_id,
+            "prompt_id": rated.prompt_id,
+            "round_id": rated.round_id,
+        }
+
+
+def kto_jsonl_lines(*, project: Project, desirable_score: int = 5) -> Iterator[str]:
+    for row in kto_rows(project=project, desirable_score=desirable_score):
         yield _jsonl(row)
 
 

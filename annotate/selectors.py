@@ -20,6 +20,7 @@ from annotate.models import (
     Outcome,
     Project,
     Prompt,
+    Ranking,
     Rating,
     Response,
 )
@@ -212,9 +213,9 @@ def project_statistics(*, project: Project, round_number: int | None = None) -> 
 
 
 def feedback_statistics(*, project: Project, round_number: int | None = None) -> dict[str, Any]:
-    """What the other feedback types gave (in the project, or one round): written answers by
-    review status and how many were rewritten from a shown answer; ratings with their mean
-    score and the share at or above the middle of the scale."""
+    """What the other feedback types gave (in the project, or one round): rankings, written
+    answers by review status and how many were rewritten from a shown answer; ratings with
+    their mean score and the share at or above the middle of the scale."""
     demonstrations = Demonstration.objects.filter(project=project)
     ratings = Rating.objects.filter(comparison__project=project)
     if round_number is not None:
@@ -222,7 +223,11 @@ def feedback_statistics(*, project: Project, round_number: int | None = None) ->
         ratings = ratings.filter(comparison__round__number=round_number)
     by_status = Counter(demonstrations.values_list("review_status", flat=True))
     scores = [score for pair in ratings.values_list("left_score", "right_score") for score in pair]
+    rankings = Ranking.objects.filter(comparison__project=project)
+    if round_number is not None:
+        rankings = rankings.filter(comparison__round__number=round_number)
     return {
+        "rankings": rankings.count(),
         "demonstrations": sum(by_status.values()),
         "demonstrations_by_review": dict(by_status),
         "demonstrations_rewritten": demonstrations.exclude(edited_from=None).count(),
@@ -341,9 +346,49 @@ def comparison_detail(*, project: Project, comparison_id: int) -> dict[str, Any]
         "created_at": comparison.created_at,
         "completed_at": comparison.completed_at,
         "prompt": {"id": prompt.pk, "text": prompt.text or None, "messages": prompt.messages},
+        "kind": comparison.kind,
         "answers": [
             _answer_view(comparison.response_a, "a"),
             _answer_view(comparison.response_b, "b"),
+        ],
+        # A ranking item's other answers, labelled by their place in the item's list.
+        "listed_answers": [
+            _answer_view(listed.response, str(listed.position + 1))
+            for listed in comparison.listed_answers.select_related("response__model_version")
+        ],
+        "demonstrations": [
+            {
+                "id": d.pk,
+                "username": d.annotator.get_username(),
+                "text": d.text,
+                "edited_from": d.edited_from_id,
+                "review_status": d.review_status,
+                "created_at": d.created_at,
+            }
+            for d in comparison.demonstrations.select_related("annotator").order_by("id")
+        ],
+        "ratings": [
+            {
+                "username": r.annotator.get_username(),
+                "scale": r.scale,
+                # In a/b terms, whichever side each answer was shown on.
+                "score_a": r.left_score
+                if r.left_response_id == comparison.response_a_id
+                else r.right_score,
+                "score_b": r.right_score
+                if r.left_response_id == comparison.response_a_id
+                else r.left_score,
+                "created_at": r.created_at,
+            }
+            for r in comparison.ratings.select_related("annotator").order_by("id")
+        ],
+        "rankings": [
+            {
+                "username": r.annotator.get_username(),
+                "ranks": {str(k): int(v) for k, v in r.ranks.items()},
+                "created_at": r.created_at,
+            }
+            for r in comparison.rankings.select_related("annotator").order_by("id")
         ],
         "judgments": [
             {

@@ -292,6 +292,7 @@ class AnnotatorStatsSerializer(serializers.Serializer):
 
 
 class FeedbackStatisticsSerializer(serializers.Serializer):
+    rankings = BoundedIntegerField()
     demonstrations = BoundedIntegerField()
     demonstrations_by_review = serializers.DictField(child=BoundedIntegerField())
     demonstrations_rewritten = BoundedIntegerField(
@@ -365,7 +366,7 @@ class PairPromptSerializer(serializers.Serializer):
 
 
 class PairAnswerSerializer(serializers.Serializer):
-    side = serializers.ChoiceField(choices=["a", "b"])
+    side = serializers.CharField(help_text="a or b; a ranking item's answers by their place.")
     response_id = BoundedIntegerField()
     text = serializers.CharField(allow_blank=True)
     # A declared field shadows DRF's Field.source only for the type checker: the metaclass
@@ -400,6 +401,31 @@ class PairResolutionSerializer(serializers.Serializer):
     counts = serializers.DictField(child=BoundedIntegerField())
 
 
+class PairDemonstrationSerializer(serializers.Serializer):
+    id = BoundedIntegerField()
+    username = serializers.CharField()
+    text = serializers.CharField(allow_blank=True)
+    edited_from = BoundedIntegerField(allow_null=True, help_text="The response it rewrote.")
+    review_status = serializers.ChoiceField(choices=ReviewStatus.choices)
+    created_at = serializers.DateTimeField()
+
+
+class PairRatingSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    scale = serializers.ChoiceField(choices=RatingScale.choices)
+    score_a = BoundedIntegerField()
+    score_b = BoundedIntegerField()
+    created_at = serializers.DateTimeField()
+
+
+class PairRankingSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    ranks = serializers.DictField(
+        child=BoundedIntegerField(), help_text="Response id to rank, 1 = best."
+    )
+    created_at = serializers.DateTimeField()
+
+
 class ComparisonDetailSerializer(serializers.Serializer):
     """One pair with every judgment on it, for review."""
 
@@ -413,8 +439,13 @@ class ComparisonDetailSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     completed_at = serializers.DateTimeField(allow_null=True)
     prompt = PairPromptSerializer()
+    kind = serializers.ChoiceField(choices=FeedbackKind.choices)
     answers = PairAnswerSerializer(many=True)
+    listed_answers = PairAnswerSerializer(many=True, help_text="A ranking item's k answers.")
     judgments = PairJudgmentSerializer(many=True)
+    demonstrations = PairDemonstrationSerializer(many=True)
+    ratings = PairRatingSerializer(many=True)
+    rankings = PairRankingSerializer(many=True)
     resolution = PairResolutionSerializer()
     posterior_a = serializers.FloatField(
         allow_null=True, help_text="Crowd model: P(answer a is the better one); null if undecided."

@@ -30,4 +30,9 @@ data_patterns: list = [
         api_data.ExportSftApi.as_view(),
         name="export-sft",
     ),
+    path(
+        "projects/<id:project_id>/export/kto/",
+        api_data.ExportKtoApi.as_view(),
+        name="export-kto",
+    ),
 ]

@@ -20,6 +20,8 @@ from annotate.models import (
     MemberRole,
     Membership,
     Project,
+    Ranking,
+    Rating,
     Round,
     RoundStatus,
 )
@@ -127,9 +129,12 @@ def _start_of_today() -> datetime:
 def annotator_progress(*, project: Project, user: User) -> Progress:
     """Judged today and in all, and the open round's pairs this annotator may still get."""
     judged = Judgment.objects.filter(comparison__project=project, annotator=user)
-    written = Demonstration.objects.filter(
-        project=project, annotator=user, comparison__isnull=False
-    )
+    # A written answer, a rating or a ranking is a judgment of its item too.
+    others = [
+        Demonstration.objects.filter(project=project, annotator=user, comparison__isnull=False),
+        Rating.objects.filter(comparison__project=project, annotator=user),
+        Ranking.objects.filter(comparison__project=project, annotator=user),
+    ]
     open_round = project.rounds.filter(status=RoundStatus.OPEN).first()
     left = 0
     if open_round is not None:
@@ -140,11 +145,10 @@ def annotator_progress(*, project: Project, user: User) -> Progress:
         to_quota = open_round.quota - pairs.filter(status=ComparisonStatus.COMPLETE).count()
         left = min(never_had.count(), max(0, to_quota))
     return {
-        # A written answer is a judgment of its item too.
         "judged_today": sum(
-            rows.filter(created_at__gte=_start_of_today()).count() for rows in (judged, written)
+            rows.filter(created_at__gte=_start_of_today()).count() for rows in [judged, *others]
         ),
-        "judged_total": judged.count() + written.count(),
+        "judged_total": sum(rows.count() for rows in [judged, *others]),
         "left_in_round": left,
         "round": open_round.number if open_round else None,
     }

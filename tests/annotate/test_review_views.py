@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from annotate.models import Comparison
+from annotate.models import Comparison, FeedbackKind
 from annotate.quality import wilson_interval
 from annotate.services import assignment_lease_next, judgment_submit
 from tests.annotate.test_judging import annotators, make_round
@@ -104,3 +104,22 @@ def test_pair_review_is_for_managers_and_an_unknown_pair_is_a_404(project, admin
     assert client_for(annotator).get(url).status_code == 403
     missing = admin_api.get(f"/api/projects/{project.pk}/comparisons/999999/")
     assert missing.status_code == 404 and "error" in missing.json()
+
+
+def test_the_review_of_a_rating_item_gives_each_answers_score_in_a_b_terms(project, admin_api):
+    make_round(project, prompts=1)
+    comparison = Comparison.objects.get(project=project)
+    comparison.kind = FeedbackKind.RATING
+    comparison.save()
+    (rater,) = annotators(project, 1)
+    lease = assignment_lease_next(project=project, annotator=rater)
+    client_for(rater).post(
+        f"/api/assignments/{lease.pk}/submit/",
+        {"kind": "rating", "left_score": 7, "right_score": 1},
+        format="json",
+    )
+    body = admin_api.get(f"/api/projects/{project.pk}/comparisons/{comparison.pk}/").json()
+    assert body["kind"] == "rating" and body["judgments"] == []
+    (rating,) = body["ratings"]
+    expected = (7, 1) if lease.a_on_left else (1, 7)
+    assert (rating["score_a"], rating["score_b"]) == expected

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -90,9 +91,9 @@ def e2e_admin(db):
     return UserFactory(username="boss", is_staff=True, is_superuser=True)
 
 
-def judge_until_empty(page, key: str, min_view_ms: int) -> int:
-    """Judge each pair shown with `key`, after reading it for `min_view_ms`, until nothing is
-    left; the number of pairs judged."""
+def judge_until_empty(page, key: str | Callable[[Any], str], min_view_ms: int) -> int:
+    """Judge each pair shown with `key` (or the key `key(page)` picks for it), after reading it
+    for `min_view_ms`, until nothing is left; the number of pairs judged."""
     judged = 0
     while True:
         page.locator("main.pair, .status.empty").first.wait_for()
@@ -100,8 +101,15 @@ def judge_until_empty(page, key: str, min_view_ms: int) -> int:
             return judged
         assignment = page.locator("main.pair").get_attribute("data-assignment")
         page.wait_for_timeout(min_view_ms + 100)
-        page.keyboard.press(key)
+        page.keyboard.press(key(page) if callable(key) else key)
         judged += 1
         page.wait_for_function(
             "id => document.querySelector('main.pair')?.dataset.assignment !== id", arg=assignment
         )
+
+
+def alphabetical_key(page) -> str:
+    """The key for the answer whose text sorts first: a judge every annotator agrees with."""
+    left = page.locator('[data-side="left"] .markdown').inner_text()
+    right = page.locator('[data-side="right"] .markdown').inner_text()
+    return "1" if left <= right else "2"

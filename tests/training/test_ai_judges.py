@@ -13,12 +13,14 @@ import pytest
 
 from annotate.feedback.pairwise import resolved_pairs
 from annotate.models import Comparison, Judgment, JudgmentSource
+from annotate.services import assignment_lease_next
+from config.errors import ApplicationError
 from tests.annotate.test_judging import annotators, make_round
 from tests.annotate.test_quality import judge
 from training.ai_judges import ai_judge_create, ai_judge_run, constitution_sha256, parse_verdict
 from training.models import AiJudgment
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 CONSTITUTION = "Prefer the answer that is honest. Prefer the answer that is kind."
 
@@ -101,8 +103,6 @@ def test_pairs_the_judge_found_hard_go_to_humans_first(project, endpoint):
     ai_judge_run(judge_id=judge_.pk, limit=10)
     hard = {c.pk for c in Comparison.objects.all() if "honest" not in c.response_a.text}
     (human,) = annotators(project, 1)
-    from annotate.services import assignment_lease_next
-
     first = assignment_lease_next(project=project, annotator=human)
     assert first.comparison_id in hard  # a tie from the judge: a person looks first
 
@@ -120,7 +120,8 @@ def test_the_judges_agreement_with_humans_is_in_the_statistics(project, endpoint
     # The judge said "a" on the two honest pairs and "tie" on the others: half agreement.
     assert by_name[judge_.user.username]["agreement_with_others"] == 0.5
     assert by_name[human.username]["judgments"] == 4
-    assert len(resolved_pairs(project=project).__iter__().__next__().annotator_ids) == 1
+    labelled = next(iter(resolved_pairs(project=project)))
+    assert labelled.annotator_ids == (human.pk,)  # the label is the human's alone
 
 
 def test_a_judge_that_counts_takes_leases_and_completes_pairs(project, endpoint):
@@ -173,7 +174,5 @@ def test_verdicts_are_read_from_json_or_a_leading_word(reply, outcome):
 
 
 def test_a_reply_without_a_verdict_is_refused():
-    from config.errors import ApplicationError
-
     with pytest.raises(ApplicationError):
         parse_verdict("I cannot decide between these.")

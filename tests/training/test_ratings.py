@@ -3,6 +3,7 @@ project's scale enforced, and a KTO project whose chain trains its policy on the
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -65,6 +66,9 @@ def test_thumbs_ratings_are_stored_by_side_and_read_back_per_answer(project):
     assert (rating.left_score, rating.right_score) == (7, 1)
     by_text = {r.completion: r.score for r in rated_answers(project=project)}
     assert by_text == {leased["left"]["text"]: 7, leased["right"]["text"]: 1}
+
+    progress = client.get(f"/api/web/projects/{project.pk}/progress/").json()
+    assert (progress["judged_today"], progress["judged_total"]) == (1, 1)  # a rating counts
 
     again = submit(client, leased["assignment_id"], left_score=7, right_score=1, submission_key=key)
     assert again.status_code == 200
@@ -138,4 +142,20 @@ def test_the_statistics_count_rated_answers_and_written_ones(project, admin_api)
     feedback = admin_api.get(f"/api/projects/{project.pk}/statistics/").json()["feedback"]
     assert feedback["answers_rated"] == 2
     assert feedback["mean_rating"] == 4.0 and feedback["rated_good_share"] == 0.5
-    assert feedback["demonstrations"] == 0
+    assert feedback["demonstrations"] == 0 and feedback["rankings"] == 0
+
+
+def test_rated_answers_export_as_trl_unpaired_preferences(project, admin_api):
+    rating_item(project)
+    _, client = rater(project)
+    leased = client.post(f"/api/projects/{project.pk}/comparisons/next/").json()
+    submit(client, leased["assignment_id"], left_score=7, right_score=1)
+    body = admin_api.get(f"/api/projects/{project.pk}/export/kto/").getvalue().decode()
+    rows = {row["completion"][0]["content"]: row for row in map(json.loads, body.splitlines())}
+    assert rows[leased["left"]["text"]]["label"] is True
+    assert rows[leased["right"]["text"]]["label"] is False
+    assert rows[leased["left"]["text"]]["prompt"] == [
+        {"role": "user", "content": "Greet a guest, take 0."}
+    ]
+    bad = admin_api.get(f"/api/projects/{project.pk}/export/kto/?desirable_score=9")
+    assert bad.status_code == 400 and "error" in bad.json()

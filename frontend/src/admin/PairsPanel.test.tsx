@@ -18,6 +18,11 @@ const detail = {
   created_at: "2026-12-01T10:00:00Z",
   completed_at: "2026-12-01T10:05:00Z",
   prompt: { id: 3, text: "Name a colour.", messages: null },
+  kind: "pairwise",
+  listed_answers: [],
+  demonstrations: [],
+  ratings: [],
+  rankings: [],
   answers: [
     { side: "a", response_id: 5, text: "Blue.", source: "policy", model_version: 4, model_version_number: 1, external_model: "" },
     {
@@ -92,5 +97,28 @@ describe("PairsPanel", () => {
     );
     expect(screen.getByText("a better")).toBeInTheDocument();
     expect(screen.getByText("random")).toBeInTheDocument();
+  });
+
+  it("shows a written answer with what it was rewritten from, and no empty judgments table", async () => {
+    vi.mocked(api.GET).mockResolvedValue({
+      data: {
+        ...detail,
+        kind: "demonstration",
+        judgments: [],
+        demonstrations: [
+          {
+            id: 4, username: "carol", text: "Green, <b>surely</b>.", edited_from: 5,
+            review_status: "pending", created_at: "2026-12-01T10:03:00Z",
+          },
+        ],
+      },
+    } as never);
+    render(<PairsPanel projectId={1} pairId={17} />);
+    const written = await screen.findByRole("region", { name: "Written answers" });
+    expect(written).toHaveTextContent("carol");
+    expect(written).toHaveTextContent("rewritten from answer a");
+    expect(written).toHaveTextContent("Green, <b>surely</b>.");
+    expect(screen.queryByRole("table", { name: "Judgments" })).toBeNull();
+    expect(screen.queryByText("Nobody has judged this pair yet.")).toBeNull();
   });
 });

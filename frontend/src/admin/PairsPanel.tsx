@@ -148,6 +148,92 @@ function PairList({ projectId }: { projectId: number }) {
   );
 }
 
+const KIND: Record<string, string> = {
+  pairwise: "which of two answers is better",
+  demonstration: "write or rewrite the answer",
+  rating: "rate each answer on its own",
+  ranking: "rank the answers",
+};
+
+/** The answers the item showed: a ranking item's whole list, else its two. */
+function shownAnswers(detail: Detail): Detail["answers"] {
+  return detail.kind === "ranking" && detail.listed_answers.length > 0
+    ? detail.listed_answers
+    : detail.answers;
+}
+
+/** What the item's other feedback types gave: written answers, ratings, rankings. */
+function OtherFeedback({ detail }: { detail: Detail }) {
+  const label = new Map(shownAnswers(detail).map((a) => [String(a.response_id), a.side]));
+  return (
+    <>
+      {detail.demonstrations.length > 0 && (
+        <section aria-label="Written answers">
+          <h3>Written answers</h3>
+          {detail.demonstrations.map((d) => (
+            <div key={d.id} className="answer">
+              <header>
+                {d.username} <span className="badge">{d.review_status}</span>{" "}
+                <span className="muted">
+                  {d.edited_from === null
+                    ? "written anew"
+                    : `rewritten from answer ${label.get(String(d.edited_from)) ?? "?"}`}
+                </span>
+              </header>
+              <Markdown text={d.text} />
+            </div>
+          ))}
+        </section>
+      )}
+      {detail.ratings.length > 0 && (
+        <table aria-label="Ratings">
+          <thead>
+            <tr>
+              <th>Annotator</th>
+              <th>Answer a</th>
+              <th>Answer b</th>
+              <th>Scale</th>
+            </tr>
+          </thead>
+          <tbody>
+            {detail.ratings.map((r, i) => (
+              <tr key={i}>
+                <td>{r.username}</td>
+                <td>{r.score_a}</td>
+                <td>{r.score_b}</td>
+                <td>{r.scale}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      {detail.rankings.length > 0 && (
+        <table aria-label="Rankings">
+          <thead>
+            <tr>
+              <th>Annotator</th>
+              <th>Order, best first</th>
+            </tr>
+          </thead>
+          <tbody>
+            {detail.rankings.map((r, i) => (
+              <tr key={i}>
+                <td>{r.username}</td>
+                <td>
+                  {Object.entries(r.ranks)
+                    .sort((x, y) => x[1] - y[1])
+                    .map(([id, rank]) => `#${rank} answer ${label.get(id) ?? id}`)
+                    .join(" · ")}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </>
+  );
+}
+
 function writer(answer: Detail["answers"][number]): string {
   if (answer.model_version_number !== null) return `written by policy v${answer.model_version_number}`;
   return answer.external_model ? `outside: ${answer.external_model}` : answer.source;
@@ -167,6 +253,9 @@ function PairDetail({ projectId, pairId }: { projectId: number; pairId: number }
       });
   }, [projectId, pairId]);
   const back = `/app/admin/${projectId}/pairs`;
+  // Choices between two answers are a pairwise item's feedback (an AI judge's too).
+  const showJudgments =
+    detail !== null && (detail.kind === "pairwise" || detail.judgments.length > 0);
   return (
     <section className="panel pair-detail" aria-label={`Pair ${pairId}`}>
       <a href={back} onClick={link(back)}>
@@ -192,8 +281,9 @@ function PairDetail({ projectId, pairId }: { projectId: number; pairId: number }
           <section className="prompt" aria-label="Prompt">
             <PromptView prompt={detail.prompt} />
           </section>
+          <p className="muted">Kind: {KIND[detail.kind] ?? detail.kind}</p>
           <div className="answers">
-            {detail.answers.map((answer) => (
+            {shownAnswers(detail).map((answer) => (
               <section key={answer.side} className="answer" aria-label={`Answer ${answer.side}`}>
                 <header>
                   {answer.side} <span className="muted">· {writer(answer)}</span>
@@ -202,8 +292,10 @@ function PairDetail({ projectId, pairId }: { projectId: number; pairId: number }
               </section>
             ))}
           </div>
-          <h3>Judgments</h3>
-          {detail.judgments.length === 0 ? (
+          <OtherFeedback detail={detail} />
+          {showJudgments && <h3>Judgments</h3>}
+          {showJudgments &&
+            (detail.judgments.length === 0 ? (
             <p className="muted">Nobody has judged this pair yet.</p>
           ) : (
             <table aria-label="Judgments">
@@ -237,7 +329,7 @@ function PairDetail({ projectId, pairId }: { projectId: number; pairId: number }
                 ))}
               </tbody>
             </table>
-          )}
+          ))}
           {Object.keys(detail.selection ?? {}).length > 0 && (
             <details>
               <summary>How this pair was chosen</summary>
