@@ -35,6 +35,10 @@ def test_an_admin_changes_the_feedback_mix_and_the_algorithm_and_it_is_audited(p
         {"rating_scale": "stars"},
         {"training_algorithm": "magic"},
         {"round_quota": 0},
+        {"ranking_size": 10},
+        {"ranking_share": 0.5, "rating_share": 0.4, "demonstration_share": 0.2},
+        {"review_demonstrations": "maybe"},
+        {"gate_max_kl": "NaN"},
     ],
 )
 def test_a_bad_setting_is_a_400_that_changes_nothing(project, admin_api, body):
