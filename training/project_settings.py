@@ -10,7 +10,7 @@ message naming the field when it is written, never at the moment a worker picks 
      "generation_backend": {...GenerationBackendSettings},
      "served_traffic": "off" | "prompts" | "pairs",
      "label_resolution": "majority" | "crowd", "auto_pause_below": float | null,
-     "pairing": {...PairingSettings}}
+     "pairing": {...PairingSettings}, "ratings_train_reward": bool}
 """
 
 from __future__ import annotations
@@ -157,6 +157,9 @@ class ProjectTrainingSettings:
     # (on enough votes); None leaves every pause to an admin. At most 0.5: chance.
     auto_pause_below: float | None = None
     pairing: PairingSettings = field(default_factory=PairingSettings)
+    # Ratings also train the reward model, as pairs whose target follows their scores'
+    # difference (runner.rating_pair_rows); off, they train KTO only.
+    ratings_train_reward: bool = False
 
     def overrides(self, section: str) -> dict[str, Any]:
         return dict(getattr(self, section))
@@ -281,6 +284,7 @@ def training_settings_parse(raw: Any) -> ProjectTrainingSettings:
         label_resolution=raw.get("label_resolution", "majority"),
         auto_pause_below=_auto_pause_below(raw.get("auto_pause_below")),
         pairing=pairing,
+        ratings_train_reward=bool(raw.get("ratings_train_reward", False)),
     )
 
 

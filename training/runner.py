@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -25,11 +26,13 @@ from django.db import connection, transaction
 
 from annotate.feedback import resolved_pairs
 from annotate.feedback.demonstration import accepted_demonstrations
+from annotate.feedback.pairwise import prompt_messages
 from annotate.feedback.rating import rated_answers
 from annotate.models import (
     FeedbackKind,
     Project,
     Prompt,
+    Rating,
     Response,
     ResponseSource,
     Round,
@@ -141,6 +144,39 @@ def preference_rows(
     return rows, ids
 
 
+# Score points per unit of reward difference a rating pair asks for (rating_pair_rows).
+RATING_TARGET_SCALE = 2.0
+
+
+def rating_pair_rows(project: Project, *, split: str = "train") -> tuple[list, list[int]]:
+    """Each rating of an item's two answers as a reward-model pair whose Bradley-Terry target
+    is sigmoid((score_left - score_right) / RATING_TARGET_SCALE): the scores' difference is what
+    a reward model can learn (its rewards are free up to a shift), so a thumbs up against a
+    thumbs down asks for 0.95, one step on the 1-7 scale for 0.62 and equal scores for a tie."""
+    from training.engine.data import PreferenceRow
+
+    fraction = training_settings_of(project).evaluation.heldout_fraction
+    ratings = Rating.objects.filter(comparison__project=project).select_related(
+        "comparison__prompt", "left_response", "right_response"
+    )
+    rows, ids = [], []
+    for rating in ratings.order_by("id").iterator(chunk_size=500):
+        prompt_id = rating.comparison.prompt_id
+        if prompt_is_heldout(prompt_id, fraction) != (split == "heldout"):
+            continue
+        gap = (rating.left_score - rating.right_score) / RATING_TARGET_SCALE
+        rows.append(
+            PreferenceRow(
+                prompt=prompt_messages(rating.comparison.prompt),
+                chosen=rating.left_response.text,
+                rejected=rating.right_response.text,
+                target=1 / (1 + math.exp(-gap)),
+            )
+        )
+        ids.append(rating.pk)
+    return rows, ids
+
+
 def _train_version(
     run: TrainingRun,
     *,
@@ -200,6 +236,10 @@ def run_reward(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersion:
     }
     config = config_from_dict(RewardConfig, settings_)
     rows, ids = preference_rows(project)
+    rated: list[int] = []
+    if training_settings_of(project).ratings_train_reward:
+        rated_rows, rated = rating_pair_rows(project)
+        rows += rated_rows
     parent = ModelVersion.objects.filter(project=project, kind=ModelKind.REWARD).last()
     version = _train_version(
         run,
@@ -210,6 +250,7 @@ def run_reward(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersion:
         rows=rows,
         comparison_ids=ids,
         callbacks=callbacks,
+        training_data={"comparisons": ids, "ratings": rated, "pairs": len(rows), "run": run.pk},
     )
     reward_heldout_accuracy(version)
     return version

@@ -4,6 +4,7 @@ project's scale enforced, and a KTO project whose chain trains its policy on the
 from __future__ import annotations
 
 import json
+import math
 import uuid
 
 import pytest
@@ -14,7 +15,7 @@ from annotate.models import FeedbackKind, MemberRole, Rating, RatingScale, Train
 from annotate.services import assignment_lease_next, membership_set, round_open
 from tests.factories import ComparisonFactory, PromptFactory, ResponseFactory, UserFactory
 from tests.training.helpers import TINY_TRAINING
-from training import pipeline
+from training import pipeline, runner
 from training.loop import drive_runs
 from training.models import RunKind, RunStatus, TrainingRun
 from training.pairing import feedback_kinds_of_prompts
@@ -159,3 +160,39 @@ def test_rated_answers_export_as_trl_unpaired_preferences(project, admin_api):
     ]
     bad = admin_api.get(f"/api/projects/{project.pk}/export/kto/?desirable_score=9")
     assert bad.status_code == 400 and "error" in bad.json()
+
+
+def test_ratings_train_the_reward_model_as_pairs_whose_target_follows_the_scores(
+    tiny_project, admin_api
+):
+    tiny_project.rating_scale = RatingScale.LIKERT_7
+    tiny_project.training_settings = {
+        **tiny_project.training_settings,
+        "evaluation": {"heldout_fraction": 0.0, "max_prompts": 2},
+    }
+    tiny_project.save()
+    round_ = round_open(project=tiny_project)
+    for index in range(2):
+        rating_item(tiny_project, round_, index)
+    user, client = rater(tiny_project)
+    scores = iter([(7, 1), (4, 4)])
+    while (lease := assignment_lease_next(project=tiny_project, annotator=user)) is not None:
+        left, right = next(scores)
+        submit(client, lease.pk, left_score=left, right_score=right)
+    rows, ids = runner.rating_pair_rows(tiny_project)
+    targets = sorted(round(row.target, 3) for row in rows)
+    assert targets == [0.5, round(1 / (1 + math.exp(-3)), 3)]  # equal scores tie; 7 vs 1: 0.953
+    assert len(ids) == 2
+
+    # Off by default; the setting is checked like any other, then the reward run takes them.
+    url = f"/api/projects/{tiny_project.pk}/training-settings/"
+    stored = dict(tiny_project.training_settings)  # a PUT replaces them all
+    bad = admin_api.put(url, {**stored, "ratings_train_reward": "yes"}, format="json")
+    assert bad.status_code == 400
+    good = admin_api.put(url, {**stored, "ratings_train_reward": True}, format="json")
+    assert good.status_code == 200, good.json()
+    run = TrainingRun.objects.create(project=tiny_project, kind=RunKind.REWARD)
+    status = runner.training_run_execute(run_id=run.pk)
+    run.refresh_from_db()
+    assert status == RunStatus.SUCCEEDED, run.error
+    assert sorted(run.output_version.training_data["ratings"]) == sorted(ids)

@@ -14,6 +14,7 @@ const SECTION_TITLES: Record<string, string> = {
   rloo: "RLOO",
   kto: "KTO (rated answers)",
   pairing: "Pair selection (random, or where the reward model is least sure)",
+  ratings_train_reward: "Ratings also train the reward model (as pairs by their scores' difference)",
   evaluation: "Evaluation and held-out split",
   policy_data: "Pairs that train the policy",
   generation_backend: "Generation backend (who writes the answers)",
