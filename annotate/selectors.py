@@ -299,6 +299,12 @@ def annotator_history(*, project: Project, user: User, limit: int = HISTORY_LIMI
             for number, count in sorted(per_round.items(), key=lambda item: item[0] or 0)
         ],
         "latest": [_history_row(judgment, own[judgment.comparison_id]) for judgment in latest],
+        # The other kinds of feedback given, beside the pairwise judgments above.
+        "written_answers": Demonstration.objects.filter(
+            project=project, annotator=user, comparison__isnull=False
+        ).count(),
+        "ratings": Rating.objects.filter(comparison__project=project, annotator=user).count(),
+        "rankings": Ranking.objects.filter(comparison__project=project, annotator=user).count(),
     }
 
 

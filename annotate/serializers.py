@@ -357,6 +357,9 @@ class AnnotatorHistorySerializer(serializers.Serializer):
     median_seconds = serializers.FloatField(allow_null=True)
     rounds = HistoryRoundSerializer(many=True)
     latest = HistoryJudgmentSerializer(many=True, help_text="Newest first, at most 200.")
+    written_answers = BoundedIntegerField(help_text="Demonstrations written or rewritten.")
+    ratings = BoundedIntegerField(help_text="Items whose two answers were rated.")
+    rankings = BoundedIntegerField(help_text="Items whose answers were ranked.")
 
 
 class PairPromptSerializer(serializers.Serializer):

@@ -70,6 +70,7 @@ def test_history_shows_only_the_annotators_own_judgments_and_needs_membership(pr
     judge_all(project, first, always_a)
     body = client_for(second).get(f"/api/projects/{project.pk}/my-history/").json()
     assert body["judgments"] == 0 and body["latest"] == [] and body["gold_accuracy"] is None
+    assert (body["written_answers"], body["ratings"], body["rankings"]) == (0, 0, 0)
     outsider = UserFactory()
     response = client_for(outsider).get(f"/api/projects/{project.pk}/my-history/")
     assert response.status_code in (403, 404)

@@ -70,6 +70,8 @@ def test_thumbs_ratings_are_stored_by_side_and_read_back_per_answer(project):
 
     progress = client.get(f"/api/web/projects/{project.pk}/progress/").json()
     assert (progress["judged_today"], progress["judged_total"]) == (1, 1)  # a rating counts
+    history = client.get(f"/api/projects/{project.pk}/my-history/").json()
+    assert (history["ratings"], history["judgments"]) == (1, 0)
 
     again = submit(client, leased["assignment_id"], left_score=7, right_score=1, submission_key=key)
     assert again.status_code == 200

@@ -21,6 +21,9 @@ const history = {
   left_bias: 0.5,
   median_seconds: 2.0,
   rounds: [{ round: 1, judgments: 5 }],
+  written_answers: 2,
+  ratings: 1,
+  rankings: 0,
   latest: [
     {
       id: 9,
@@ -61,6 +64,7 @@ describe("HistoryPage", () => {
     render(<HistoryPage projectId={1} />);
     expect(await screen.findByTestId("gold-accuracy")).toHaveTextContent("75% (3 of 4");
     expect(screen.getByText("left better, clear")).toBeInTheDocument();
+    expect(screen.getByTestId("other-feedback")).toHaveTextContent("2 written answers · 1 rating");
     expect(screen.getByText("✗ missed")).toBeInTheDocument();
     expect(screen.getByText("disagreed (1)")).toBeInTheDocument();
     expect(screen.getByText(/<img src=x/)).toBeInTheDocument();

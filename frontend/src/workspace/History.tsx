@@ -23,6 +23,18 @@ export function goldSummary(history: History): string {
   return `${share(history.gold_accuracy)} (${history.gold_correct} of ${history.gold_judged}${interval})`;
 }
 
+/** "2 written answers · 1 rating", or "none" when only pairs were judged. */
+export function otherFeedback(history: History): string {
+  const parts = [
+    [history.written_answers, "written answer"],
+    [history.ratings, "rating"],
+    [history.rankings, "ranking"],
+  ]
+    .filter(([count]) => Number(count) > 0)
+    .map(([count, noun]) => `${count} ${noun}${count === 1 ? "" : "s"}`);
+  return parts.length ? parts.join(" · ") : "none";
+}
+
 function choiceText(row: Row): string {
   const names: Record<string, string> = {
     left: "left better",
@@ -100,6 +112,10 @@ export function HistoryPage({ projectId }: { projectId: number }) {
               <dd>
                 {history.median_seconds === null ? "–" : `${history.median_seconds.toFixed(1)} s`}
               </dd>
+            </div>
+            <div>
+              <dt>Other feedback</dt>
+              <dd data-testid="other-feedback">{otherFeedback(history)}</dd>
             </div>
             <div>
               <dt>By round</dt>
