@@ -20,7 +20,7 @@ from rest_framework import serializers
 
 from annotate import queue
 from annotate.feedback.base import JudgmentFacts, Stored
-from annotate.feedback.pairwise import prompt_messages
+from annotate.feedback.pairwise import prompt_messages, side_by_side_view
 from annotate.models import Comparison, Demonstration, FeedbackKind, Project, ReviewStatus
 from annotate.queue import LeasedItem
 from config.errors import ApplicationError
@@ -57,18 +57,7 @@ class Demonstrations:
             raise ApplicationError("edited_from must be left, right or null.")
 
     def annotator_view(self, item: LeasedItem) -> dict[str, Any]:
-        a, b = item.answer_a, item.answer_b
-        left, right = (a, b) if item.a_on_left else (b, a)
-        return {
-            "assignment_id": item.assignment_id,
-            "project_id": item.project_id,
-            "kind": item.kind,
-            "prompt": {"text": item.prompt_text or None, "messages": item.prompt_messages},
-            "left": {"text": left},
-            "right": {"text": right},
-            "leased_at": item.leased_at,
-            "expires_at": item.expires_at,
-        }
+        return side_by_side_view(item)
 
     def store_in_one_statement(
         self,

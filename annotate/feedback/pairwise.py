@@ -88,6 +88,23 @@ def check_choice(choice: str, strength: str | None) -> None:
         raise ApplicationError("strength applies only when one side wins (left or right).")
 
 
+def side_by_side_view(item: LeasedItem) -> dict[str, Any]:
+    """An item's prompt and its two answers on the lease's sides: what pairwise, demonstration
+    and rating items show alike."""
+    a, b = item.answer_a, item.answer_b
+    left, right = (a, b) if item.a_on_left else (b, a)
+    return {
+        "assignment_id": item.assignment_id,
+        "project_id": item.project_id,
+        "kind": item.kind,
+        "prompt": {"text": item.prompt_text or None, "messages": item.prompt_messages},
+        "left": {"text": left},
+        "right": {"text": right},
+        "leased_at": item.leased_at,
+        "expires_at": item.expires_at,
+    }
+
+
 class Pairwise:
     kind = FeedbackKind.PAIRWISE
     submit_input = PairwiseSubmitInput
@@ -96,18 +113,7 @@ class Pairwise:
         check_choice(values["choice"], values.get("strength"))
 
     def annotator_view(self, item: LeasedItem) -> dict[str, Any]:
-        a, b = item.answer_a, item.answer_b
-        left, right = (a, b) if item.a_on_left else (b, a)
-        return {
-            "assignment_id": item.assignment_id,
-            "project_id": item.project_id,
-            "kind": item.kind,
-            "prompt": {"text": item.prompt_text or None, "messages": item.prompt_messages},
-            "left": {"text": left},
-            "right": {"text": right},
-            "leased_at": item.leased_at,
-            "expires_at": item.expires_at,
-        }
+        return side_by_side_view(item)
 
     def store_in_one_statement(
         self,

@@ -18,7 +18,7 @@ from rest_framework import serializers
 
 from annotate import queue
 from annotate.feedback.base import JudgmentFacts, Stored
-from annotate.feedback.pairwise import prompt_messages
+from annotate.feedback.pairwise import prompt_messages, side_by_side_view
 from annotate.models import (
     THUMBS_DOWN,
     THUMBS_UP,
@@ -60,20 +60,8 @@ class Ratings:
                 raise ApplicationError(f"{side} must be from 1 to 7.")
 
     def annotator_view(self, item: LeasedItem) -> dict[str, Any]:
-        a, b = item.answer_a, item.answer_b
-        left, right = (a, b) if item.a_on_left else (b, a)
         scale = Project.objects.values_list("rating_scale", flat=True).get(pk=item.project_id)
-        return {
-            "assignment_id": item.assignment_id,
-            "project_id": item.project_id,
-            "kind": item.kind,
-            "prompt": {"text": item.prompt_text or None, "messages": item.prompt_messages},
-            "left": {"text": left},
-            "right": {"text": right},
-            "rating_scale": scale,
-            "leased_at": item.leased_at,
-            "expires_at": item.expires_at,
-        }
+        return {**side_by_side_view(item), "rating_scale": scale}
 
     def store_in_one_statement(
         self,
