@@ -1,6 +1,7 @@
 """Three closed-loop rounds on SmolLM2 with a simple oracle, on the embedded defaults.
 
     .venv/bin/python bench/loop.py [--rounds 3] [--prompts 64] [--max-words 80]
+        [--settings dpo,sft+dpo] [--demonstration-share 0.25]
 
 A fresh project (SQLite and artifacts under var/bench-loop/) gets `--prompts` alpaca_eval
 instructions. Each round: SmolLM2 writes two answers per prompt, simulated annotators judge them
@@ -14,6 +15,15 @@ After each round the serving version and the base model answer `--test-prompts` 
 instructions the project never saw, with the same seeds, and the oracle judges them: the win rate
 of each promoted version against the base (ties count half). Targets on 2 cores: a round under
 6 minutes, the round-3 policy winning at least 70% against the base.
+
+`--settings` runs several projects one after the other in the same run, each with its own
+rounds, and prints them side by side:
+- `dpo`: every prompt is a pair; reward model, then DPO.
+- `sft+dpo`: `--demonstration-share` of each round's prompts (held-out ones excepted) ask for a
+  written answer instead of a choice. The simulated writer keeps the better answer shown and
+  rewrites it to the oracle's guideline (whole sentences within half the word limit), so each
+  round's chain is SFT on the new demonstrations, the reward model, then DPO starting from the
+  SFT adapter. Same prompts, same annotators, same DPO settings; fewer pairs.
 """
 
 from __future__ import annotations
@@ -60,13 +70,16 @@ def read_instructions(path: Path, count: int, skip: int = 0) -> list[str]:
     return out[skip : skip + count]
 
 
-def create_project(args: argparse.Namespace, prompts: list[str]):
+SETTINGS = ("dpo", "sft+dpo")
+
+
+def create_project(args: argparse.Namespace, prompts: list[str], setting: str):
     from annotate.services import project_create, prompts_create
     from training.management.commands.seed_demo import DEMO_TRAINING
 
     project = project_create(
-        name="Bench loop",
-        slug="bench-loop",
+        name=f"Bench loop ({setting})",
+        slug=f"bench-loop-{setting.replace('+', '-')}",
         reward_backbone="all-minilm-l6-v2",
         round_quota=len(prompts),
         gate_min_win_rate=0.5,
@@ -85,6 +98,9 @@ def create_project(args: argparse.Namespace, prompts: list[str]):
         "dpo": {"learning_rate": args.dpo_lr, "epochs": args.dpo_epochs, "beta": 0.1},
         "evaluation": {"heldout_fraction": 0.2, "samples_per_prompt": 2},
     }
+    if setting == "sft+dpo":
+        project.demonstration_share = args.demonstration_share
+        project.training_settings["sft"] = {"learning_rate": args.sft_lr, "epochs": args.sft_epochs}
     project.save()
     prompts_create(
         project=project,
@@ -114,35 +130,15 @@ def win_rate_against_base(version, prompts: list[str], oracle, new_tokens: int) 
     return sum(verdicts) / len(verdicts)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--prompts", type=int, default=64)
-    parser.add_argument("--test-prompts", type=int, default=32)
-    parser.add_argument("--max-words", type=int, default=80)
-    parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--dpo-lr", type=float, default=5e-4)
-    parser.add_argument("--dpo-epochs", type=float, default=2.0)
-    parser.add_argument("--max-kl", type=float, default=20.0)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    args = parser.parse_args()
-    if not args.data.exists():
-        parser.error(f"{args.data} not found (see ../shared/data/README.md)")
-
-    configure_django()
+def run_setting(
+    args: argparse.Namespace, setting: str, prompts: list[str], test_prompts: list[str], oracle
+) -> tuple[list, list[tuple[int, float]]]:
+    """One project's rounds; the reports and, after each, the serving version's win rate."""
     from registry.selectors import active_policy
     from training.loop import report_table, run_rounds
-    from training.simulation import ShorterOracle
 
-    prompts = read_instructions(args.data, args.prompts)
-    test_prompts = read_instructions(args.data, args.test_prompts, skip=args.prompts)
-    project = create_project(args, prompts)
-    oracle = ShorterOracle(max_words=args.max_words)
-    print(
-        f"{args.rounds} rounds, {len(prompts)} prompts, oracle: under {args.max_words} words then "
-        f"shorter; {len(test_prompts)} unseen prompts for the win rate against the base",
-        flush=True,
-    )
+    project = create_project(args, prompts, setting)
+    print(f"\n== {setting} ==", flush=True)
     reports, against_base = [], []
     for _ in range(args.rounds):
         started = time.perf_counter()
@@ -163,10 +159,70 @@ def main() -> int:
             break
     print()
     print(report_table(reports))
+    return reports, against_base
+
+
+def labels_bought(setting: str) -> tuple[int, int]:
+    """Judgments on pairs and written answers, over every round of the setting's project."""
+    from annotate.models import Demonstration, Judgment
+
+    slug = f"bench-loop-{setting.replace('+', '-')}"
+    judgments = Judgment.objects.filter(comparison__project__slug=slug).count()
+    return judgments, Demonstration.objects.filter(project__slug=slug).count()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--test-prompts", type=int, default=32)
+    parser.add_argument("--max-words", type=int, default=80)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--dpo-lr", type=float, default=5e-4)
+    parser.add_argument("--dpo-epochs", type=float, default=2.0)
+    parser.add_argument("--sft-lr", type=float, default=2e-4)
+    parser.add_argument("--sft-epochs", type=float, default=2.0)
+    parser.add_argument("--demonstration-share", type=float, default=0.25)
+    parser.add_argument("--max-kl", type=float, default=20.0)
+    parser.add_argument("--settings", default="dpo", help=f"comma-separated: {', '.join(SETTINGS)}")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    args = parser.parse_args()
+    if not args.data.exists():
+        parser.error(f"{args.data} not found (see ../shared/data/README.md)")
+    settings = [name.strip() for name in args.settings.split(",") if name.strip()]
+    if not settings or any(name not in SETTINGS for name in settings):
+        parser.error(f"--settings {args.settings!r}: use a comma-separated list of {SETTINGS}")
+    if not 0 < args.demonstration_share < 1:
+        parser.error("--demonstration-share: use a share between 0 and 1")
+
+    configure_django()
+    from training.simulation import ShorterOracle
+
+    prompts = read_instructions(args.data, args.prompts)
+    test_prompts = read_instructions(args.data, args.test_prompts, skip=args.prompts)
+    oracle = ShorterOracle(max_words=args.max_words)
+    print(
+        f"{args.rounds} rounds, {len(prompts)} prompts, oracle: under {args.max_words} words then "
+        f"shorter; {len(test_prompts)} unseen prompts for the win rate against the base",
+        flush=True,
+    )
+    results = {name: run_setting(args, name, prompts, test_prompts, oracle) for name in settings}
     print()
-    print("serving after round | version | oracle win rate vs base (unseen prompts)")
-    for report, (number, rate) in zip(reports, against_base, strict=False):
-        print(f"{report.round:>19} | {'v' + str(number):>7} | {rate:.2f}")
+    header = " | ".join(f"{name:>18}" for name in settings)
+    print(f"oracle win rate vs base (unseen prompts), serving after round | {header}")
+    for index in range(args.rounds):
+        cells = []
+        for name in settings:
+            _, against_base = results[name]
+            if index < len(against_base):
+                number, rate = against_base[index]
+                cells.append(f"{f'v{number} {rate:.2f}':>18}")
+            else:
+                cells.append(f"{'-':>18}")
+        print(f"{index + 1:>61} | {' | '.join(cells)}")
+    bought = [labels_bought(name) for name in settings]
+    pairs = " | ".join(f"{f'{j} judged, {w} written':>18}" for j, w in bought)
+    print(f"{'labels bought':>61} | {pairs}")
     return 0
 
 

@@ -1,18 +1,24 @@
 """Which two of a prompt's answers annotators compare, and in what order pairs are served.
 
 `random`: two distinct answers drawn at random (with the default two answers a prompt, simply
-those two). `uncertainty`: the round writes k answers a prompt; the active reward model scores
-every one; each prompt's pair is the two answers whose rewards are closest (the comparison the
-reward model is least sure of, P(a better) = sigmoid(r_a - r_b) nearest one half), and pairs
-are served most uncertain first (priority = the binary entropy of that probability). Held-out
-prompts and a `random_share` of the others keep random pairs, served interleaved with the rest,
-so the held-out accuracy and any later analysis rest on an unbiased sample.
+those two). The other strategies have the round write k answers a prompt and the active reward
+model score every one:
+- `uncertainty`: each prompt's pair is the two answers whose rewards are closest (the comparison
+  the reward model finds closest, P(a better) = sigmoid(r_a - r_b) nearest one half), served
+  most uncertain first (priority = the binary entropy of that probability). Its doubt is the
+  margin of one model: it also chases pairs the people themselves find close, where a label
+  teaches little.
+- `disagreement`: the reward model carries bootstrap heads (engine.ensemble); each prompt's pair
+  is the one whose label says most about them (BALD's expected information in bits: high where
+  the heads split, near zero where all call it a coin flip), served most informative first.
+  A reward model trained before the setting has no heads: its pairs fall back to `uncertainty`,
+  and say so.
+Held-out prompts and a `random_share` of the others keep random pairs, served interleaved with
+the rest, so the held-out accuracy and any later analysis rest on an unbiased sample.
 
-The doubt measured is the reward margin of one reward model: no ensemble, no DPO implicit
-reward (that needs the policy's and the reference's log-probs of k answers, on the worker).
-
-Every comparison stores its choice: strategy, why, k, every answer's score, the reward version.
-The choice is pure (`choose_pairs`); `plan_round_pairs` reads the round and scores it.
+Every comparison stores its choice: strategy, why, k, every answer's score (and under
+`disagreement` each head's), the reward version. The choice is pure (`choose_pairs`);
+`plan_round_pairs` reads the round and scores it.
 """
 
 from __future__ import annotations
@@ -23,13 +29,24 @@ import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from annotate.models import FeedbackKind, Prompt, Response, Round
 from annotate.services import PlannedPair
 from training.project_settings import PairingSettings
 
-# Scores a batch of (prompt as text or chat messages, answer) with a reward model.
-Scorer = Callable[[Sequence[str | list[dict[str, str]]], Sequence[str]], list[float]]
+PromptValue = str | list[dict[str, str]]
+
+
+class Scorer(Protocol):
+    """A reward model scoring a batch of (prompt as text or chat messages, answer)."""
+
+    def __call__(self, prompts: Sequence[PromptValue], answers: Sequence[str]) -> list[float]: ...
+
+    def with_heads(
+        self, prompts: Sequence[PromptValue], answers: Sequence[str]
+    ) -> tuple[list[float], list[list[float]]]:
+        """The rewards and each answer's bootstrap-head scores (empty lists: no heads)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +89,26 @@ def _least_certain(answers: Sequence[Answer], scores: Mapping[int, float]) -> tu
     )
 
 
+def expected_information(first: Sequence[float], second: Sequence[float]) -> float:
+    """BALD in bits for one pair, from each head's score of both answers: the entropy of the
+    heads' mean P(first better) minus the mean of each head's entropy."""
+    p = [_sigmoid(a - b) for a, b in zip(first, second, strict=True)]
+    mean_entropy = sum(binary_entropy(q) for q in p) / len(p)
+    return max(0.0, binary_entropy(sum(p) / len(p)) - mean_entropy)
+
+
+def _most_informative(
+    answers: Sequence[Answer], heads: Mapping[int, Sequence[float]]
+) -> tuple[Answer, Answer]:
+    """The two answers whose comparison the heads split on most (ties broken by order)."""
+    return max(
+        itertools.combinations(answers, 2),
+        key=lambda pair: expected_information(
+            heads[pair[0].response_id], heads[pair[1].response_id]
+        ),
+    )
+
+
 def choose_pairs(
     answers_by_prompt: Mapping[int, Sequence[Answer]],
     *,
@@ -80,23 +117,32 @@ def choose_pairs(
     reward_version: int | None,
     heldout: set[int],
     seed: int,
+    head_scores: Mapping[int, Sequence[float]] | None = None,
 ) -> list[PlannedPair]:
     """One planned pair per prompt with two distinct answers; see the module docstring.
 
     `scores` (response id to reward) None means there is no reward model yet: every pair is
-    random, and says so.
+    random, and says so. `head_scores` (response id to each head's score) is read under
+    `disagreement`; without it those pairs are chosen by `uncertainty`.
     """
     rng = random.Random(seed)
+    by_heads = settings.strategy == "disagreement" and bool(head_scores)
     chosen: list[tuple[int, Answer, Answer, dict]] = []
     for prompt_id in sorted(answers_by_prompt):
         answers = distinct_answers(answers_by_prompt[prompt_id])
         if len(answers) < 2:
             continue
         why = _random_reason(settings, scores, prompt_id in heldout, rng)
-        if why is None:
+        if why is None and by_heads:
+            assert head_scores is not None
+            a, b = _ordered(*_most_informative(answers, head_scores))
+            strategy = "disagreement"
+        elif why is None:
             assert scores is not None
             a, b = _ordered(*_least_certain(answers, scores))
             strategy = "uncertainty"
+            if settings.strategy == "disagreement":
+                why = "the reward model has no bootstrap heads: closest rewards instead"
         else:
             a, b = _ordered(*rng.sample(answers, 2))
             strategy = "random"
@@ -113,6 +159,17 @@ def choose_pairs(
                 "margin": margin,
                 "p_a": _sigmoid(margin),
             }
+        if by_heads:
+            assert head_scores is not None
+            selection |= {
+                "head_scores": {
+                    str(answer.response_id): list(head_scores[answer.response_id])
+                    for answer in answers
+                },
+                "information": expected_information(
+                    head_scores[a.response_id], head_scores[b.response_id]
+                ),
+            }
         chosen.append((prompt_id, a, b, selection))
     return _with_priorities(chosen, rng)
 
@@ -120,7 +177,7 @@ def choose_pairs(
 def _random_reason(
     settings: PairingSettings, scores: Mapping[int, float] | None, heldout: bool, rng: random.Random
 ) -> str | None:
-    """Why this prompt's pair is random, or None when it is chosen by uncertainty."""
+    """Why this prompt's pair is random, or None when the reward model chooses it."""
     if settings.strategy == "random":
         return ""
     if scores is None:
@@ -132,22 +189,26 @@ def _random_reason(
     return None
 
 
+def _priority_of(selection: dict) -> float | None:
+    """How soon a chosen pair is served (higher first); None for a random one."""
+    if selection["strategy"] == "disagreement":
+        return float(selection["information"])
+    if selection["strategy"] == "uncertainty":
+        return binary_entropy(selection["p_a"])
+    return None
+
+
 def _with_priorities(
     chosen: list[tuple[int, Answer, Answer, dict]], rng: random.Random
 ) -> list[PlannedPair]:
-    """Uncertain pairs by their entropy; random pairs drawn from those same priorities, so they
-    are served interleaved with the uncertain ones, not all first or last."""
-    uncertain = [
-        binary_entropy(selection["p_a"])
-        for *_, selection in chosen
-        if selection["strategy"] == "uncertainty"
-    ]
+    """Chosen pairs by their priority; random pairs drawn from those same priorities, so they
+    are served interleaved with the chosen ones, not all first or last."""
+    known = [p for *_, selection in chosen if (p := _priority_of(selection)) is not None]
     planned = []
     for prompt_id, a, b, selection in chosen:
-        if selection["strategy"] == "uncertainty":
-            priority = binary_entropy(selection["p_a"])
-        else:
-            priority = rng.choice(uncertain) if uncertain else 0.0
+        priority = _priority_of(selection)
+        if priority is None:
+            priority = rng.choice(known) if known else 0.0
         planned.append(
             PlannedPair(
                 prompt_id=prompt_id,
@@ -177,14 +238,18 @@ def plan_round_pairs(
         answers_by_prompt.setdefault(response.prompt_id, []).append(
             Answer(response.pk, response.text)
         )
-    scores = None
-    if settings.strategy == "uncertainty" and scorer is not None:
+    scores, head_scores = None, None
+    if settings.chooses and scorer is not None:
         prompts = Prompt.objects.in_bulk(list(answers_by_prompt))
         flat = [(prompt_id, a) for prompt_id, many in answers_by_prompt.items() for a in many]
-        values = scorer(
-            [prompts[prompt_id].messages or prompts[prompt_id].text for prompt_id, _ in flat],
-            [answer.text for _, answer in flat],
-        )
+        texts = [prompts[prompt_id].messages or prompts[prompt_id].text for prompt_id, _ in flat]
+        answers = [answer.text for _, answer in flat]
+        if settings.strategy == "disagreement":
+            values, heads = scorer.with_heads(texts, answers)
+            if all(heads):
+                head_scores = {a.response_id: h for (_, a), h in zip(flat, heads, strict=True)}
+        else:
+            values = scorer(texts, answers)
         scores = {answer.response_id: float(v) for (_, answer), v in zip(flat, values, strict=True)}
     return choose_pairs(
         answers_by_prompt,
@@ -193,6 +258,7 @@ def plan_round_pairs(
         reward_version=reward_version,
         heldout={prompt_id for prompt_id in answers_by_prompt if is_heldout(prompt_id)},
         seed=round_.pk,
+        head_scores=head_scores,
     )
 
 

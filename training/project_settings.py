@@ -120,7 +120,8 @@ class GenerationBackendSettings:
             )
 
 
-PairingStrategy = Literal["random", "uncertainty"]
+PairingStrategy = Literal["random", "uncertainty", "disagreement"]
+PAIRING_STRATEGIES = ("random", "uncertainty", "disagreement")
 
 
 @dataclass(frozen=True)
@@ -128,10 +129,23 @@ class PairingSettings:
     """Which two of a prompt's answers are judged (training.pairing)."""
 
     strategy: PairingStrategy = "random"
-    answers_per_prompt: int = 4  # k, written per prompt under `uncertainty`
+    answers_per_prompt: int = 4  # k, written per prompt under `uncertainty` or `disagreement`
     random_share: float = 0.2  # of the training prompts, still paired at random
+    # Under `disagreement`, the reward model's bootstrap heads whose disagreement is asked about.
+    ensemble_heads: int = 8
+
+    @property
+    def chooses(self) -> bool:
+        """Whether the reward model chooses the pairs (so the round writes k answers)."""
+        return self.strategy != "random"
 
     def validate(self) -> None:
+        if self.strategy not in PAIRING_STRATEGIES:
+            raise ApplicationError(
+                f"pairing.strategy {self.strategy!r}: use {', '.join(PAIRING_STRATEGIES)}."
+            )
+        if not 2 <= self.ensemble_heads <= 64:
+            raise ApplicationError("pairing.ensemble_heads must be from 2 to 64.")
         if not 2 <= self.answers_per_prompt <= 16:
             raise ApplicationError("pairing.answers_per_prompt must be from 2 to 16.")
         if not 0 <= self.random_share <= 1:

@@ -229,9 +229,16 @@ def run_reward(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersion:
     from training.engine.reward import train_reward
 
     project = run.project
+    loop_settings = training_settings_of(project)
     settings_ = {
         "base_model": project.reward_backbone,
-        **training_settings_of(project).overrides("reward"),
+        # Pairs chosen by disagreement need the heads that disagree (engine.ensemble).
+        **(
+            {"ensemble_heads": loop_settings.pairing.ensemble_heads}
+            if loop_settings.pairing.strategy == "disagreement"
+            else {}
+        ),
+        **loop_settings.overrides("reward"),
         **run.config,
     }
     config = config_from_dict(RewardConfig, settings_)
@@ -500,7 +507,7 @@ def run_generate(run: TrainingRun, callbacks: DatabaseCallbacks) -> None:
     # after a failed gate would only repeat the one before it.
     settings_["seed"] = settings_.get("seed", 0) + round_.number
     loop_settings = training_settings_of(run.project)
-    if loop_settings.pairing.strategy == "uncertainty":  # k answers to choose a pair among
+    if loop_settings.pairing.chooses:  # k answers to choose a pair among
         settings_["samples_per_prompt"] = max(
             settings_.get("samples_per_prompt", 2), loop_settings.pairing.answers_per_prompt
         )
@@ -589,7 +596,7 @@ def round_pairs_planned(
     from training.pairing import plan_round_pairs
 
     pairing = loop_settings.pairing
-    reward = reward_model_for(project_id=project.pk) if pairing.strategy == "uncertainty" else None
+    reward = reward_model_for(project_id=project.pk) if pairing.chooses else None
     scorer, reward_version = None, None
     if reward is not None and reward.artifact_path:
         from training.engine.models import pick_device

@@ -8,10 +8,20 @@ An oracle says which of two answers it prefers: 1.0 the first, 0.0 the second, 0
 - `contains:word1,word2`: prefers the answer mentioning the given words more often.
 - `reward:<artifact folder>`: prefers the answer a trained reward model scores higher.
 A noise rate flips that many decided judgments at random, like a careless person.
+
+Every feedback kind of a round is answered, so a project with demonstrations, ratings or
+rankings in its mix runs headless too:
+- a demonstration is the better of the two answers shown, rewritten where the oracle knows
+  how (`ShorterOracle` keeps whole sentences up to half its word limit), sent as edited from
+  that side;
+- a rating scores the two answers against each other (the preferred one high, the other low;
+  equal ones alike), on the project's scale;
+- a ranking orders the k answers by the oracle's pairwise preferences (equal ones tie).
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Callable
@@ -19,16 +29,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from annotate.feedback.ranking import item_response_ids, shown_order
 from annotate.models import (
+    THUMBS_DOWN,
+    THUMBS_UP,
     Assignment,
+    FeedbackKind,
     JudgmentSource,
     MemberRole,
     Membership,
     Project,
+    RatingScale,
+    Response,
     Round,
     RoundStatus,
 )
-from annotate.services import assignment_lease_next, judgment_submit, membership_set
+from annotate.services import assignment_lease_next, feedback_submit, membership_set
 from config.errors import ApplicationError
 from config.users import User
 
@@ -38,6 +54,7 @@ if TYPE_CHECKING:
 PromptValue = str | list[dict[str, str]]
 SIMULATED_USER_PREFIX = "simulated-"
 WORD = re.compile(r"\w+", re.UNICODE)
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 class Oracle(Protocol):
@@ -72,6 +89,21 @@ class ShorterOracle:
 
     def prefer(self, prompt: PromptValue, first: str, second: str) -> float:
         return _compare(self.cost(first), self.cost(second))
+
+    def rewrite(self, prompt: PromptValue, text: str) -> str:
+        """What a writer following this oracle's guideline makes of `text`: whole sentences
+        while they stay within half the word limit (the first one cut there if it alone is
+        longer), so the written answer is one this oracle prefers to both shown."""
+        budget = max(1, (self.max_words or 2 * word_count(text)) // 2)
+        kept: list[str] = []
+        for sentence in SENTENCE_END.split(text.strip()):
+            if word_count(" ".join([*kept, sentence])) > budget:
+                break
+            kept.append(sentence)
+        if kept:
+            return " ".join(kept)
+        words = text.split()
+        return " ".join(words[:budget]) if words else text
 
 
 @dataclass(frozen=True)
@@ -193,16 +225,17 @@ def simulate_judging(
             if lease is None:
                 active.remove(user)
                 continue
-            choice = _judge(lease, oracle, noise, rng, report)
-            judgment_submit(
+            kind, values = _answer(lease, oracle, noise, rng, report)
+            feedback_submit(
                 assignment_id=lease.pk,
                 annotator=user,
-                choice=choice,
-                strength="clear" if choice in ("left", "right") else None,
+                kind=kind,
+                values=values,
                 source=JudgmentSource.SIMULATED,
             )
             report.judgments += 1
-            report.choices[choice] = report.choices.get(choice, 0) + 1
+            said = values.get("choice", kind)
+            report.choices[said] = report.choices.get(said, 0) + 1
             if on_judgment is not None:
                 on_judgment(report.judgments)
             if limit is not None and report.judgments >= limit:
@@ -210,13 +243,62 @@ def simulate_judging(
     return report
 
 
-def _judge(
+def _answer(
     lease: Assignment, oracle: Oracle, noise: float, rng: random.Random, report: SimulationReport
-) -> str:
+) -> tuple[str, dict[str, Any]]:
+    """The feedback kind of the leased item and what the simulated annotator submits on it."""
     comparison = lease.comparison
     prompt = comparison.prompt.messages or comparison.prompt.text
+    if comparison.kind == FeedbackKind.RANKING:
+        return comparison.kind, {"ranks": _ranks(lease, oracle, prompt)}
     preference = oracle.prefer(prompt, comparison.response_a.text, comparison.response_b.text)
     if preference != 0.5 and rng.random() < noise:
         preference = 1.0 - preference
         report.flipped += 1
-    return _choice_for(preference, lease.a_on_left)
+    if comparison.kind == FeedbackKind.DEMONSTRATION:
+        return comparison.kind, _demonstration(lease, oracle, prompt, preference)
+    if comparison.kind == FeedbackKind.RATING:
+        return comparison.kind, _rating(lease, preference)
+    choice = _choice_for(preference, lease.a_on_left)
+    strength = "clear" if choice in ("left", "right") else None
+    return FeedbackKind.PAIRWISE, {"choice": choice, "strength": strength}
+
+
+def _demonstration(
+    lease: Assignment, oracle: Oracle, prompt: PromptValue, preference: float
+) -> dict[str, Any]:
+    """The better answer shown (the left one on a tie), rewritten where the oracle can."""
+    comparison = lease.comparison
+    a_better = preference >= 0.5 if lease.a_on_left else preference > 0.5
+    better = comparison.response_a if a_better else comparison.response_b
+    rewrite = getattr(oracle, "rewrite", None)
+    text = rewrite(prompt, better.text) if rewrite is not None else better.text
+    if not text.strip():
+        text = "I cannot answer that."  # an empty demonstration is refused: write a refusal
+    side = "left" if a_better == lease.a_on_left else "right"
+    return {"text": text, "edited_from": side}
+
+
+def _rating(lease: Assignment, preference: float) -> dict[str, Any]:
+    """Scores relative to the other answer shown: a judge without an absolute scale."""
+    thumbs = lease.comparison.project.rating_scale == RatingScale.THUMBS
+    high, middle, low = (THUMBS_UP, THUMBS_UP, THUMBS_DOWN) if thumbs else (6, 4, 2)
+    a_score, b_score = {1.0: (high, low), 0.0: (low, high)}.get(preference, (middle, middle))
+    left, right = (a_score, b_score) if lease.a_on_left else (b_score, a_score)
+    return {"left_score": left, "right_score": right}
+
+
+def _ranks(lease: Assignment, oracle: Oracle, prompt: PromptValue) -> list[int]:
+    """One rank per answer in the order this lease shows them: 1 the best, equals tie."""
+    shown = shown_order(item_response_ids(lease.comparison_id), assignment_id=lease.pk)
+    texts = dict(Response.objects.filter(pk__in=shown).values_list("pk", "text"))
+
+    def better_first(first: int, second: int) -> int:
+        return round(1 - 2 * oracle.prefer(prompt, texts[first], texts[second]))
+
+    best_first = sorted(shown, key=functools.cmp_to_key(better_first))
+    rank_of: dict[int, int] = {}
+    for index, response_id in enumerate(best_first):
+        tied = index and better_first(best_first[index - 1], response_id) == 0
+        rank_of[response_id] = rank_of[best_first[index - 1]] if tied else index + 1
+    return [rank_of[response_id] for response_id in shown]

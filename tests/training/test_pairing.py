@@ -13,9 +13,10 @@ from registry.models import ModelKind
 from tests.factories import PromptFactory
 from tests.training.helpers import judged_pairs
 from training import runner, services
+from training.engine import ensemble
 from training.engine.ppo import RewardModelScore
 from training.models import RunStatus, TrainingRun
-from training.pairing import Answer, binary_entropy, choose_pairs
+from training.pairing import Answer, binary_entropy, choose_pairs, expected_information
 from training.project_settings import PairingSettings, training_settings_update
 
 UNCERTAINTY = PairingSettings(strategy="uncertainty", answers_per_prompt=4, random_share=0.0)
@@ -142,6 +143,79 @@ def test_a_round_under_uncertainty_writes_k_answers_and_pairs_by_the_reward_mode
         assert abs(
             selection["scores"][chosen[0]] - selection["scores"][chosen[1]]
         ) == pytest.approx(min(margins))
+
+
+DISAGREEMENT = PairingSettings(strategy="disagreement", random_share=0.0)
+
+
+def test_disagreement_asks_about_the_pair_the_heads_split_on_not_the_closest():
+    answers = {1: _answers(1, ["w", "x", "y"])}
+    scores = {10: 0.0, 11: 0.05, 12: 2.0}  # 10 and 11 are closest
+    heads = {10: [0.0, 0.0, 0.0], 11: [0.05, 0.05, 0.05], 12: [-3.0, 3.0, 0.5]}
+    (pair,) = choose_pairs(
+        answers, settings=DISAGREEMENT, scores=scores, reward_version=2, heldout=set(), seed=0,
+        head_scores=heads,
+    )  # fmt: skip
+    assert (pair.response_a_id, pair.response_b_id) in ((10, 12), (11, 12))
+    selection = pair.selection
+    assert selection["strategy"] == "disagreement"
+    assert selection["head_scores"]["12"] == [-3.0, 3.0, 0.5]
+    information = expected_information(heads[pair.response_a_id], heads[pair.response_b_id])
+    assert selection["information"] == pytest.approx(information) and information > 0.2
+    assert pair.priority == pytest.approx(information)
+    # Every head calls 10 against 11 a near coin flip: nothing to learn there.
+    assert expected_information(heads[10], heads[11]) < 1e-3
+
+
+def test_disagreement_without_heads_falls_back_to_the_closest_rewards_and_says_so():
+    answers = {1: _answers(1, ["w", "x", "y"])}
+    (pair,) = choose_pairs(
+        answers, settings=DISAGREEMENT, scores={10: 0.0, 11: 0.05, 12: 2.0}, reward_version=2,
+        heldout=set(), seed=0, head_scores=None,
+    )  # fmt: skip
+    assert (pair.response_a_id, pair.response_b_id) == (10, 11)
+    assert pair.selection["strategy"] == "uncertainty"
+    assert "no bootstrap heads" in pair.selection["why"]
+
+
+@pytest.mark.django_db
+def test_a_round_under_disagreement_trains_heads_and_pairs_by_them(tiny_project):
+    judged_pairs(tiny_project, 8)  # on both sides of the default held-out split
+    training_settings_update(
+        project=tiny_project,
+        values={
+            **tiny_project.training_settings,
+            "pairing": {"strategy": "disagreement", "ensemble_heads": 4, "random_share": 0.0},
+            "evaluation": {"heldout_fraction": 0.0},
+        },
+    )
+    reward_run = services.training_run_create(project=tiny_project, kind="reward")
+    assert runner.training_run_execute(run_id=reward_run.pk) == RunStatus.SUCCEEDED
+    reward = TrainingRun.objects.get(pk=reward_run.pk).output_version
+    heads = ensemble.load_heads(reward.artifact_path)
+    assert heads is not None and heads.shape[0] == 4
+    tiny_project.generation_settings = {**tiny_project.generation_settings, "temperature": 1.5}
+    tiny_project.save()
+    for index in range(4):
+        PromptFactory(project=tiny_project, text=f"w{index} w{index + 3}")
+    round_ = round_open(project=tiny_project)
+    run = services.training_run_create(project=tiny_project, kind="generate", round=round_)
+    assert runner.training_run_execute(run_id=run.pk) == RunStatus.SUCCEEDED
+
+    comparisons = Comparison.objects.filter(round=round_)
+    assert comparisons.count() >= 1
+    for comparison in comparisons:
+        selection = comparison.selection
+        assert selection["strategy"] == "disagreement" and selection["k"] >= 2
+        by_head = selection["head_scores"]
+        assert all(len(scores) == 4 for scores in by_head.values())
+        chosen = expected_information(
+            by_head[str(comparison.response_a_id)], by_head[str(comparison.response_b_id)]
+        )
+        every = [
+            expected_information(by_head[x], by_head[y]) for x in by_head for y in by_head if x < y
+        ]
+        assert chosen == pytest.approx(max(every))
 
 
 def runner_device():

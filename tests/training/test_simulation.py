@@ -6,7 +6,19 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from annotate.models import Comparison, ComparisonStatus, Judgment, JudgmentSource
+from annotate.models import (
+    Comparison,
+    ComparisonAnswer,
+    ComparisonStatus,
+    Demonstration,
+    FeedbackKind,
+    Judgment,
+    JudgmentSource,
+    Ranking,
+    Rating,
+    RatingScale,
+    Response,
+)
 from config.errors import ApplicationError
 from tests.factories import PromptFactory, ResponseFactory
 from training.simulation import (
@@ -111,3 +123,59 @@ def test_simulate_annotators_command(project, capsys):
     with pytest.raises(CommandError) as noisy:
         call_command("simulate_annotators", project=project.slug, noise=2.0)
     assert noisy.value.returncode == 2 and "noise" in str(noisy.value)
+
+
+def test_shorter_oracles_rewrite_keeps_whole_sentences_within_half_its_limit():
+    oracle = ShorterOracle(max_words=8)
+    text = "One two three. Four five six. Seven eight nine ten."
+    assert oracle.rewrite("q", text) == "One two three."
+    assert oracle.rewrite("q", "one two three four five six") == "one two three four"
+    assert oracle.prefer("q", oracle.rewrite("q", text), text) == 1.0
+
+
+def item_of(project, kind, texts) -> Comparison:
+    prompt = PromptFactory(project=project, text=f"question of {kind}")
+    answers = [ResponseFactory(prompt=prompt, text=text) for text in texts]
+    item = Comparison.objects.create(
+        project=project,
+        prompt=prompt,
+        response_a=answers[0],
+        response_b=answers[1],
+        kind=kind,
+        required_annotations=1,
+    )
+    if kind == FeedbackKind.RANKING:
+        ComparisonAnswer.objects.bulk_create(
+            ComparisonAnswer(comparison=item, response=answer, position=i)
+            for i, answer in enumerate(answers)
+        )
+    return item
+
+
+def test_simulated_annotators_answer_every_feedback_kind_by_the_oracle(project):
+    project.rating_scale = RatingScale.LIKERT_7
+    project.save(update_fields=["rating_scale"])
+    long_answer = "A long answer. It goes on and on for a while. And further still."
+    written = item_of(project, FeedbackKind.DEMONSTRATION, [long_answer, "Short. Very."])
+    rated = item_of(project, FeedbackKind.RATING, ["a b c d", "a"])
+    ranked = item_of(project, FeedbackKind.RANKING, ["a b c", "a", "a b c d e", "x"])
+
+    report = simulate_judging(project=project, oracle=ShorterOracle(max_words=4), annotators=1)
+
+    assert report.judgments == 3
+    demonstration = Demonstration.objects.get(comparison=written)
+    assert demonstration.edited_from_id == written.response_b_id  # the shorter one, rewritten
+    assert demonstration.text == "Short. Very."
+    rating = Rating.objects.get(comparison=rated)
+    a_score, b_score = (
+        (rating.left_score, rating.right_score)
+        if rating.left_response_id == rated.response_a_id
+        else (rating.right_score, rating.left_score)
+    )
+    assert (a_score, b_score) == (2, 6)
+    ranking = Ranking.objects.get(comparison=ranked)
+    text_of = dict(Response.objects.filter(prompt=ranked.prompt).values_list("pk", "text"))
+    by_text = {text_of[int(response_id)]: rank for response_id, rank in ranking.ranks.items()}
+    # Shortest first, the two one-word answers tied, the one over the limit last.
+    assert by_text == {"a": 1, "x": 1, "a b c": 3, "a b c d e": 4}
+    assert Comparison.objects.filter(status=ComparisonStatus.COMPLETE).count() == 3

@@ -122,12 +122,19 @@ class RewardConfig(TrainingSettings):
         default_factory=lambda: {"slight": 0.0, "clear": 0.5, "strong": 1.0}
     )
     learning_rate: float = 2e-4
+    # Bootstrap heads refitted on the trained model's features after training (engine.ensemble):
+    # their disagreement is the doubt active pair selection asks about. 0: none.
+    ensemble_heads: int = 0
 
     def validate(self) -> None:
         super().validate()
         _check(
             all(value >= 0 for value in self.strength_margins.values()),
             "strength_margins must not be negative.",
+        )
+        _check(
+            self.ensemble_heads == 0 or 2 <= self.ensemble_heads <= 64,
+            f"ensemble_heads={self.ensemble_heads}: use 0 (none) or 2 to 64 heads.",
         )
 
 

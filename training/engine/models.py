@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -366,6 +367,37 @@ def packed_reward_scores(
     pooled = packed_hidden_states(inner, batch)[batch["last_positions"]]  # (2B, H)
     scores: torch.Tensor = inner.get_submodule("score")(pooled)  # (2B, 1)
     return scores[:, 0].float()
+
+
+@contextmanager
+def reward_head_inputs(model: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Collects, on every forward inside the block, the input of the one-output head: the
+    features each reward is a linear function of ((N, H) per call, detached)."""
+    inner = unwrap(model)
+    head = inner.get_submodule(_head_name(inner))
+    captured: list[torch.Tensor] = []
+
+    def keep(_module: torch.nn.Module, args: tuple[Any, ...], _output: Any) -> None:
+        captured.append(args[0].detach().float())
+
+    handle = head.register_forward_hook(keep)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def reward_head_weight(model: torch.nn.Module) -> torch.Tensor:  # (H,)
+    """The trained weight of the one-output head (LoRA keeps a trained copy of it)."""
+    inner = unwrap(model)
+    head = inner.get_submodule(_head_name(inner))
+    trained_copies = getattr(head, "modules_to_save", None)
+    if trained_copies is not None:
+        head = next(iter(trained_copies.values()))
+    weight = head.get_parameter("weight") if hasattr(head, "weight") else None
+    if weight is None or weight.shape[0] != 1:
+        raise ConfigError(f"{type(inner).__name__}: the reward head is not a one-output layer.")
+    return weight.detach().float().reshape(-1)
 
 
 def load_reward_model(

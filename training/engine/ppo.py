@@ -43,8 +43,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
+from training.engine import ensemble, runtime
 from training.engine import metric_names as metric
-from training.engine import runtime
 from training.engine.config import (
     GenerationConfig,
     OnlineRLSettings,
@@ -78,6 +78,7 @@ from training.engine.models import (
     lm_head,
     load_policy,
     load_reward_model,
+    reward_head_inputs,
     reward_scores,
     save_artifact,
     unwrap,
@@ -211,9 +212,31 @@ class RewardModelScore:
             trained_with.max_prompt_length,
         )
         self.device, self.precision, self.batch_size = device, precision, batch_size
+        self.artifact = Path(artifact)
 
     @torch.inference_mode()
     def __call__(self, prompts: Sequence[Prompt], answers: Sequence[str]) -> list[float]:
+        return [float(score) for score, _ in self._scored(prompts, answers, with_features=False)]
+
+    @torch.inference_mode()
+    def with_heads(
+        self, prompts: Sequence[Prompt], answers: Sequence[str]
+    ) -> tuple[list[float], list[list[float]]]:
+        """Each answer's reward and each bootstrap head's (engine.ensemble); no heads (empty
+        lists) where the reward model was trained without them."""
+        heads = ensemble.load_heads(self.artifact)
+        scores, per_head = [], []
+        for score, features in self._scored(prompts, answers, with_features=heads is not None):
+            scores.append(float(score))
+            per_head.append(
+                [] if features is None else ensemble.head_scores(features[None], heads)[0].tolist()
+            )
+        return scores, per_head
+
+    def _scored(
+        self, prompts: Sequence[Prompt], answers: Sequence[str], *, with_features: bool
+    ) -> Iterator[tuple[float, torch.Tensor | None]]:
+        """(reward, head features or None) of each answer, in order, batched."""
         rows = [
             PreferenceRow(prompt=p, chosen=a, rejected=a)
             for p, a in zip(prompts, answers, strict=True)
@@ -225,16 +248,16 @@ class RewardModelScore:
             max_prompt_length=self.max_prompt_length,
             context_length=context_length(self.model),
         )
-        scores: list[float] = []
         for start in range(0, len(pairs), self.batch_size):
             sequences = [
                 p.prompt_ids + p.chosen_ids for p in pairs[start : start + self.batch_size]
             ]
             ids, attention = right_pad(sequences, self.tokenizer.pad_token_id)
-            with autocast(self.precision, self.device):
+            with reward_head_inputs(self.model) as captured, autocast(self.precision, self.device):
                 batch = reward_scores(self.model, ids.to(self.device), attention.to(self.device))
-            scores += batch.float().cpu().tolist()
-        return scores
+            features = captured[-1].cpu() if with_features else None
+            for index, score in enumerate(batch.float().cpu().tolist()):
+                yield score, None if features is None else features[index]
 
 
 def reward_scorer(

@@ -15,8 +15,8 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import send_to_device
 
+from training.engine import ensemble, runtime
 from training.engine import metric_names as metric
-from training.engine import runtime
 from training.engine.config import RewardConfig, load_config
 from training.engine.data import (
     EncodedPair,
@@ -33,6 +33,8 @@ from training.engine.models import (
     freeze_in_low_precision,
     load_reward_backbone,
     load_reward_model,
+    reward_head_inputs,
+    reward_head_weight,
     save_artifact,
 )
 from training.engine.precision import autocast_dtype
@@ -81,6 +83,53 @@ def score_pairs(
         out[index, 0], out[index, 1] = chosen.float().cpu(), rejected.float().cpu()
     scorer.train(was_training)
     return out
+
+
+@torch.inference_mode()
+def pair_features(
+    scorer: RewardScorer,
+    pairs: list[EncodedPair],
+    batch_size: int,
+    pad_id: int,
+    accelerator: Accelerator,
+) -> tuple[torch.Tensor, torch.Tensor]:  # (N, H) chosen and (N, H) rejected, in the order given
+    """The features the reward head reads for both answers of every pair."""
+    was_training = scorer.training
+    scorer.eval()
+    chosen: list[torch.Tensor] = [torch.empty(0)] * len(pairs)
+    rejected: list[torch.Tensor] = [torch.empty(0)] * len(pairs)
+    order = sorted(range(len(pairs)), key=lambda i: scorer.cost(pairs[i]))
+    with reward_head_inputs(scorer.model) as captured:
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            batch = scorer.collate([pairs[i] for i in index], pad_id)
+            captured.clear()
+            with accelerator.autocast():
+                scorer(send_to_device(batch, accelerator.device))
+            both = captured[-1].cpu()  # (2B, H): chosen answers, then rejected ones
+            for offset, i in enumerate(index):
+                chosen[i], rejected[i] = both[offset], both[len(index) + offset]
+    scorer.train(was_training)
+    return torch.stack(chosen), torch.stack(rejected)
+
+
+def fit_ensemble(
+    scorer: RewardScorer,
+    pairs: list[EncodedPair],
+    config: RewardConfig,
+    pad_id: int,
+    accelerator: Accelerator,
+) -> torch.Tensor:  # (K, H)
+    """engine.ensemble's bootstrap heads on the trained model's features of its training pairs."""
+    chosen, rejected = pair_features(scorer, pairs, config.batch_size * 2, pad_id, accelerator)
+    return ensemble.fit_bootstrap_heads(
+        chosen,
+        rejected,
+        torch.tensor([pair.target for pair in pairs]),
+        start=reward_head_weight(scorer.model),
+        heads=config.ensemble_heads,
+        seed=config.seed,
+    )
 
 
 def evaluate(
@@ -165,8 +214,13 @@ def train_reward(
         callbacks=callbacks,
     )
 
-    # --- the artifact: weights, tokenizer, config; the marker file last --------------------------
+    # --- the artifact: weights, tokenizer, config, bootstrap heads; the marker file last ---------
     if accelerator.is_main_process:
+        if config.ensemble_heads and train_pairs:
+            trained_scorer = accelerator.unwrap_model(trained)
+            heads = fit_ensemble(trained_scorer, train_pairs, config, pad_id, accelerator)
+            output_dir.mkdir(parents=True, exist_ok=True)
+            ensemble.save_heads(output_dir, heads)
         save_artifact(
             output_dir,
             kind=REWARD_ADAPTER if config.use_lora else REWARD_FULL,
