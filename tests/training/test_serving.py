@@ -260,3 +260,70 @@ def test_served_traffic_is_kept_only_where_the_project_and_the_member_opted_in(
     pair = Comparison.objects.get(prompt=prompt)
     assert {pair.response_a_id, pair.response_b_id} == {a.pk for a in answers}
     assert prompt.metadata["served_by_version"] == answers[0].model_version_id
+
+
+def says_a_base(folder) -> str:
+    """A tiny Llama that answers "A" to anything: its output layer is zero, so every logit is
+    equal and greedy decoding takes the first word of its vocabulary, "A"."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from tests.engine.tiny import CHAT_TEMPLATE, WORDS, tiny_llama_config
+
+    vocab = ["A", "<pad>", "<unk>", "<|im_end|>", "<|im_start|>", *WORDS]
+    backend = Tokenizer(models.WordLevel({t: i for i, t in enumerate(vocab)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<pad>", unk_token="<unk>",
+        bos_token="<|im_start|>",
+    )  # fmt: skip
+    tokenizer.chat_template = CHAT_TEMPLATE
+    config = tiny_llama_config(
+        vocab_size=len(vocab), tie_word_embeddings=False, pad_token_id=1, eos_token_id=3,
+        bos_token_id=4, max_position_embeddings=1024,  # the judge asks for 256 new tokens
+    )  # fmt: skip
+    model = LlamaForCausalLM(config)
+    model.lm_head.weight.data.zero_()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_an_ai_judge_can_be_tandems_own_policy_server(
+    server, served_project, other_project, api_client_user, token, monkeypatch, tmp_path
+):
+    from annotate.models import Comparison, Judgment, JudgmentSource
+    from registry.selectors import active_policy
+    from tests.annotate.test_judging import make_round
+    from training.ai_judges import ai_judge_create, ai_judge_run, constitution_sha256
+    from training.models import AiJudgment
+
+    # The referee: another project's served policy, which the judge's token may ask for.
+    referee = says_a_base(tmp_path / "says-a")
+    other_project.base_model = referee
+    other_project.save()
+    ModelVersion.objects.filter(pk=active_policy(project_id=other_project.pk).pk).update(
+        base_model=referee
+    )
+    membership_set(project=other_project, user=api_client_user, role=MemberRole.CLIENT)
+    monkeypatch.setenv("REFEREE_TOKEN", token)
+    make_round(served_project, prompts=3)
+    constitution = "Prefer the answer that is honest."
+    judge = ai_judge_create(
+        project=served_project, name="Referee", base_url=f"{server}/v1", model="other-team",
+        constitution=constitution, api_key_env="REFEREE_TOKEN",
+    )  # fmt: skip
+
+    assert ai_judge_run(judge_id=judge.pk, limit=5) == 3
+
+    verdicts = AiJudgment.objects.select_related("judgment")
+    assert verdicts.count() == 3
+    for verdict in verdicts:
+        assert verdict.reply.startswith("A") and verdict.model == "other-team"
+        assert verdict.constitution_sha256 == constitution_sha256(constitution)
+        judgment = verdict.judgment
+        assert judgment.source == JudgmentSource.AI
+        assert judgment.choice == "left"  # "A" is the answer shown first
+    # Beside the quota: the humans still have every pair to judge.
+    assert Judgment.objects.filter(source=JudgmentSource.AI).count() == 3
+    assert Comparison.objects.filter(project=served_project, status="open").count() == 3
