@@ -66,7 +66,7 @@ def fit_bootstrap_heads(
             margins, target.float().expand_as(margins), weight=weights, reduction="sum"
         )
         pull = 0.5 * precision * ((fitted - anchors) ** 2).sum()
-        loss = (nll + pull) / max(count, 1)  # the heads are independent: one sum, one solve
+        loss: torch.Tensor = (nll + pull) / max(count, 1)  # independent heads: one sum, one solve
         loss.backward()  # type: ignore[no-untyped-call]
         return loss
 

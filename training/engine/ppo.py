@@ -225,12 +225,14 @@ class RewardModelScore:
         """Each answer's reward and each bootstrap head's (engine.ensemble); no heads (empty
         lists) where the reward model was trained without them."""
         heads = ensemble.load_heads(self.artifact)
-        scores, per_head = [], []
+        scores: list[float] = []
+        per_head: list[list[float]] = []
         for score, features in self._scored(prompts, answers, with_features=heads is not None):
             scores.append(float(score))
-            per_head.append(
-                [] if features is None else ensemble.head_scores(features[None], heads)[0].tolist()
-            )
+            if features is None or heads is None:
+                per_head.append([])
+            else:
+                per_head.append(ensemble.head_scores(features[None], heads)[0].tolist())
         return scores, per_head
 
     def _scored(
