@@ -11,7 +11,7 @@ from annotate.quality import wilson_interval
 from registry.models import ModelKind, ModelVersion, VersionStatus
 from registry.selectors import active_policy
 from tests.factories import PromptFactory
-from tests.training.helpers import judged_pairs
+from tests.training.helpers import TINY_TRAINING, judged_pairs
 from training import pipeline, runner
 from training.loop import drive_runs, run_rounds
 from training.management.commands import run_loop as run_loop_command
@@ -361,3 +361,37 @@ def test_share_gates_carry_their_sample_size_and_a_wilson_interval(project):
     assert gates["heldout_accuracy"]["low"] > 0.5
     assert "n" not in gates["kl"]  # a mean, not a share
     assert wilson_interval(0.5, 0) == (0.0, 1.0)
+
+
+def test_run_rounds_with_written_answers_runs_sft_before_the_policy_step(loop_project):
+    from pathlib import Path
+
+    from annotate.models import Demonstration
+    from training.engine.config import load_config
+
+    loop_project.demonstration_share = 0.5
+    loop_project.training_settings = {**loop_project.training_settings, "sft": TINY_TRAINING}
+    loop_project.save(update_fields=["demonstration_share", "training_settings"])
+
+    (report,) = run_rounds(project=loop_project, rounds=1, oracle=AlphabeticalOracle())
+
+    assert report.error == ""
+    written = Demonstration.objects.filter(project=loop_project)
+    assert written.exists()
+    for demonstration in written.select_related("comparison__response_a", "edited_from"):
+        # The simulated writer keeps the better answer shown (the alphabetical oracle has no
+        # guideline to rewrite by), so it is one of the two and marked as edited from it.
+        shown = {demonstration.comparison.response_a_id, demonstration.comparison.response_b_id}
+        assert demonstration.edited_from_id in shown
+        assert demonstration.text == demonstration.edited_from.text
+    runs = list(
+        TrainingRun.objects.filter(project=loop_project, chained=True)
+        .order_by("id")
+        .values_list("kind", flat=True)
+    )
+    assert runs[:3] == [RunKind.SFT, RunKind.REWARD, RunKind.DPO]
+    sft = TrainingRun.objects.get(project=loop_project, kind=RunKind.SFT).output_version
+    dpo = TrainingRun.objects.get(project=loop_project, kind=RunKind.DPO).output_version
+    # The policy step started from the SFT adapter; its gates still compare with what serves.
+    assert load_config(Path(dpo.artifact_path)).init_adapter == sft.artifact_path
+    assert dpo.parent.number == 0 and sft.parent.number == 0
