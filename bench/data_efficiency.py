@@ -2,6 +2,7 @@
 and how votes become labels, with simulated annotators and a fixed gold judge.
 
     .venv/bin/python bench/data_efficiency.py [--seeds 3] [--plot docs/data-efficiency.png]
+        [--backbone all-minilm-l6-v2] [--published-only] [--threads 1]
 
 The world: alpaca_eval's 789 instructions whose two published answers differ
 (`../shared/data/alpaca_eval_pairs.jsonl`), each with k = 4 answers: the two published ones
@@ -33,6 +34,11 @@ Settings, over `--seeds` seeds (held-out split, panel and votes re-drawn each):
 - strength margins: careful annotators also say how strong (the gold margin's tercile),
   trained with RewardConfig's default margins (0, 0.5, 1) or none.
 Printed as tables with the targets; saved as a plot (`--plot`).
+
+A lighter world for machines without fast bf16 (SmolLM2's features of 3,156 answers take hours
+on one fp32 core): `--backbone all-minilm-l6-v2` takes the features a MiniLM reward model's head
+reads (its pooled [CLS]), and `--published-only` keeps the two published answers (k = 2: one
+pair a prompt, so the strategies choose which prompts to ask about, not which pair).
 """
 
 from __future__ import annotations
@@ -127,11 +133,17 @@ def policy_answers(prompts: list[str]) -> list[list[str]]:
 # --- features: the frozen backbone, encoded as the reward model encodes ---------------------
 
 
-def features(prompts: list[str], answers: list[str]) -> torch.Tensor:
-    """(N, d): the last token's final hidden state of each (prompt, answer); cached."""
-    cached = CACHE / f"features-{BACKBONE}-{_digest(prompts + answers)}.pt"
+def features(prompts: list[str], answers: list[str], backbone: str = BACKBONE) -> torch.Tensor:
+    """(N, d): the last token's final hidden state of each (prompt, answer); cached. Another
+    backbone gives what its reward model's head would read (an encoder's pooled [CLS])."""
+    cached = CACHE / f"features-{backbone}-{_digest(prompts + answers)}.pt"
     if cached.exists():
         return torch.load(cached)
+    if backbone != BACKBONE:
+        out = head_input_features(prompts, answers, backbone)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        torch.save(out, cached)
+        return out
     from django.conf import settings
 
     from training.engine.config import RewardConfig
@@ -168,6 +180,47 @@ def features(prompts: list[str], answers: list[str]) -> torch.Tensor:
                       f"({time.monotonic() - started:.0f} s)", flush=True)  # fmt: skip
     CACHE.mkdir(parents=True, exist_ok=True)
     torch.save(out, cached)
+    return out
+
+
+def head_input_features(prompts: list[str], answers: list[str], backbone: str) -> torch.Tensor:
+    """(N, d): the input of a fresh reward model's head on `backbone`, encoded as it encodes."""
+    from django.conf import settings
+
+    from training.engine.config import LoraSettings, RewardConfig
+    from training.engine.data import PreferenceRow, encode_pairs
+    from training.engine.models import load_reward_backbone, reward_head_inputs, reward_scores
+    from training.engine.ppo import right_pad
+
+    defaults = RewardConfig()
+    model, tokenizer = load_reward_backbone(
+        backbone, use_lora=False, lora=LoraSettings(), cache_dir=settings.MODEL_CACHE_DIR,
+        device=torch.device("cpu"),
+    )  # fmt: skip
+    model.eval()
+    rows = [PreferenceRow(prompt=[{"role": "user", "content": p}], chosen=a, rejected=a)
+            for p, a in zip(prompts, answers, strict=True)]  # fmt: skip
+    encoded = encode_pairs(
+        rows, tokenizer, max_length=defaults.max_length,
+        max_prompt_length=defaults.max_prompt_length,
+    )  # fmt: skip
+    sequences = [e.prompt_ids + e.chosen_ids for e in encoded]
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    out: torch.Tensor | None = None
+    started = time.monotonic()
+    with torch.inference_mode(), reward_head_inputs(model) as captured:
+        for start in range(0, len(order), 32):
+            batch = order[start : start + 32]
+            ids, mask = right_pad([sequences[i] for i in batch], tokenizer.pad_token_id)
+            captured.clear()
+            reward_scores(model, ids, mask)
+            if out is None:
+                out = torch.zeros(len(sequences), captured[-1].shape[1])
+            out[batch] = captured[-1]
+            if (start + len(batch)) % 640 < 32:
+                print(f"  features {start + len(batch)}/{len(order)} "
+                      f"({time.monotonic() - started:.0f} s)", flush=True)  # fmt: skip
+    assert out is not None
     return out
 
 
@@ -417,16 +470,28 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "data-efficiency.png")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 beside a job)")
+    parser.add_argument(
+        "--backbone", default=BACKBONE,
+        help="the features' backbone, e.g. all-minilm-l6-v2 (a tenth of SmolLM2's compute)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--published-only", action="store_true",
+        help="k = 2: the two published answers only, no SmolLM2 answers to generate",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     setup_django()
 
     items = read_items(args.data)
-    written = policy_answers([item.prompt for item in items])
+    if args.published_only:
+        written: list[list[str]] = [[] for _ in items]
+    else:
+        written = policy_answers([item.prompt for item in items])
     texts = [list(item.answers) + answers for item, answers in zip(items, written, strict=True)]
     first_id = list(itertools.accumulate((len(t) for t in texts), initial=0))[:-1]
     flat_prompts = [item.prompt for item, t in zip(items, texts, strict=True) for _ in t]
-    x = features(flat_prompts, [answer for t in texts for answer in t])
+    x = features(flat_prompts, [answer for t in texts for answer in t], args.backbone)
+    print(f"world: {args.backbone} features, k = {len(texts[0])} answers a prompt")
     z = (x - x.mean(0)) / (x.std(0) + 1e-6)
 
     decided = [i for i, item in enumerate(items) if item.gpt4_prefers_first is not None]
@@ -435,10 +500,14 @@ def main() -> None:
     gold_theta = fit_head(z[torch.tensor(winners)] - z[torch.tensor(losers)])
     gold = z @ gold_theta
     agree = mean([float(gold[w] > gold[lo]) for w, lo in zip(winners, losers, strict=True)])
-    published = mean([float(gold[first_id[i]] > gold[first_id[i] + 2]) for i in range(len(items))])
     print(f"{len(items)} prompts, {len(x)} answers; the gold judge agrees with GPT-4 on {agree:.1%}"
-          f" of its {len(decided)} decided pairs and prefers text-davinci-003 to SmolLM2 on "
-          f"{published:.0%} of prompts\n")  # fmt: skip
+          f" of its {len(decided)} decided pairs")  # fmt: skip
+    if not args.published_only:
+        published = mean(
+            [float(gold[first_id[i]] > gold[first_id[i] + 2]) for i in range(len(items))]
+        )
+        print(f"it prefers text-davinci-003 to SmolLM2 on {published:.0%} of prompts")
+    print()
 
     curves: dict[str, list[dict[int, float]]] = {}
     strengths: list[dict[str, float]] = []
