@@ -16,7 +16,8 @@ rankings in its mix runs headless too:
   that side;
 - a rating scores the two answers against each other (the preferred one high, the other low;
   equal ones alike), on the project's scale;
-- a ranking orders the k answers by the oracle's pairwise preferences (equal ones tie).
+- a ranking orders the k answers by the oracle's pairwise preferences (equal ones tie); the
+  noise rate flips pairwise choices, written answers' and ratings' preferences, not rankings.
 """
 
 from __future__ import annotations
@@ -273,8 +274,8 @@ def _demonstration(
     better = comparison.response_a if a_better else comparison.response_b
     rewrite = getattr(oracle, "rewrite", None)
     text = rewrite(prompt, better.text) if rewrite is not None else better.text
-    if not text.strip():
-        text = "I cannot answer that."  # an empty demonstration is refused: write a refusal
+    if not text.strip():  # an empty demonstration is refused: write a refusal anew
+        return {"text": "I cannot answer that.", "edited_from": None}
     side = "left" if a_better == lease.a_on_left else "right"
     return {"text": text, "edited_from": side}
 
