@@ -46,6 +46,18 @@ class CrowdFit:
         )
 
 
+# Two answers of a ranking item: (item id, the lower response id, the higher one).
+RankedKey = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class CrowdLabels:
+    """The crowd model's say on every pair it saw, as the resolvers read it."""
+
+    comparisons: dict[int, float]  # pairwise comparison id -> P(answer a is the better one)
+    ranked: dict[RankedKey, float]  # two answers of a ranking item -> P(the lower id's is)
+
+
 def _log_odds(probability: float) -> float:
     probability = min(max(probability, _CLIP), 1 - _CLIP)
     return math.log(probability / (1 - probability))

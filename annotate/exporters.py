@@ -65,7 +65,7 @@ def trl_rows(
     pairs = feedback.resolved_pairs(
         project=project,
         include_ties=include_ties,
-        posterior_a=label_posterior(project=project, resolution=resolution),
+        crowd=label_posterior(project=project, resolution=resolution),
     )
     for pair in pairs:
         row = {

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any, Literal
 
 from django.db.models import QuerySet
 
 from annotate import crowd, quality, queue
+from annotate.crowd import CrowdLabels, RankedKey
 from annotate.feedback import JudgmentFacts, feedback_type
+from annotate.feedback.ranking import RankingVote, ranking_votes
 from annotate.models import (
     Assignment,
     Comparison,
@@ -141,19 +144,38 @@ def judgment_outcome_rows(
     return rows
 
 
-def crowd_fit_of(rows: list[dict]) -> crowd.CrowdFit:
-    """The crowd model over these judgment rows' decided votes, anchored by their gold pairs."""
+def crowd_fit_of(
+    rows: list[dict], ranked: Sequence[RankingVote] = ()
+) -> tuple[crowd.CrowdFit, CrowdLabels]:
+    """The crowd model over these judgment rows' decided votes and the rankings' two-way
+    votes (one model: an annotator's reliability rests on both), anchored by gold pairs."""
     decided = [row for row in rows if row["outcome"] in (Outcome.A, Outcome.B)]
     votes = [
         crowd.Vote(row["comparison_id"], row["annotator_id"], row["outcome"] == Outcome.A)
         for row in decided
     ]
+    # The crowd model keys pairs by one integer: ranked pairs take negative ones, which no
+    # comparison id can be.
+    ranked_ids: dict[RankedKey, int] = {}
+    for vote in ranked:
+        pair_id = ranked_ids.setdefault(vote.key, -1 - len(ranked_ids))
+        votes.append(crowd.Vote(pair_id, vote.annotator_id, vote.lower_better))
     gold_a = {
         row["comparison_id"]: row["gold"] == Outcome.A
         for row in decided
         if row["gold"] in (Outcome.A, Outcome.B)
     }
-    return crowd.crowd_fit(votes, gold_a)
+    fit = crowd.crowd_fit(votes, gold_a)
+    labels = CrowdLabels(
+        comparisons={pair: p for pair, p in fit.posterior_a.items() if pair >= 0},
+        ranked={key: fit.posterior_a[pair_id] for key, pair_id in ranked_ids.items()},
+    )
+    return fit, labels
+
+
+def project_crowd_fit(*, project: Project) -> tuple[crowd.CrowdFit, CrowdLabels]:
+    """crowd_fit_of every judgment and ranking of the project."""
+    return crowd_fit_of(judgment_outcome_rows(project=project), ranking_votes(project=project))
 
 
 # How a pair's judgments become its label and weight: majority vote (weight = the agreement)
@@ -161,19 +183,19 @@ def crowd_fit_of(rows: list[dict]) -> crowd.CrowdFit:
 LabelResolution = Literal["majority", "crowd"]
 
 
-def label_posterior(*, project: Project, resolution: LabelResolution) -> dict[int, float] | None:
-    """What `resolved_pairs` needs to label by `resolution`: under the crowd model, per
-    comparison, P(answer a is the better one) given every judgment; None for majority vote."""
+def label_posterior(*, project: Project, resolution: LabelResolution) -> CrowdLabels | None:
+    """What `resolved_pairs` needs to label by `resolution`: under the crowd model, each
+    pair's P(one side is better) given every judgment and ranking; None for majority vote."""
     if resolution != "crowd":
         return None
-    return crowd_fit_of(judgment_outcome_rows(project=project)).posterior_a
+    return project_crowd_fit(project=project)[1]
 
 
 def project_statistics(*, project: Project, round_number: int | None = None) -> dict:
     """Agreement for the project (or a round) and the per-annotator quality table; each
     annotator's reliability comes from the crowd model over every judgment of the project."""
     every_row = judgment_outcome_rows(project=project)  # one read serves both
-    fit = crowd_fit_of(every_row)
+    fit, _ = crowd_fit_of(every_row, ranking_votes(project=project))
     rows = every_row
     if round_number is not None:
         rows = [row for row in every_row if row["comparison__round__number"] == round_number]
@@ -339,7 +361,7 @@ def comparison_detail(*, project: Project, comparison_id: int) -> dict[str, Any]
     judgments = list(comparison.judgments.select_related("annotator").order_by("id"))
     outcomes = [judgment.outcome for judgment in judgments]
     resolution = quality.resolve(outcomes)
-    posterior = crowd_fit_of(judgment_outcome_rows(project=project)).posterior_a
+    posterior = project_crowd_fit(project=project)[1].comparisons
     prompt = comparison.prompt
     return {
         "id": comparison.pk,

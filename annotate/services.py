@@ -946,9 +946,9 @@ def annotators_pause_below_gold(
 def annotators_pause_unreliable(*, project: Project, below: float) -> list[int]:
     """Pause every active annotator whose crowd-model reliability is below `below` on enough
     decided votes to say so (annotate.crowd.FLAG_MIN_VOTES); each pause is audited with why."""
-    from annotate.selectors import crowd_fit_of, judgment_outcome_rows
+    from annotate.selectors import project_crowd_fit
 
-    fit = crowd_fit_of(judgment_outcome_rows(project=project))
+    fit, _ = project_crowd_fit(project=project)
     active = Membership.objects.filter(project=project, paused=False, user_id__in=fit.reliability)
     to_pause = sorted(
         user_id

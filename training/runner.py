@@ -123,9 +123,9 @@ def preference_rows(
 
     loop_settings = training_settings_of(project)
     fraction = loop_settings.evaluation.heldout_fraction
-    posterior = label_posterior(project=project, resolution=loop_settings.label_resolution)
+    crowd = label_posterior(project=project, resolution=loop_settings.label_resolution)
     rows, ids = [], []
-    for pair in resolved_pairs(project=project, include_ties=True, posterior_a=posterior):
+    for pair in resolved_pairs(project=project, include_ties=True, crowd=crowd):
         if prompt_is_heldout(pair.prompt_id, fraction) != (split == "heldout"):
             continue
         if round_id is not None and pair.round_id != round_id:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
+from annotate.crowd import CrowdLabels
 from annotate.feedback import pairwise, ranking
 from annotate.feedback.base import FeedbackType, JudgmentFacts, LeasedItem
 from annotate.feedback.demonstration import Demonstrations
@@ -42,13 +43,19 @@ def resolved_pairs(
     *,
     project: Project,
     include_ties: bool = False,
-    posterior_a: Mapping[int, float] | None = None,
+    crowd: CrowdLabels | None = None,
 ) -> Iterator[ResolvedPair]:
     """Every labelled pair the project's feedback resolves to, streamed: the complete pairwise
-    items (pairwise.resolved_pairs, by majority or the crowd model's `posterior_a`), then the
-    pairs of each complete ranking item's ranked-pairs consensus (ranking.resolved_ranking_pairs,
-    `selection["feedback"] == "ranking"`; the crowd model does not weigh them)."""
+    items (pairwise.resolved_pairs), then the pairs of each complete ranking item's
+    ranked-pairs consensus (ranking.resolved_ranking_pairs, `selection["feedback"] ==
+    "ranking"`); both by majority, or labelled and weighed by the crowd model's `crowd`."""
     yield from pairwise.resolved_pairs(
-        project=project, include_ties=include_ties, posterior_a=posterior_a
+        project=project,
+        include_ties=include_ties,
+        posterior_a=crowd.comparisons if crowd is not None else None,
     )
-    yield from ranking.resolved_ranking_pairs(project=project, include_ties=include_ties)
+    yield from ranking.resolved_ranking_pairs(
+        project=project,
+        include_ties=include_ties,
+        posterior=crowd.ranked if crowd is not None else None,
+    )

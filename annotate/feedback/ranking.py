@@ -27,6 +27,7 @@ from django.db.models import Prefetch
 from rest_framework import serializers
 
 from annotate import queue
+from annotate.crowd import RankedKey
 from annotate.feedback.base import JudgmentFacts, Stored
 from annotate.feedback.pairwise import ResolvedPair, prompt_messages
 from annotate.models import (
@@ -308,12 +309,77 @@ def _strength(gap: int, agreement: float) -> str:
     return steps[max(step, 0)]
 
 
+@dataclass(frozen=True)
+class RankingVote:
+    """One ranking's word on two answers it did not tie: whether the lower id's is better."""
+
+    key: RankedKey
+    annotator_id: int
+    lower_better: bool
+
+
+def ranking_votes(*, project: Project) -> list[RankingVote]:
+    """Every ranking of the project as two-way votes: one per two answers it did not tie."""
+    votes = []
+    rankings = Ranking.objects.filter(comparison__project=project).order_by("id")
+    for ranking in rankings.only("comparison_id", "annotator_id", "ranks").iterator(2000):
+        ranks = {int(key): int(rank) for key, rank in ranking.ranks.items()}
+        for lower, higher in itertools.combinations(sorted(ranks), 2):
+            if ranks[lower] != ranks[higher]:
+                key = (ranking.comparison_id, lower, higher)
+                votes.append(RankingVote(key, ranking.annotator_id, ranks[lower] < ranks[higher]))
+    return votes
+
+
+def _tied_by_most(votes: Sequence[Mapping[int, int]], first: int, second: int) -> bool:
+    return sum(vote[first] == vote[second] for vote in votes) * 2 > len(votes)
+
+
+def _crowd_ordered(
+    pair: RankedPair,
+    item_id: int,
+    votes: Sequence[Mapping[int, int]],
+    posterior: Mapping[RankedKey, float],
+) -> tuple[int, int, float] | None:
+    """(chosen, rejected, weight) by the crowd model's posterior, or None where it has no say:
+    no decided vote on the pair, or most rankings tied it (a tie stays a tie)."""
+    lower, higher = sorted((pair.chosen, pair.rejected))
+    p_lower = posterior.get((item_id, lower, higher))
+    if p_lower is None or p_lower == 0.5 or _tied_by_most(votes, lower, higher):
+        return None
+    if p_lower > 0.5:
+        return lower, higher, p_lower
+    return higher, lower, 1 - p_lower
+
+
+def _candidate_pairs(
+    votes: Sequence[Mapping[int, int]], *, with_undecided: bool
+) -> list[RankedPair]:
+    """The consensus pairs and, for the crowd model to decide, every pair the consensus left
+    out (an even split leaves the answers on one level with no pair between them)."""
+    pairs = ranking_pairs(votes)
+    if not with_undecided:
+        return pairs
+    covered = {frozenset((pair.chosen, pair.rejected)) for pair in pairs}
+    for first, second in itertools.combinations(sorted(votes[0]), 2):
+        if frozenset((first, second)) not in covered:
+            pairs.append(RankedPair(first, second, tie=True, strength=None, agreement=0, gap=0))
+    return pairs
+
+
 def resolved_ranking_pairs(
-    *, project: Project, include_ties: bool = False
+    *,
+    project: Project,
+    include_ties: bool = False,
+    posterior: Mapping[RankedKey, float] | None = None,
 ) -> Iterator[ResolvedPair]:
     """Every complete ranking item's consensus pairs, as ResolvedPair (comparison_id is the
     item's; selection carries {"feedback": "ranking", ...} and the two response ids). A pair's
-    weight is its agreement; pairs of equal texts (after trimming) are left out."""
+    weight is its agreement; pairs of equal texts (after trimming) are left out.
+
+    Given the crowd model's `posterior` (ranking_votes fitted with every other judgment), it
+    orders and weighs each pair instead, as it does pairwise items: an even split between a
+    reliable and a contrary ranker then still trains, on the reliable one's side."""
     rankings = Ranking.objects.only("id", "comparison", "annotator", "ranks").order_by("id")
     items = (
         Comparison.objects.filter(
@@ -334,7 +400,19 @@ def resolved_ranking_pairs(
         votes = [{int(key): int(rank) for key, rank in r.ranks.items()} for r in given]
         if not votes or any(set(vote) != set(text_of) for vote in votes):
             continue  # answers changed since a ranking was given: nothing to trust
-        for pair in ranking_pairs(votes):
+        for pair in _candidate_pairs(votes, with_undecided=posterior is not None):
+            crowd = _crowd_ordered(pair, item.pk, votes, posterior) if posterior else None
+            if crowd is None and pair.agreement == 0 and pair.gap == 0:
+                continue  # a pair only the crowd model could have decided, and it did not
+            if crowd is not None:
+                chosen_id, rejected_id, weight = crowd
+                agreement = sum(v[chosen_id] < v[rejected_id] for v in votes) / len(votes)
+                pair = RankedPair(
+                    chosen_id, rejected_id, tie=False, strength=pair.strength or "slight",
+                    agreement=agreement, gap=pair.gap,
+                )  # fmt: skip
+            else:
+                weight = pair.agreement
             if pair.tie and not include_ties:
                 continue
             chosen, rejected = text_of[pair.chosen], text_of[pair.rejected]
@@ -349,7 +427,7 @@ def resolved_ranking_pairs(
                 rejected=rejected,
                 label=Outcome.TIE if pair.tie else Outcome.A,
                 agreement=pair.agreement,
-                weight=pair.agreement,
+                weight=weight,  # the agreement, or the crowd model's posterior
                 judgments=len(given),
                 strength=pair.strength,
                 annotator_ids=tuple(r.annotator_id for r in given),

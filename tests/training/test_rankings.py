@@ -311,3 +311,39 @@ def test_a_round_generates_enough_answers_for_its_ranking_items(tiny_project):
         assert kinds[prompt.pk] == (FeedbackKind.PAIRWISE if heldout else FeedbackKind.RANKING)
     for item in round_.comparisons.filter(kind=FeedbackKind.RANKING):
         assert item.listed_answers.count() == 3
+
+
+def test_the_crowd_model_settles_an_even_split_of_rankings_by_the_reliable_ranker(project):
+    from tests.training.test_crowd_in_the_loop import _careful_and_contrary, _settings
+
+    careful, contrary = _careful_and_contrary(project)  # gold pairs tell them apart
+    ranking_item(project, required=2)
+
+    def reversed_ranks(leased) -> list[int]:
+        return [len(QUALITY) + 1 - rank for rank in honest_ranks(leased)]
+
+    # The contrary ranker goes first, so no tie-break by the first ranking favours the careful.
+    for user, ranks_of in ((contrary, reversed_ranks), (careful, honest_ranks)):
+        client = client_for(user)
+        leased = client.post(f"/api/projects/{project.pk}/comparisons/next/").json()
+        assert leased["kind"] == "ranking"
+        assert submit(client, leased["assignment_id"], ranks=ranks_of(leased)).status_code == 201
+
+    def ranked_rows() -> set[tuple[str, str, float]]:
+        rows, _ = runner.preference_rows(project)
+        return {(r.chosen, r.rejected, r.target) for r in rows if r.chosen in QUALITY}
+
+    honest = {(QUALITY[i], QUALITY[j], 1.0) for i in range(4) for j in range(i + 1, 4)}
+    _settings(project)
+    assert ranked_rows() == set()  # majority: one ranking against the other, nothing decided
+    _settings(project, label_resolution="crowd")
+    assert ranked_rows() == honest
+    rows, _ = runner.preference_rows(project)
+    weights = [row.weight for row in rows if row.chosen in QUALITY]
+    assert len(weights) == 6 and all(0.8 < weight <= 1.0 for weight in weights)
+    # The rankings also count toward the rankers' reliability.
+    from annotate.selectors import project_crowd_fit
+
+    fit, labels = project_crowd_fit(project=project)
+    assert len(labels.ranked) == 6
+    assert fit.votes[careful.pk] == 12 + 6  # twelve pairs judged, six ranked
