@@ -133,6 +133,21 @@ def policy_answers(prompts: list[str]) -> list[list[str]]:
 # --- features: the frozen backbone, encoded as the reward model encodes ---------------------
 
 
+def encoded_answers(prompts: list[str], answers: list[str], tokenizer) -> list[list[int]]:
+    """Each (prompt, answer) as token ids, cut to RewardConfig's lengths as the reward model is."""
+    from training.engine.config import RewardConfig
+    from training.engine.data import PreferenceRow, encode_pairs
+
+    defaults = RewardConfig()
+    rows = [PreferenceRow(prompt=[{"role": "user", "content": p}], chosen=a, rejected=a)
+            for p, a in zip(prompts, answers, strict=True)]  # fmt: skip
+    encoded = encode_pairs(
+        rows, tokenizer, max_length=defaults.max_length,
+        max_prompt_length=defaults.max_prompt_length,
+    )  # fmt: skip
+    return [e.prompt_ids + e.chosen_ids for e in encoded]
+
+
 def features(prompts: list[str], answers: list[str], backbone: str = BACKBONE) -> torch.Tensor:
     """(N, d): the last token's final hidden state of each (prompt, answer); cached. Another
     backbone gives what its reward model's head would read (an encoder's pooled [CLS])."""
@@ -146,21 +161,12 @@ def features(prompts: list[str], answers: list[str], backbone: str = BACKBONE) -
         return out
     from django.conf import settings
 
-    from training.engine.config import RewardConfig
-    from training.engine.data import PreferenceRow, encode_pairs
     from training.engine.models import load_causal_lm, load_tokenizer
     from training.engine.precision import autocast
 
-    defaults = RewardConfig()
     tokenizer = load_tokenizer(BACKBONE, cache_dir=settings.MODEL_CACHE_DIR)
     model = load_causal_lm(BACKBONE, cache_dir=settings.MODEL_CACHE_DIR).eval()
-    rows = [PreferenceRow(prompt=[{"role": "user", "content": p}], chosen=a, rejected=a)
-            for p, a in zip(prompts, answers, strict=True)]  # fmt: skip
-    encoded = encode_pairs(
-        rows, tokenizer, max_length=defaults.max_length,
-        max_prompt_length=defaults.max_prompt_length,
-    )  # fmt: skip
-    sequences = [e.prompt_ids + e.chosen_ids for e in encoded]
+    sequences = encoded_answers(prompts, answers, tokenizer)
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     out = torch.zeros(len(sequences), model.config.hidden_size)
     started = time.monotonic()
@@ -187,24 +193,16 @@ def head_input_features(prompts: list[str], answers: list[str], backbone: str) -
     """(N, d): the input of a fresh reward model's head on `backbone`, encoded as it encodes."""
     from django.conf import settings
 
-    from training.engine.config import LoraSettings, RewardConfig
-    from training.engine.data import PreferenceRow, encode_pairs
+    from training.engine.config import LoraSettings
     from training.engine.models import load_reward_backbone, reward_head_inputs, reward_scores
     from training.engine.ppo import right_pad
 
-    defaults = RewardConfig()
     model, tokenizer = load_reward_backbone(
         backbone, use_lora=False, lora=LoraSettings(), cache_dir=settings.MODEL_CACHE_DIR,
         device=torch.device("cpu"),
     )  # fmt: skip
     model.eval()
-    rows = [PreferenceRow(prompt=[{"role": "user", "content": p}], chosen=a, rejected=a)
-            for p, a in zip(prompts, answers, strict=True)]  # fmt: skip
-    encoded = encode_pairs(
-        rows, tokenizer, max_length=defaults.max_length,
-        max_prompt_length=defaults.max_prompt_length,
-    )  # fmt: skip
-    sequences = [e.prompt_ids + e.chosen_ids for e in encoded]
+    sequences = encoded_answers(prompts, answers, tokenizer)
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     out: torch.Tensor | None = None
     started = time.monotonic()

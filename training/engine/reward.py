@@ -9,6 +9,7 @@ Runs on CPU, one GPU or many through `accelerate launch`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -62,6 +63,15 @@ def pair_loss(
     )
 
 
+def batches_by_length(
+    scorer: RewardScorer, pairs: list[EncodedPair], batch_size: int
+) -> Iterator[list[int]]:
+    """Pair indices in batches of similar length, so little goes to padding."""
+    order = sorted(range(len(pairs)), key=lambda i: scorer.cost(pairs[i]))
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
 @torch.inference_mode()
 def score_pairs(
     scorer: RewardScorer,
@@ -74,9 +84,7 @@ def score_pairs(
     was_training = scorer.training
     scorer.eval()
     out = torch.zeros(len(pairs), 2)
-    order = sorted(range(len(pairs)), key=lambda i: scorer.cost(pairs[i]))
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
+    for index in batches_by_length(scorer, pairs, batch_size):
         batch = scorer.collate([pairs[i] for i in index], pad_id)
         with accelerator.autocast():
             chosen, rejected = pair_scores(scorer, batch, accelerator.device)
@@ -98,10 +106,8 @@ def pair_features(
     scorer.eval()
     chosen: list[torch.Tensor] = [torch.empty(0)] * len(pairs)
     rejected: list[torch.Tensor] = [torch.empty(0)] * len(pairs)
-    order = sorted(range(len(pairs)), key=lambda i: scorer.cost(pairs[i]))
     with reward_head_inputs(scorer.model) as captured:
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
+        for index in batches_by_length(scorer, pairs, batch_size):
             batch = scorer.collate([pairs[i] for i in index], pad_id)
             captured.clear()
             with accelerator.autocast():
