@@ -133,13 +133,20 @@ def policy_answers(prompts: list[str]) -> list[list[str]]:
 # --- features: the frozen backbone, encoded as the reward model encodes ---------------------
 
 
-def encoded_answers(prompts: list[str], answers: list[str], tokenizer) -> list[list[int]]:
-    """Each (prompt, answer) as token ids, cut to RewardConfig's lengths as the reward model is."""
+def as_messages(prompt: str | list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+
+
+def encoded_answers(
+    prompts: list[str] | list[str | list[dict[str, str]]], answers: list[str], tokenizer
+) -> list[list[int]]:
+    """Each (prompt, answer) as token ids, cut to RewardConfig's lengths as the reward model is;
+    a prompt is an instruction or a conversation's messages."""
     from training.engine.config import RewardConfig
     from training.engine.data import PreferenceRow, encode_pairs
 
     defaults = RewardConfig()
-    rows = [PreferenceRow(prompt=[{"role": "user", "content": p}], chosen=a, rejected=a)
+    rows = [PreferenceRow(prompt=as_messages(p), chosen=a, rejected=a)
             for p, a in zip(prompts, answers, strict=True)]  # fmt: skip
     encoded = encode_pairs(
         rows, tokenizer, max_length=defaults.max_length,
@@ -191,35 +198,50 @@ def features(prompts: list[str], answers: list[str], backbone: str = BACKBONE) -
 
 def head_input_features(prompts: list[str], answers: list[str], backbone: str) -> torch.Tensor:
     """(N, d): the input of a fresh reward model's head on `backbone`, encoded as it encodes."""
-    from django.conf import settings
+    return HeadInputs(backbone)(prompts, answers, log_every=640)
 
-    from training.engine.config import LoraSettings
-    from training.engine.models import load_reward_backbone, reward_head_inputs, reward_scores
-    from training.engine.ppo import right_pad
 
-    model, tokenizer = load_reward_backbone(
-        backbone, use_lora=False, lora=LoraSettings(), cache_dir=settings.MODEL_CACHE_DIR,
-        device=torch.device("cpu"),
-    )  # fmt: skip
-    model.eval()
-    sequences = encoded_answers(prompts, answers, tokenizer)
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    out: torch.Tensor | None = None
-    started = time.monotonic()
-    with torch.inference_mode(), reward_head_inputs(model) as captured:
-        for start in range(0, len(order), 32):
-            batch = order[start : start + 32]
-            ids, mask = right_pad([sequences[i] for i in batch], tokenizer.pad_token_id)
-            captured.clear()
-            reward_scores(model, ids, mask)
-            if out is None:
-                out = torch.zeros(len(sequences), captured[-1].shape[1])
-            out[batch] = captured[-1]
-            if (start + len(batch)) % 640 < 32:
-                print(f"  features {start + len(batch)}/{len(order)} "
-                      f"({time.monotonic() - started:.0f} s)", flush=True)  # fmt: skip
-    assert out is not None
-    return out
+class HeadInputs:
+    """A fresh reward model on `backbone`, loaded once; called, the input of its head for each
+    (prompt, answer): what its one-output head reads, so a linear head on these is a reward
+    model whose backbone never trained."""
+
+    def __init__(self, backbone: str) -> None:
+        from django.conf import settings
+
+        from training.engine.config import LoraSettings
+        from training.engine.models import load_reward_backbone
+
+        self.model, self.tokenizer = load_reward_backbone(
+            backbone, use_lora=False, lora=LoraSettings(), cache_dir=settings.MODEL_CACHE_DIR,
+            device=torch.device("cpu"),
+        )  # fmt: skip
+        self.model.eval()
+
+    def __call__(
+        self, prompts: list, answers: list[str], log_every: int | None = None
+    ) -> torch.Tensor:
+        from training.engine.models import reward_head_inputs, reward_scores
+        from training.engine.ppo import right_pad
+
+        sequences = encoded_answers(prompts, answers, self.tokenizer)
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        out: torch.Tensor | None = None
+        started = time.monotonic()
+        with torch.inference_mode(), reward_head_inputs(self.model) as captured:
+            for start in range(0, len(order), 32):
+                batch = order[start : start + 32]
+                ids, mask = right_pad([sequences[i] for i in batch], self.tokenizer.pad_token_id)
+                captured.clear()
+                reward_scores(self.model, ids, mask)
+                if out is None:
+                    out = torch.zeros(len(sequences), captured[-1].shape[1])
+                out[batch] = captured[-1]
+                if log_every and (start + len(batch)) % log_every < 32:
+                    print(f"  features {start + len(batch)}/{len(order)} "
+                          f"({time.monotonic() - started:.0f} s)", flush=True)  # fmt: skip
+        assert out is not None
+        return out
 
 
 # --- Bradley-Terry heads --------------------------------------------------------------------

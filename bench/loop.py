@@ -1,7 +1,7 @@
 """Three closed-loop rounds on SmolLM2 with a simple oracle, on the embedded defaults.
 
     .venv/bin/python bench/loop.py [--rounds 3] [--prompts 64] [--max-words 80]
-        [--settings dpo,sft+dpo] [--demonstration-share 0.25]
+        [--settings dpo,sft+dpo,offline,active] [--demonstration-share 0.25] [--oracle gold]
 
 A fresh project (SQLite and artifacts under var/bench-loop/) gets `--prompts` alpaca_eval
 instructions. Each round: SmolLM2 writes two answers per prompt, simulated annotators judge them
@@ -24,6 +24,18 @@ rounds, and prints them side by side:
   rewrites it to the oracle's guideline (whole sentences within half the word limit), so each
   round's chain is SFT on the new demonstrations, the reward model, then DPO starting from the
   SFT adapter. Same prompts, same annotators, same DPO settings; fewer pairs.
+- `offline`: the loop's own claim tested. The same prompts and as many labels, all on the base
+  model's answers: `--rounds` rounds of judging whose chains are cancelled (the base keeps
+  serving), then one chain on every pair at once (`policy_data: all`), with the same DPO
+  settings, so it takes as many DPO steps as the on-policy rounds together.
+- `active`: `dpo` with every option for judgments to count: k = 4 answers a prompt, the pair
+  with the most expected information about the reward model's bootstrap heads
+  (`pairing.strategy: disagreement`), labels by the crowd model (`label_resolution: crowd`).
+
+`--oracle gold` swaps the length oracle for a gold judge fitted on GPT-4's alpaca_eval
+preferences (bench/gold_judge.py): annotators draw each choice from its Bradley-Terry
+probability and the win rates against the base are its verdicts. The answers compared are
+SmolLM2's own, which the gold judge never saw in fitting.
 """
 
 from __future__ import annotations
@@ -70,7 +82,7 @@ def read_instructions(path: Path, count: int, skip: int = 0) -> list[str]:
     return out[skip : skip + count]
 
 
-SETTINGS = ("dpo", "sft+dpo")
+SETTINGS = ("dpo", "sft+dpo", "offline", "active")
 
 
 def create_project(args: argparse.Namespace, prompts: list[str], setting: str):
@@ -101,6 +113,11 @@ def create_project(args: argparse.Namespace, prompts: list[str], setting: str):
     if setting == "sft+dpo":
         project.demonstration_share = args.demonstration_share
         project.training_settings["sft"] = {"learning_rate": args.sft_lr, "epochs": args.sft_epochs}
+    if setting == "offline":
+        project.training_settings["policy_data"] = "all"  # every round's pairs at once
+    if setting == "active":
+        project.training_settings["pairing"] = {"strategy": "disagreement", "answers_per_prompt": 4}
+        project.training_settings["label_resolution"] = "crowd"
     project.save()
     prompts_create(
         project=project,
@@ -131,28 +148,36 @@ def win_rate_against_base(version, prompts: list[str], oracle, new_tokens: int) 
 
 
 def run_setting(
-    args: argparse.Namespace, setting: str, prompts: list[str], test_prompts: list[str], oracle
-) -> tuple[list, list[tuple[int, float]]]:
+    args: argparse.Namespace, setting: str, prompts: list[str], test_prompts: list[str], oracles
+) -> tuple[list, list[tuple[int, float | None]]]:
     """One project's rounds; the reports and, after each, the serving version's win rate."""
     from registry.selectors import active_policy
     from training.loop import report_table, run_rounds
 
+    annotators, judge = oracles
     project = create_project(args, prompts, setting)
     print(f"\n== {setting} ==", flush=True)
     reports, against_base = [], []
-    for _ in range(args.rounds):
+    for index in range(args.rounds):
         started = time.perf_counter()
+        if setting == "offline" and index < args.rounds - 1:
+            judged = collect_without_training(project, annotators, seed=index)
+            against_base.append((active_policy(project_id=project.pk).number, None))
+            print(f"round {index + 1}: {judged} judgments on the base model's answers, kept for "
+                  f"one training after the last round ({time.perf_counter() - started:.0f} s)",
+                  flush=True)  # fmt: skip
+            continue
         (report,) = run_rounds(
-            project=project, rounds=1, oracle=oracle, seed=len(reports), log=print
+            project=project, rounds=1, oracle=annotators, seed=len(reports), log=print
         )
         reports.append(report)
         serving = active_policy(project_id=project.pk)
         against_base.append(
-            (serving.number, win_rate_against_base(serving, test_prompts, oracle, args.new_tokens))
+            (serving.number, win_rate_against_base(serving, test_prompts, judge, args.new_tokens))
         )
         print(
             f"round {report.round}: {time.perf_counter() - started:.0f} s in all; serving "
-            f"v{serving.number}, oracle win rate against the base {against_base[-1][1]:.2f}",
+            f"v{serving.number}, {judge.name} win rate against the base {against_base[-1][1]:.2f}",
             flush=True,
         )
         if report.error:
@@ -160,6 +185,54 @@ def run_setting(
     print()
     print(report_table(reports))
     return reports, against_base
+
+
+def collect_without_training(project, annotators, seed: int) -> int:
+    """A round of judgments on the serving policy's answers whose training chain is cancelled
+    before it starts: offline data, bought the way the loop buys it."""
+    from annotate.models import RoundStatus
+    from training.loop import drive_runs
+    from training.models import RunStatus
+    from training.pipeline import round_start
+    from training.services import training_run_cancel
+    from training.simulation import simulate_judging
+
+    round_, _ = round_start(project=project)
+    drive_runs(round_, log=print)  # the generation run
+    report = simulate_judging(project=project, oracle=annotators, seed=seed, round=round_)
+    round_.refresh_from_db()
+    if round_.status == RoundStatus.OPEN:
+        round_close(round_)
+    for run in round_.training_runs.filter(status=RunStatus.QUEUED):
+        training_run_cancel(run=run)  # the quota trigger's chain: trained once, at the end
+    return report.judgments
+
+
+def round_close(round_) -> None:
+    from annotate.services import round_close as close
+
+    close(round=round_)
+
+
+def make_oracles(args: argparse.Namespace):
+    """The simulated annotators' oracle and the judge of the win rates against the base."""
+    if args.oracle == "gold":
+        from bench.gold_judge import GoldJudge, fit_gold_head
+
+        judge = GoldJudge(fit_gold_head(args.data))
+        return judge.annotators(seed=0), judge
+    from training.simulation import ShorterOracle
+
+    oracle = ShorterOracle(max_words=args.max_words)
+    return oracle, oracle
+
+
+def describe(args: argparse.Namespace, judge) -> str:
+    if args.oracle == "gold":
+        head = judge.head
+        return (f"gold judge (agrees with GPT-4 on {head.agreement:.1%} of {head.decided} "
+                f"decided pairs), annotators draw from it")  # fmt: skip
+    return f"under {args.max_words} words then shorter"
 
 
 def labels_bought(setting: str) -> tuple[int, int]:
@@ -185,6 +258,10 @@ def main() -> int:
     parser.add_argument("--demonstration-share", type=float, default=0.25)
     parser.add_argument("--max-kl", type=float, default=20.0)
     parser.add_argument("--settings", default="dpo", help=f"comma-separated: {', '.join(SETTINGS)}")
+    parser.add_argument(
+        "--oracle", choices=("shorter", "gold"), default="shorter",
+        help="shorter: under --max-words words, then shorter; gold: GPT-4's alpaca_eval judge",
+    )  # fmt: skip
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
     if not args.data.exists():
@@ -194,29 +271,33 @@ def main() -> int:
         parser.error(f"--settings {args.settings!r}: use a comma-separated list of {SETTINGS}")
     if not 0 < args.demonstration_share < 1:
         parser.error("--demonstration-share: use a share between 0 and 1")
+    if args.oracle == "gold" and "sft+dpo" in settings:
+        parser.error("--oracle gold writes no answers: run sft+dpo with the shorter oracle")
 
     configure_django()
-    from training.simulation import ShorterOracle
-
     prompts = read_instructions(args.data, args.prompts)
     test_prompts = read_instructions(args.data, args.test_prompts, skip=args.prompts)
-    oracle = ShorterOracle(max_words=args.max_words)
+    annotators, judge = make_oracles(args)
     print(
-        f"{args.rounds} rounds, {len(prompts)} prompts, oracle: under {args.max_words} words then "
-        f"shorter; {len(test_prompts)} unseen prompts for the win rate against the base",
+        f"{args.rounds} rounds, {len(prompts)} prompts, oracle: {describe(args, judge)}; "
+        f"{len(test_prompts)} unseen prompts for the win rate against the base",
         flush=True,
     )
-    results = {name: run_setting(args, name, prompts, test_prompts, oracle) for name in settings}
+    results = {
+        name: run_setting(args, name, prompts, test_prompts, (annotators, judge))
+        for name in settings
+    }
     print()
     header = " | ".join(f"{name:>18}" for name in settings)
-    print(f"oracle win rate vs base (unseen prompts), serving after round | {header}")
+    print(f"{judge.name} win rate vs base (unseen prompts), serving after round | {header}")
     for index in range(args.rounds):
         cells = []
         for name in settings:
             _, against_base = results[name]
             if index < len(against_base):
                 number, rate = against_base[index]
-                cells.append(f"{f'v{number} {rate:.2f}':>18}")
+                cell = "collected" if rate is None else f"v{number} {rate:.2f}"
+                cells.append(f"{cell:>18}")
             else:
                 cells.append(f"{'-':>18}")
         print(f"{index + 1:>61} | {' | '.join(cells)}")

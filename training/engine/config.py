@@ -125,12 +125,19 @@ class RewardConfig(TrainingSettings):
     # Bootstrap heads refitted on the trained model's features after training (engine.ensemble):
     # their disagreement is the doubt active pair selection asks about. 0: none.
     ensemble_heads: int = 0
+    # Weight of the mean squared (r_chosen + r_rejected) added to the loss, which keeps rewards
+    # centred on zero (0.01 is usual); 0: off, rewards free up to a shared offset.
+    center_rewards: float = 0.0
 
     def validate(self) -> None:
         super().validate()
         _check(
             all(value >= 0 for value in self.strength_margins.values()),
             "strength_margins must not be negative.",
+        )
+        _check(
+            0 <= self.center_rewards <= 1,
+            f"center_rewards={self.center_rewards}: use a weight from 0 (off) to 1; 0.01 is usual.",
         )
         _check(
             self.ensemble_heads == 0 or 2 <= self.ensemble_heads <= 64,

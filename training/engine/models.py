@@ -8,6 +8,7 @@ a folder without it is an interrupted run and is never loaded.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -114,6 +115,11 @@ def load_causal_lm(
     return model
 
 
+ALL_LINEAR = "all-linear"
+# Output layers an adapter never replaces: the language-model head, a reward model's head.
+OUTPUT_LAYERS = frozenset({"lm_head", "score", "classifier"})
+
+
 def lora_config(
     lora: LoraSettings, task_type: TaskType, modules_to_save: list[str] | None = None
 ) -> LoraConfig:
@@ -127,25 +133,38 @@ def lora_config(
     )
 
 
+def linear_layer_names(model: torch.nn.Module) -> list[str]:
+    """The distinct leaf names of the model's linear layers, output layers left out."""
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    }
+    return sorted(names - OUTPUT_LAYERS)
+
+
+def with_targets_resolved(model: torch.nn.Module, lora: LoraSettings) -> LoraSettings:
+    """`all-linear` in target_modules stands for every linear layer of the backbone (attention
+    and MLP), output layers excepted; the other names are checked against the model."""
+    if ALL_LINEAR in lora.target_modules:
+        lora = dataclasses.replace(lora, target_modules=linear_layer_names(model))
+    _check_targets(model, lora)
+    return lora
+
+
 def _check_targets(model: torch.nn.Module, lora: LoraSettings) -> None:
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [target for target in lora.target_modules if target not in names]
     if missing:
-        linear = sorted(
-            {
-                n.rsplit(".", 1)[-1]
-                for n, m in model.named_modules()
-                if isinstance(m, torch.nn.Linear)
-            }
-        )
         raise ConfigError(
             f"lora.target_modules {missing} are not layers of this model; "
-            f"its linear layers are: {', '.join(linear)}."
+            f"its linear layers are: {', '.join(linear_layer_names(model))} "
+            f"(or {ALL_LINEAR} for all of them)."
         )
 
 
 def add_lora(model: PreTrainedModel, lora: LoraSettings) -> PeftModel:
-    _check_targets(model, lora)
+    lora = with_targets_resolved(model, lora)
     adapted: PeftModel = get_peft_model(model, lora_config(lora, TaskType.CAUSAL_LM))
     return adapted
 
@@ -333,7 +352,7 @@ def load_reward_backbone(
     )
     model.config.pad_token_id = tokenizer.pad_token_id
     if use_lora:
-        _check_targets(model, lora)
+        lora = with_targets_resolved(model, lora)
         model = get_peft_model(
             model, lora_config(lora, TaskType.SEQ_CLS, modules_to_save=[_head_name(model)])
         )

@@ -52,15 +52,24 @@ def pair_scores(
 
 
 def pair_loss(
-    chosen: torch.Tensor, rejected: torch.Tensor, batch: dict[str, torch.Tensor]
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    center_rewards: float = 0.0,
 ) -> tuple[torch.Tensor, Metrics]:
-    return bradley_terry_loss(
+    """Bradley-Terry loss on the batch, plus center_rewards x the mean squared reward sum: the
+    pairwise loss sees only differences, so without it every reward may drift by a shared
+    offset, and the scores a gate or PPO reads are not comparable across trainings."""
+    loss, stats = bradley_terry_loss(
         chosen,
         rejected,
         target=batch["target"].to(chosen.device),
         margin=batch["margin"].to(chosen.device),
         weight=batch["weight"].to(chosen.device),
     )
+    if center_rewards:
+        loss = loss + center_rewards * (chosen + rejected).square().mean()
+    return loss, stats
 
 
 def batches_by_length(
@@ -201,7 +210,7 @@ def train_reward(
         batch = collate([train_pairs[i] for i in batch_index], pad_id)
         with accelerator.autocast():
             chosen, rejected = pair_scores(scorer, batch, device)
-        loss, stats = pair_loss(chosen.float(), rejected.float(), batch)
+        loss, stats = pair_loss(chosen.float(), rejected.float(), batch, config.center_rewards)
         return loss, stats, int(batch["num_tokens"])
 
     def held_out(prepared: torch.nn.Module) -> Metrics:
