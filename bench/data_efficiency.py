@@ -24,11 +24,14 @@ features for the same reason). The strategies are Tandem's own code: `training.p
 choose_pairs` chooses (random; uncertainty: each prompt's closest-reward pair under the current
 proxy, served by entropy, 20% random share; disagreement: the pair with the most expected
 information about 8 bootstrap heads fitted as `training.engine.ensemble` fits them beside a
-reward model, with the same random share), `annotate.crowd.crowd_fit` turns votes to labels.
+reward model, with the same random share; information: the round's pairs picked one at a time
+across prompts, each the most informative under the proxy's Laplace posterior given those picked
+before it, as `training.engine.ensemble.HeadPosterior` is fitted beside a reward model, with the
+same random share), `annotate.crowd.crowd_fit` turns votes to labels.
 
 Settings, over `--seeds` seeds (held-out split, panel and votes re-drawn each):
-- random vs uncertainty vs disagreement: one careful vote a pair, labels bought in rounds of
-  64, the proxy refitted after each round (as the loop retrains its reward model).
+- random vs uncertainty vs disagreement vs information: one careful vote a pair, labels bought
+  in rounds of 64, the proxy refitted after each round (as the loop retrains its reward model).
 - majority vote vs the crowd model: three votes a pair from a panel of ten, three of them bad
   (two vote at random, one against their judgment); a clean panel of ten for reference.
 - strength margins: careful annotators also say how strong (the gold margin's tercile),
@@ -67,7 +70,7 @@ ROUND = 64  # labels bought per round
 L2 = 1e-2
 RANDOM_SHARE = 0.2
 ENSEMBLE_HEADS = 8  # PairingSettings' default
-STRATEGIES = ("random", "uncertainty", "disagreement")
+STRATEGIES = ("random", "uncertainty", "disagreement", "information")
 STRENGTH_MARGINS = {"slight": 0.0, "clear": 0.5, "strong": 1.0}  # RewardConfig's defaults
 
 
@@ -341,8 +344,8 @@ def build_world(
 def buy_rounds(world: World, strategy: str, rng: random.Random) -> dict[int, float]:
     """Rounds of ROUND labels, one careful vote each, the proxy refitted after each round;
     the pairs chosen by Tandem's `choose_pairs` under the proxy's rewards."""
-    from training.engine.ensemble import fit_bootstrap_heads, head_scores
-    from training.pairing import Answer, choose_pairs
+    from training.engine.ensemble import HeadPosterior, fit_bootstrap_heads, head_scores
+    from training.pairing import Answer, PosteriorOfAnswers, choose_pairs
     from training.project_settings import PairingSettings
 
     settings = PairingSettings(strategy=strategy, random_share=RANDOM_SHARE)  # type: ignore[arg-type]
@@ -350,16 +353,19 @@ def buy_rounds(world: World, strategy: str, rng: random.Random) -> dict[int, flo
     votes: list[bool] = []
     theta: torch.Tensor | None = None
     heads: dict[int, list[float]] | None = None
+    posterior: PosteriorOfAnswers | None = None
     result = {}
     while len(bought) < max(BUDGETS):
         taken = set(bought)
-        open_answers = {
-            prompt: [Answer(i, str(i)) for i in world.answers_of[prompt]] for prompt in world.pool
+        open_answers = {  # prompts with a pair not bought yet
+            prompt: [Answer(i, str(i)) for i in world.answers_of[prompt]]
+            for prompt in world.pool
+            if not taken.issuperset(itertools.combinations(world.answers_of[prompt], 2))
         }
         scores = None if theta is None else dict(enumerate((world.z @ theta).tolist()))
         planned = choose_pairs(
             open_answers, settings=settings, scores=scores, reward_version=None, heldout=set(),
-            seed=rng.randrange(2**31), head_scores=heads,
+            seed=rng.randrange(2**31), head_scores=heads, posterior=posterior,
         )  # fmt: skip
         if scores is None or strategy == "random":
             rng.shuffle(planned)
@@ -380,6 +386,11 @@ def buy_rounds(world: World, strategy: str, rng: random.Random) -> dict[int, flo
                 seed=rng.randrange(2**31), start=theta,
             )  # fmt: skip
             heads = dict(enumerate(head_scores(world.z, fitted).tolist()))
+        if strategy == "information":  # the head's Laplace posterior, as the loop fits it
+            fit = HeadPosterior.fit(
+                diff, torch.zeros_like(diff), torch.ones(len(diff)), start=theta
+            )
+            posterior = PosteriorOfAnswers(range(len(world.z)), fit.answers(world.z))
         if len(bought) in BUDGETS:
             result[len(bought)] = world.heldout_accuracy(theta)
     return result

@@ -28,9 +28,9 @@ rounds, and prints them side by side:
   model's answers: `--rounds` rounds of judging whose chains are cancelled (the base keeps
   serving), then one chain on every pair at once (`policy_data: all`), with the same DPO
   settings, so it takes as many DPO steps as the on-policy rounds together.
-- `active`: `dpo` with every option for judgments to count: k = 4 answers a prompt, the pair
-  with the most expected information about the reward model's bootstrap heads
-  (`pairing.strategy: disagreement`), labels by the crowd model (`label_resolution: crowd`).
+- `active`: `dpo` with every option for judgments to count: k = 4 answers a prompt, the pairs
+  with the most expected information under the reward head's posterior (`pairing.strategy:
+  information`), labels by the crowd model (`label_resolution: crowd`).
 
 `--oracle gold` swaps the length oracle for a gold judge fitted on GPT-4's alpaca_eval
 preferences (bench/gold_judge.py): annotators draw each choice from its Bradley-Terry
@@ -116,7 +116,7 @@ def create_project(args: argparse.Namespace, prompts: list[str], setting: str):
     if setting == "offline":
         project.training_settings["policy_data"] = "all"  # every round's pairs at once
     if setting == "active":
-        project.training_settings["pairing"] = {"strategy": "disagreement", "answers_per_prompt": 4}
+        project.training_settings["pairing"] = {"strategy": "information", "answers_per_prompt": 4}
         project.training_settings["label_resolution"] = "crowd"
     project.save()
     prompts_create(

@@ -120,8 +120,8 @@ class GenerationBackendSettings:
             )
 
 
-PairingStrategy = Literal["random", "uncertainty", "disagreement"]
-PAIRING_STRATEGIES = ("random", "uncertainty", "disagreement")
+PairingStrategy = Literal["random", "uncertainty", "disagreement", "information"]
+PAIRING_STRATEGIES = ("random", "uncertainty", "disagreement", "information")
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class PairingSettings:
     """Which two of a prompt's answers are judged (training.pairing)."""
 
     strategy: PairingStrategy = "random"
-    answers_per_prompt: int = 4  # k, written per prompt under `uncertainty` or `disagreement`
+    answers_per_prompt: int = 4  # k, written per prompt when the reward model chooses
     random_share: float = 0.2  # of the training prompts, still paired at random
     # Under `disagreement`, the reward model's bootstrap heads whose disagreement is asked about.
     ensemble_heads: int = 8
@@ -138,6 +138,14 @@ class PairingSettings:
     def chooses(self) -> bool:
         """Whether the reward model chooses the pairs (so the round writes k answers)."""
         return self.strategy != "random"
+
+    def reward_doubt(self) -> dict[str, Any]:
+        """The RewardConfig settings that train the doubt this strategy asks about."""
+        if self.strategy == "disagreement":
+            return {"ensemble_heads": self.ensemble_heads}
+        if self.strategy == "information":
+            return {"head_posterior": True}
+        return {}
 
     def validate(self) -> None:
         if self.strategy not in PAIRING_STRATEGIES:

@@ -232,12 +232,9 @@ def run_reward(run: TrainingRun, callbacks: DatabaseCallbacks) -> ModelVersion:
     loop_settings = training_settings_of(project)
     settings_ = {
         "base_model": project.reward_backbone,
-        # Pairs chosen by disagreement need the heads that disagree (engine.ensemble).
-        **(
-            {"ensemble_heads": loop_settings.pairing.ensemble_heads}
-            if loop_settings.pairing.strategy == "disagreement"
-            else {}
-        ),
+        # Chosen pairs need the doubt they ask about: heads that disagree, or the head's
+        # posterior (engine.ensemble).
+        **loop_settings.pairing.reward_doubt(),
         **loop_settings.overrides("reward"),
         **run.config,
     }

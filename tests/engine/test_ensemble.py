@@ -71,6 +71,81 @@ def test_bald_is_zero_when_every_head_says_the_same():
     assert float(ensemble.expected_information(split, torch.zeros(1, 3))[0]) > 0.5
 
 
+def posterior_information(posterior: ensemble.HeadPosterior, difference: list[float]) -> float:
+    answers = posterior.answers(torch.tensor([difference, [0.0, 0.0, 0.0]]))
+    margin = answers.mean[0] - answers.mean[1]
+    variance = (answers.whitened[0] - answers.whitened[1]).pow(2).sum()
+    return float(ensemble.pair_information(margin[None], variance[None])[0])
+
+
+def test_the_posterior_keeps_the_prior_where_no_label_spans_and_settles_a_known_coin_flip():
+    chosen, rejected, target = world()
+    posterior = ensemble.HeadPosterior.fit(chosen, rejected, target)
+    unexplored = posterior_information(posterior, [0.0, 0.0, 3.0])
+    coin_flip = posterior_information(posterior, [0.0, 3.0, 0.0])
+    decided = posterior_information(posterior, [3.0, 0.0, 0.0])
+    assert unexplored > 0.1
+    assert coin_flip < unexplored / 5 and decided < unexplored / 5
+    covariance = posterior.factor @ posterior.factor.T
+    typical = float((chosen - rejected).pow(2).sum(dim=1).mean())
+    # Along axis 2 nothing but the prior: one logit of spread for a typical pair.
+    assert float(covariance[2, 2]) * typical == pytest.approx(1.0, rel=1e-3)
+    assert float(posterior.mode[0]) == pytest.approx(2.0, abs=0.4)  # the labels' true slope
+
+
+def test_more_labels_shrink_the_posterior():
+    few = ensemble.HeadPosterior.fit(*world(pairs=8))
+    many = ensemble.HeadPosterior.fit(*world(pairs=800))
+    assert (many.factor @ many.factor.T)[1, 1] < (few.factor @ few.factor.T)[1, 1] / 10
+
+
+@pytest.mark.parametrize("margin, variance", [(0.0, 4.0), (2.0, 1.0), (0.0, 0.01), (5.0, 9.0)])
+def test_closed_form_information_is_close_to_sampling_the_margin(margin, variance):
+    generator = torch.Generator().manual_seed(0)
+    sampled = margin + variance**0.5 * torch.randn(400_000, generator=generator)
+    p = torch.sigmoid(sampled)
+    monte_carlo = float(
+        ensemble._entropy_bits(p.mean()) - ensemble._entropy_bits(p).mean()
+    )  # BALD by its definition
+    closed = float(ensemble.pair_information(torch.tensor([margin]), torch.tensor([variance]))[0])
+    assert closed == pytest.approx(monte_carlo, rel=0.2, abs=2e-3)  # two approximations
+
+
+def test_informative_order_picks_once_a_group_and_never_rises():
+    head = ensemble.HeadPosterior(mode=torch.zeros(2), factor=torch.eye(2))
+    answers = head.answers(torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 2.8], [0.0, 1.0]]))
+    pairs = torch.tensor([[1, 0], [1, 0], [2, 0], [3, 0]])
+    order = ensemble.informative_order(answers, pairs, groups=[0, 1, 2, 2], count=10)
+    # The duplicate of the first pick is worth less than the fresh direction once it is known;
+    # group 2 gets one pair, its better one.
+    assert [index for index, _ in order] == [0, 2, 1]
+    information = [bits for _, bits in order]
+    assert information == sorted(information, reverse=True)
+    assert ensemble.informative_order(answers, pairs, groups=[0, 1, 2, 2], count=1) == order[:1]
+
+
+def test_a_reward_model_trained_with_the_posterior_scores_answers_under_it(llama, tmp_path):
+    config = RewardConfig(
+        base_model=str(llama), max_steps=6, batch_size=4, learning_rate=1e-2, max_length=32,
+        max_prompt_length=16, precision="fp32", head_posterior=True,
+    )  # fmt: skip
+    train_reward(separable_rows(24), config, tmp_path / "rm")
+    posterior = ensemble.load_posterior(tmp_path / "rm")
+    assert posterior is not None and ensemble.load_heads(tmp_path / "rm") is None
+    scorer = RewardModelScore(
+        tmp_path / "rm", device=torch.device("cpu"), precision="fp32", batch_size=2,
+        cache_dir=None,
+    )  # fmt: skip
+    prompts, answers = ["Say yes.", "Say yes.", "Say no."], ["yes", "no no no", "maybe"]
+    scores, under = scorer.with_posterior(prompts, answers)
+    assert scores == pytest.approx(scorer(prompts, answers), abs=1e-5)
+    assert under is not None
+    width = posterior.mode.shape[0]
+    assert under.mean.shape == (3,) and under.whitened.shape == (3, width)
+    # The posterior's mode is a refit of the trained head: it orders these answers alike.
+    assert (under.mean[0] - under.mean[1]) * (scores[0] - scores[1]) > 0
+
+
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory) -> Path:
     return save_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama")
@@ -128,6 +203,7 @@ def test_a_reward_model_without_heads_scores_with_empty_head_lists(llama, tmp_pa
         cache_dir=None,
     )  # fmt: skip
     assert scorer.with_heads(["q"], ["a"])[1] == [[]]
+    assert scorer.with_posterior(["q"], ["a"]) == ([scorer(["q"], ["a"])[0]], None)
 
 
 def test_ensemble_heads_outside_two_to_sixty_four_are_refused():

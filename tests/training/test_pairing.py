@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from annotate.models import Comparison, Response
 from annotate.services import round_open
@@ -16,7 +17,13 @@ from training import runner, services
 from training.engine import ensemble
 from training.engine.ppo import RewardModelScore
 from training.models import RunStatus, TrainingRun
-from training.pairing import Answer, binary_entropy, choose_pairs, expected_information
+from training.pairing import (
+    Answer,
+    PosteriorOfAnswers,
+    binary_entropy,
+    choose_pairs,
+    expected_information,
+)
 from training.project_settings import PairingSettings, training_settings_update
 
 UNCERTAINTY = PairingSettings(strategy="uncertainty", answers_per_prompt=4, random_share=0.0)
@@ -216,6 +223,99 @@ def test_a_round_under_disagreement_trains_heads_and_pairs_by_them(tiny_project)
             expected_information(by_head[x], by_head[y]) for x in by_head for y in by_head if x < y
         ]
         assert chosen == pytest.approx(max(every))
+
+
+INFORMATION = PairingSettings(strategy="information", random_share=0.0)
+
+
+def _posterior(features: dict[int, list[float]], mode: list[float]) -> PosteriorOfAnswers:
+    """Answers under a posterior with identity covariance: whitened features are features."""
+    ids = sorted(features)
+    head = ensemble.HeadPosterior(mode=torch.tensor(mode), factor=torch.eye(len(mode)))
+    return PosteriorOfAnswers(ids, head.answers(torch.tensor([features[i] for i in ids])))
+
+
+def test_information_chooses_across_prompts_and_does_not_ask_the_same_thing_twice():
+    # Prompts 1 and 2 offer the same comparison (along axis 0); prompt 3 a slightly less
+    # doubtful one along axis 1. Alone, 1 and 2 rank above 3; given 1's label, 2 teaches less.
+    features = {
+        10: [0.0, 0.0], 11: [3.0, 0.0], 20: [0.0, 0.0], 21: [3.0, 0.0], 30: [0.0, 0.0],
+        31: [0.0, 2.8], 32: [0.0, 0.1],
+    }  # fmt: skip
+    answers = {1: _answers(1, ["a", "b"]), 2: _answers(2, ["c", "d"]), 3: _answers(3, "efg")}
+    scores = {i: 0.0 for i in features}
+    planned = choose_pairs(
+        answers, settings=INFORMATION, scores=scores, reward_version=7, heldout=set(), seed=0,
+        posterior=_posterior(features, [0.0, 0.0]),
+    )  # fmt: skip
+    by_prompt = {pair.prompt_id: pair for pair in planned}
+    assert set(by_prompt) == {1, 2, 3}  # one pair a prompt
+    assert (by_prompt[3].response_a_id, by_prompt[3].response_b_id) == (30, 31)
+    picks = sorted(planned, key=lambda pair: pair.selection["pick"])
+    assert [pair.prompt_id for pair in picks] in ([1, 3, 2], [2, 3, 1])
+    alone = float(ensemble.pair_information(torch.tensor([0.0]), torch.tensor([9.0]))[0])
+    assert picks[0].selection["information"] == pytest.approx(alone)
+    assert picks[2].selection["information"] < picks[1].selection["information"] < alone
+    for pair in planned:
+        selection = pair.selection
+        assert selection["strategy"] == "information" and selection["reward_version"] == 7
+        assert pair.priority == pytest.approx(selection["information"])
+    assert picks[0].selection["posterior_sd"] == pytest.approx(3.0)
+
+
+def test_information_leaves_a_pair_the_posterior_is_sure_of_even_when_its_rewards_tie():
+    # 10 against 11: the head is certain it is a coin flip (no spread); 10 against 12: unsure.
+    features = {10: [0.0, 0.0], 11: [0.0, 0.0], 12: [0.0, 2.0]}
+    answers = {1: _answers(1, ["w", "x", "y"])}
+    (pair,) = choose_pairs(
+        answers, settings=INFORMATION, scores={10: 0.0, 11: 0.0, 12: 3.0}, reward_version=1,
+        heldout=set(), seed=0, posterior=_posterior(features, [0.0, 1.5]),
+    )  # fmt: skip
+    assert pair.response_b_id == 12
+
+
+def test_information_without_a_posterior_falls_back_to_the_closest_rewards_and_says_so():
+    answers = {1: _answers(1, ["w", "x", "y"])}
+    (pair,) = choose_pairs(
+        answers, settings=INFORMATION, scores={10: 0.0, 11: 0.05, 12: 2.0}, reward_version=2,
+        heldout=set(), seed=0, posterior=None,
+    )  # fmt: skip
+    assert (pair.response_a_id, pair.response_b_id) == (10, 11)
+    assert pair.selection["strategy"] == "uncertainty"
+    assert "no head posterior" in pair.selection["why"]
+
+
+@pytest.mark.django_db
+def test_a_round_under_information_trains_the_posterior_and_pairs_by_it(tiny_project):
+    judged_pairs(tiny_project, 8)
+    training_settings_update(
+        project=tiny_project,
+        values={
+            **tiny_project.training_settings,
+            "pairing": {"strategy": "information", "random_share": 0.0},
+            "evaluation": {"heldout_fraction": 0.0},
+        },
+    )
+    reward_run = services.training_run_create(project=tiny_project, kind="reward")
+    assert runner.training_run_execute(run_id=reward_run.pk) == RunStatus.SUCCEEDED
+    reward = TrainingRun.objects.get(pk=reward_run.pk).output_version
+    assert ensemble.load_posterior(reward.artifact_path) is not None
+    tiny_project.generation_settings = {**tiny_project.generation_settings, "temperature": 1.5}
+    tiny_project.save()
+    for index in range(4):
+        PromptFactory(project=tiny_project, text=f"w{index} w{index + 3}")
+    round_ = round_open(project=tiny_project)
+    run = services.training_run_create(project=tiny_project, kind="generate", round=round_)
+    assert runner.training_run_execute(run_id=run.pk) == RunStatus.SUCCEEDED
+
+    comparisons = list(Comparison.objects.filter(round=round_))
+    assert comparisons
+    picks = sorted(comparisons, key=lambda c: c.selection["pick"])
+    assert [c.selection["pick"] for c in picks] == list(range(1, len(picks) + 1))
+    information = [c.selection["information"] for c in picks]
+    assert information == sorted(information, reverse=True)  # served in the order picked
+    assert all(c.selection["strategy"] == "information" for c in comparisons)
+    assert all(c.priority == pytest.approx(c.selection["information"]) for c in comparisons)
 
 
 def runner_device():

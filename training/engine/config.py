@@ -125,6 +125,9 @@ class RewardConfig(TrainingSettings):
     # Bootstrap heads refitted on the trained model's features after training (engine.ensemble):
     # their disagreement is the doubt active pair selection asks about. 0: none.
     ensemble_heads: int = 0
+    # The head's Laplace posterior fitted the same way (engine.ensemble.HeadPosterior): the doubt
+    # the `information` pair selection asks about, in closed form.
+    head_posterior: bool = False
     # Weight of the mean squared (r_chosen + r_rejected) added to the loss, which keeps rewards
     # centred on zero (0.01 is usual); 0: off, rewards free up to a shared offset.
     center_rewards: float = 0.0

@@ -1,4 +1,5 @@
-"""Bootstrap heads on a trained reward model's features: a measure of what it does not know.
+"""What a trained reward model does not know, measured on its own features: bootstrap heads,
+and the Laplace posterior of its head.
 
 A reward model's margin says how close two answers look to it, not how sure it is of that: a
 pair the people themselves find close looks close however many labels it has seen, so asking
@@ -15,11 +16,22 @@ information, the entropy of the heads' mean prediction minus the mean entropy of
 (Houlsby et al. 2011; BAL-PM uses it for preference pairs). A pair every head calls a coin flip
 scores near zero; a pair the heads split on scores high.
 
-Pure PyTorch; the heads are saved beside the reward model as `ensemble.safetensors`.
+The Laplace posterior (`HeadPosterior`) is the same doubt in closed form: a Gaussian over the
+head at the mode of the labels' likelihood times the prior, whose covariance covers every
+direction of the features, where K heads sample K of them. A pair's margin is then Gaussian and
+BALD has a closed form (`pair_information`); choosing a batch of pairs one at a time, each given
+the ones before (`informative_order`), keeps a round from asking the same thing twice. Measured
+in bench/data_efficiency.py, it buys more accuracy per label than the bootstrap heads.
+
+Pure PyTorch; the heads are saved beside the reward model as `ensemble.safetensors`, the
+posterior as `posterior.safetensors`.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -51,8 +63,7 @@ def fit_bootstrap_heads(
     count, width = difference.shape
     generator = torch.Generator().manual_seed(seed)
     weights = bootstrap_weights(count, heads, seed)  # (K, N)
-    typical = difference.pow(2).sum(dim=1).mean().clamp(min=1e-8) if count else torch.tensor(1.0)
-    precision = float(typical) / prior_logit_std**2  # prior N(0, I / precision) on each head
+    precision = prior_precision(difference, prior_logit_std)  # prior N(0, I / precision)
     anchors = torch.randn(heads, width, generator=generator) / precision**0.5  # (K, H)
     begin = anchors if start is None else start.float().reshape(1, -1).repeat(heads, 1)
     fitted = begin.clone().requires_grad_(True)  # (K, H)
@@ -72,6 +83,149 @@ def fit_bootstrap_heads(
 
     optimizer.step(closure)  # type: ignore[no-untyped-call]
     return fitted.detach()
+
+
+def prior_precision(difference: torch.Tensor, prior_logit_std: float) -> float:
+    """The Gaussian prior's precision on a head such that, before any label, a typical pair's
+    margin (w . difference) has a standard deviation of `prior_logit_std` logits."""
+    count = difference.shape[0]
+    typical = difference.pow(2).sum(dim=1).mean().clamp(min=1e-8) if count else torch.tensor(1.0)
+    return float(typical) / prior_logit_std**2
+
+
+def laplace_posterior(
+    chosen: torch.Tensor,  # (N, H) features of each pair's chosen answer
+    rejected: torch.Tensor,  # (N, H) and of its rejected one
+    target: torch.Tensor,  # (N,) probability that chosen is better: 1, or 0.5 for a tie
+    *,
+    start: torch.Tensor | None = None,  # (H,) e.g. the trained head: where the fit begins
+    prior_logit_std: float = 1.0,
+    steps: int = 100,
+) -> tuple[torch.Tensor, torch.Tensor]:  # (H,) the mode, (H, H) the covariance
+    """The head's posterior under the Bradley-Terry likelihood and a N(0, I / precision) prior,
+    approximated by a Gaussian at its mode (Laplace): the covariance is the inverse of the
+    negative log posterior's Hessian, sum_i p_i (1 - p_i) d_i d_i^T + precision I. It is the
+    whole doubt of a linear head, every direction at once, where K heads sample K of them."""
+    difference = (chosen - rejected).float()  # (N, H)
+    count, width = difference.shape
+    precision = prior_precision(difference, prior_logit_std)
+    begin = torch.zeros(width) if start is None else start.float().reshape(-1)
+    mode = begin.clone().requires_grad_(True)  # (H,)
+    optimizer = torch.optim.LBFGS([mode], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        nll = torch.nn.functional.binary_cross_entropy_with_logits(
+            difference @ mode, target.float(), reduction="sum"
+        )
+        loss: torch.Tensor = (nll + 0.5 * precision * mode.pow(2).sum()) / max(count, 1)
+        loss.backward()  # type: ignore[no-untyped-call]
+        return loss
+
+    if count:
+        optimizer.step(closure)  # type: ignore[no-untyped-call]
+    mode = mode.detach()
+    p = torch.sigmoid(difference @ mode)  # (N,)
+    hessian = (difference * (p * (1 - p))[:, None]).T @ difference  # (H, H)
+    hessian += precision * torch.eye(width)
+    covariance = torch.cholesky_inverse(torch.linalg.cholesky(hessian.double())).float()
+    return mode, covariance
+
+
+@dataclass(frozen=True)
+class HeadPosterior:
+    """A reward head's Laplace posterior: its mode and a factor of its covariance (L L^T)."""
+
+    mode: torch.Tensor  # (H,)
+    factor: torch.Tensor  # (H, H) lower triangular
+
+    @classmethod
+    def fit(
+        cls,
+        chosen: torch.Tensor,
+        rejected: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        start: torch.Tensor | None = None,
+        prior_logit_std: float = 1.0,
+    ) -> HeadPosterior:
+        mode, covariance = laplace_posterior(
+            chosen, rejected, target, start=start, prior_logit_std=prior_logit_std
+        )
+        return cls(mode, torch.linalg.cholesky(covariance.double()).float())
+
+    def answers(self, features: torch.Tensor) -> AnswerPosterior:  # features (N, H)
+        """What pair selection needs of each answer: its reward under the mode and its
+        features whitened by the covariance, so that a pair's margin variance is the squared
+        distance of its two answers' whitened features."""
+        features = features.float()
+        return AnswerPosterior(mean=features @ self.mode, whitened=features @ self.factor)
+
+
+@dataclass(frozen=True)
+class AnswerPosterior:
+    """Answers under a head's posterior: a pair (a, b) has margin mean[a] - mean[b] with
+    variance |whitened[a] - whitened[b]|^2."""
+
+    mean: torch.Tensor  # (N,)
+    whitened: torch.Tensor  # (N, H)
+
+
+# sigmoid(z) is close to Phi(z sqrt(pi / 8)); the binary entropy in bits of Phi(x) is close to
+# exp(-x^2 / (pi ln 2)) (Houlsby et al. 2011), whose Gaussian expectation has a closed form.
+_PROBIT = math.pi / 8
+_ENTROPY_WIDTH = math.pi * math.log(2) / 2
+
+
+def pair_information(margin: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:  # (N,)
+    """BALD in bits for pairs whose Bradley-Terry margin is Gaussian (mean `margin`, variance
+    `variance`): the entropy of the predicted vote minus the expected entropy under each
+    head the posterior allows. Near zero where the head is sure of the margin (even a coin
+    flip), high where the margin's sign is in doubt because of the head, not the people."""
+    mean, spread = margin.float() * math.sqrt(_PROBIT), variance.float().clamp(min=0) * _PROBIT
+    predicted = torch.special.ndtr(mean / torch.sqrt(1 + spread)).clamp(1e-7, 1 - 1e-7)
+    expected_entropy = (
+        math.sqrt(_ENTROPY_WIDTH)
+        / torch.sqrt(spread + _ENTROPY_WIDTH)
+        * torch.exp(-mean.pow(2) / (2 * (spread + _ENTROPY_WIDTH)))
+    )
+    return (_entropy_bits(predicted) - expected_entropy).clamp(min=0)
+
+
+def informative_order(
+    answers: AnswerPosterior,
+    pairs: torch.Tensor,  # (C, 2) candidate pairs: row indices into `answers`
+    groups: Sequence[int],  # (C,) a candidate's group (its prompt): one pick a group
+    count: int,
+) -> list[tuple[int, float]]:
+    """Up to `count` candidates, greedily, each the most informative (pair_information) given
+    the labels of those picked before it: after each pick the covariance shrinks as that label
+    would shrink it (a rank-one update with the vote's expected Fisher weight p (1 - p)), so a
+    second pair that would teach the same thing scores less. (index, information) in the
+    order picked; the information never rises along it."""
+    if count <= 0 or len(pairs) == 0:
+        return []
+    margin = answers.mean[pairs[:, 0]] - answers.mean[pairs[:, 1]]  # (C,)
+    whitened = answers.whitened[pairs[:, 0]] - answers.whitened[pairs[:, 1]]  # (C, H)
+    metric = torch.eye(whitened.shape[1])  # the covariance, in whitened coordinates
+    variance = whitened.pow(2).sum(dim=1)  # (C,)
+    group_of = torch.tensor(list(groups))
+    open_ = torch.ones(len(pairs), dtype=torch.bool)
+    picked: list[tuple[int, float]] = []
+    while len(picked) < count and bool(open_.any()):
+        information = torch.where(open_, pair_information(margin, variance), -1.0)
+        best = int(information.argmax())
+        picked.append((best, float(information[best])))
+        open_ &= group_of != group_of[best]
+        # The label of `best` with Fisher weight w shrinks the covariance by a rank one term.
+        p = torch.sigmoid(margin[best] / torch.sqrt(1 + _PROBIT * variance[best]))
+        weight = float((p * (1 - p)).clamp(min=1e-6))
+        towards = metric @ whitened[best]  # (H,)
+        denominator = 1 / weight + float(whitened[best] @ towards)
+        shared = whitened @ towards  # (C,): each candidate's covariance with `best`
+        variance = (variance - shared.pow(2) / denominator).clamp(min=0)
+        metric -= torch.outer(towards, towards) / denominator
+    return picked
 
 
 def head_scores(features: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:  # (N, K)
@@ -94,6 +248,25 @@ def margin_spread(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:  #
     """The heads' standard deviation of the margin: the doubt in reward units."""
     margins = first.float() - second.float()
     return margins.std(dim=1) if margins.shape[1] > 1 else torch.zeros(margins.shape[0])
+
+
+POSTERIOR_FILE = "posterior.safetensors"
+
+
+def save_posterior(folder: Path, posterior: HeadPosterior) -> None:
+    save_file(
+        {"mode": posterior.mode.contiguous().float(), "factor": posterior.factor.contiguous()},
+        str(Path(folder) / POSTERIOR_FILE),
+    )
+
+
+def load_posterior(folder: Path) -> HeadPosterior | None:
+    """The head's posterior, or None where the reward model was trained without one."""
+    path = Path(folder) / POSTERIOR_FILE
+    if not path.exists():
+        return None
+    tensors = load_file(str(path))
+    return HeadPosterior(mode=tensors["mode"], factor=tensors["factor"])
 
 
 def save_heads(folder: Path, heads: torch.Tensor) -> None:

@@ -235,6 +235,20 @@ class RewardModelScore:
                 per_head.append(ensemble.head_scores(features[None], heads)[0].tolist())
         return scores, per_head
 
+    @torch.inference_mode()
+    def with_posterior(
+        self, prompts: Sequence[Prompt], answers: Sequence[str]
+    ) -> tuple[list[float], ensemble.AnswerPosterior | None]:
+        """Each answer's reward and, where the reward model was trained with the head's Laplace
+        posterior (engine.ensemble.HeadPosterior), every answer under it; else None."""
+        posterior = ensemble.load_posterior(self.artifact)
+        scored = list(self._scored(prompts, answers, with_features=posterior is not None))
+        scores = [float(score) for score, _ in scored]
+        if posterior is None or not scored:
+            return scores, None
+        features = torch.stack([f for _, f in scored if f is not None])  # (N, H)
+        return scores, posterior.answers(features)
+
     def _scored(
         self, prompts: Sequence[Prompt], answers: Sequence[str], *, with_features: bool
     ) -> Iterator[tuple[float, torch.Tensor | None]]:

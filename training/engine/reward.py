@@ -128,23 +128,27 @@ def pair_features(
     return torch.stack(chosen), torch.stack(rejected)
 
 
-def fit_ensemble(
+def fit_doubt(
     scorer: RewardScorer,
     pairs: list[EncodedPair],
     config: RewardConfig,
     pad_id: int,
     accelerator: Accelerator,
-) -> torch.Tensor:  # (K, H)
-    """engine.ensemble's bootstrap heads on the trained model's features of its training pairs."""
+) -> tuple[torch.Tensor | None, ensemble.HeadPosterior | None]:  # (K, H) heads, posterior
+    """engine.ensemble's bootstrap heads and the head's Laplace posterior, as the config asks,
+    on the trained model's features of its training pairs (computed once for both)."""
     chosen, rejected = pair_features(scorer, pairs, config.batch_size * 2, pad_id, accelerator)
-    return ensemble.fit_bootstrap_heads(
-        chosen,
-        rejected,
-        torch.tensor([pair.target for pair in pairs]),
-        start=reward_head_weight(scorer.model),
-        heads=config.ensemble_heads,
-        seed=config.seed,
-    )
+    target = torch.tensor([pair.target for pair in pairs])
+    trained_head = reward_head_weight(scorer.model)
+    heads = posterior = None
+    if config.ensemble_heads:
+        heads = ensemble.fit_bootstrap_heads(
+            chosen, rejected, target, start=trained_head, heads=config.ensemble_heads,
+            seed=config.seed,
+        )  # fmt: skip
+    if config.head_posterior:
+        posterior = ensemble.HeadPosterior.fit(chosen, rejected, target, start=trained_head)
+    return heads, posterior
 
 
 def evaluate(
@@ -229,13 +233,16 @@ def train_reward(
         callbacks=callbacks,
     )
 
-    # --- the artifact: weights, tokenizer, config, bootstrap heads; the marker file last ---------
+    # --- the artifact: weights, tokenizer, config, the doubt's heads; the marker file last -----
     if accelerator.is_main_process:
-        if config.ensemble_heads and train_pairs:
+        if (config.ensemble_heads or config.head_posterior) and train_pairs:
             trained_scorer = accelerator.unwrap_model(trained)
-            heads = fit_ensemble(trained_scorer, train_pairs, config, pad_id, accelerator)
+            heads, posterior = fit_doubt(trained_scorer, train_pairs, config, pad_id, accelerator)
             output_dir.mkdir(parents=True, exist_ok=True)
-            ensemble.save_heads(output_dir, heads)
+            if heads is not None:
+                ensemble.save_heads(output_dir, heads)
+            if posterior is not None:
+                ensemble.save_posterior(output_dir, posterior)
         save_artifact(
             output_dir,
             kind=REWARD_ADAPTER if config.use_lora else REWARD_FULL,

@@ -13,7 +13,7 @@ const SECTION_TITLES: Record<string, string> = {
   ppo: "PPO",
   rloo: "RLOO",
   kto: "KTO (rated answers)",
-  pairing: "Pair selection (random, or where the reward model is least sure)",
+  pairing: "Pair selection (random, or the pairs whose labels would teach the reward model most)",
   ratings_train_reward: "Ratings also train the reward model (as pairs by their scores' difference)",
   evaluation: "Evaluation and held-out split",
   policy_data: "Pairs that train the policy",
