@@ -15,18 +15,17 @@ model score every one:
   and say so.
 - `information`: the reward model carries its head's Laplace posterior (engine.ensemble.
   HeadPosterior: the whole doubt of the head in closed form, not K samples of it). The round's
-  pairs are chosen one at a time, across prompts, each the pair whose label carries the most
-  expected information (BALD, in bits) given the labels of those chosen before it, one pair a
-  prompt (engine.ensemble.informative_order), served in that order. Measured in bench/
-  data_efficiency.py it buys the most accuracy per label. Without a posterior it falls back to
-  `uncertainty`, and says so.
+  pairs are chosen one at a time, across prompts, one a prompt, each the pair whose label would
+  most reduce the doubt about the margins of the round's other pairs (weighted by how undecided
+  each is) given the labels of those chosen before it (engine.ensemble.informative_order), and
+  served in that order. Without a posterior it falls back to `uncertainty`, and says so.
 Held-out prompts and a `random_share` of the others keep random pairs, served interleaved with
 the rest, so the held-out accuracy and any later analysis rest on an unbiased sample.
 
 Every comparison stores its choice: strategy, why, k, every answer's score (and under
-`disagreement` each head's; under `information` the posterior margin, its spread and the pick's
-place in the order), the reward version. The choice is pure (`choose_pairs`);
-`plan_round_pairs` reads the round and scores it.
+`disagreement` each head's; under `information` the pick's place in the order, its value and
+information, the posterior margin and its spread), the reward version. The choice is pure
+(`choose_pairs`); `plan_round_pairs` reads the round and scores it.
 """
 
 from __future__ import annotations
@@ -240,14 +239,16 @@ def _informative_pairs(
     )
     mean, whitened = posterior.answers.mean, posterior.answers.whitened
     out = []
-    for place, (index, information) in enumerate(order):
-        prompt_id, a, b = candidates[index]
-        first, second = rows[index]
+    for place, pick in enumerate(order):
+        prompt_id, a, b = candidates[pick.index]
+        first, second = rows[pick.index]
         selection = {
             "strategy": "information",
             "k": len(answers_by_prompt[prompt_id]),
-            "information": information,  # bits, given the pairs picked before it
             "pick": place + 1,
+            "of": len(order),
+            "value": pick.value,  # doubt its label removes from the round's margins
+            "information": pick.information,  # bits, given the pairs picked before it
             "posterior_margin": float(mean[first] - mean[second]),
             "posterior_sd": float((whitened[first] - whitened[second]).norm()),  # before the round
         }
@@ -272,7 +273,9 @@ def _random_reason(
 
 def _priority_of(selection: dict) -> float | None:
     """How soon a chosen pair is served (higher first); None for a random one."""
-    if selection["strategy"] in ("disagreement", "information"):
+    if selection["strategy"] == "information":  # in the order picked: 1 first, down to 1 / n
+        return 1 - (selection["pick"] - 1) / selection["of"]
+    if selection["strategy"] == "disagreement":
         return float(selection["information"])
     if selection["strategy"] == "uncertainty":
         return binary_entropy(selection["p_a"])

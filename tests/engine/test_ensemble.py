@@ -111,16 +111,18 @@ def test_closed_form_information_is_close_to_sampling_the_margin(margin, varianc
     assert closed == pytest.approx(monte_carlo, rel=0.2, abs=2e-3)  # two approximations
 
 
-def test_informative_order_picks_once_a_group_and_never_rises():
+def test_informative_order_picks_once_a_group_and_not_the_same_thing_twice():
     head = ensemble.HeadPosterior(mode=torch.zeros(2), factor=torch.eye(2))
     answers = head.answers(torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 2.8], [0.0, 1.0]]))
     pairs = torch.tensor([[1, 0], [1, 0], [2, 0], [3, 0]])
     order = ensemble.informative_order(answers, pairs, groups=[0, 1, 2, 2], count=10)
     # The duplicate of the first pick is worth less than the fresh direction once it is known;
     # group 2 gets one pair, its better one.
-    assert [index for index, _ in order] == [0, 2, 1]
-    information = [bits for _, bits in order]
-    assert information == sorted(information, reverse=True)
+    assert [pick.index for pick in order] == [0, 2, 1]
+    alone = float(ensemble.pair_information(torch.tensor([0.0]), torch.tensor([9.0]))[0])
+    assert order[0].information == pytest.approx(alone) and order[2].information < alone
+    # What the first pick removes by hand: two targets with covariance 9, weight 1/4, variance 9.
+    assert order[0].value == pytest.approx(2 * 0.25 * 81 / (4 + 9), rel=1e-4)
     assert ensemble.informative_order(answers, pairs, groups=[0, 1, 2, 2], count=1) == order[:1]
 
 
