@@ -387,9 +387,7 @@ def buy_rounds(world: World, strategy: str, rng: random.Random) -> dict[int, flo
             )  # fmt: skip
             heads = dict(enumerate(head_scores(world.z, fitted).tolist()))
         if strategy == "information":  # the head's Laplace posterior, as the loop fits it
-            fit = HeadPosterior.fit(
-                diff, torch.zeros_like(diff), torch.ones(len(diff)), start=theta
-            )
+            fit = HeadPosterior.fit(diff, torch.zeros_like(diff), torch.ones(len(diff)), at=theta)
             posterior = PosteriorOfAnswers(range(len(world.z)), fit.answers(world.z))
         if len(bought) in BUDGETS:
             result[len(bought)] = world.heldout_accuracy(theta)

@@ -17,7 +17,7 @@ information, the entropy of the heads' mean prediction minus the mean entropy of
 scores near zero; a pair the heads split on scores high.
 
 The Laplace posterior (`HeadPosterior`) is the same doubt in closed form: a Gaussian over the
-head at the mode of the labels' likelihood times the prior, whose covariance covers every
+head, centred at the trained one, whose covariance covers every
 direction of the features, where K heads sample K of them. A pair's margin is then Gaussian and
 BALD has a closed form (`pair_information`). A round's pairs are chosen one at a time, each the
 label that would most reduce the doubt about the other candidates' margins given the ones
@@ -99,45 +99,56 @@ def laplace_posterior(
     rejected: torch.Tensor,  # (N, H) and of its rejected one
     target: torch.Tensor,  # (N,) probability that chosen is better: 1, or 0.5 for a tie
     *,
-    start: torch.Tensor | None = None,  # (H,) e.g. the trained head: where the fit begins
+    at: torch.Tensor | None = None,  # (H,) the trained head; None: the prior's mode is fitted
     prior_logit_std: float = 1.0,
     steps: int = 100,
-) -> tuple[torch.Tensor, torch.Tensor]:  # (H,) the mode, (H, H) the covariance
+) -> tuple[torch.Tensor, torch.Tensor]:  # (H,) the centre, (H, H) the covariance
     """The head's posterior under the Bradley-Terry likelihood and a N(0, I / precision) prior,
-    approximated by a Gaussian at its mode (Laplace): the covariance is the inverse of the
-    negative log posterior's Hessian, sum_i p_i (1 - p_i) d_i d_i^T + precision I. It is the
-    whole doubt of a linear head, every direction at once, where K heads sample K of them."""
+    approximated by a Gaussian (Laplace): the covariance is the inverse of the negative log
+    posterior's Hessian, sum_i p_i (1 - p_i) d_i d_i^T + precision I. It is the whole doubt of
+    a linear head, every direction at once, where K heads sample K of them. Centred `at` the
+    trained head where one is given, so its margins are the reward model's own; otherwise at
+    the mode of likelihood times prior."""
     difference = (chosen - rejected).float()  # (N, H)
-    count, width = difference.shape
+    width = difference.shape[1]
     precision = prior_precision(difference, prior_logit_std)
-    begin = torch.zeros(width) if start is None else start.float().reshape(-1)
-    mode = begin.clone().requires_grad_(True)  # (H,)
+    if at is not None:
+        centre = at.float().reshape(-1)
+    else:
+        centre = _posterior_mode(difference, target.float(), precision, steps)
+    p = torch.sigmoid(difference @ centre)  # (N,)
+    hessian = (difference * (p * (1 - p))[:, None]).T @ difference  # (H, H)
+    hessian += precision * torch.eye(width)
+    covariance = torch.cholesky_inverse(torch.linalg.cholesky(hessian.double())).float()
+    return centre, covariance
+
+
+def _posterior_mode(
+    difference: torch.Tensor, target: torch.Tensor, precision: float, steps: int
+) -> torch.Tensor:  # (H,)
+    """argmin of the Bradley-Terry loss plus the prior's 0.5 precision |w|^2."""
+    mode = torch.zeros(difference.shape[1], requires_grad=True)
     optimizer = torch.optim.LBFGS([mode], max_iter=steps, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
         nll = torch.nn.functional.binary_cross_entropy_with_logits(
-            difference @ mode, target.float(), reduction="sum"
+            difference @ mode, target, reduction="sum"
         )
-        loss: torch.Tensor = (nll + 0.5 * precision * mode.pow(2).sum()) / max(count, 1)
+        loss: torch.Tensor = (nll + 0.5 * precision * mode.pow(2).sum()) / max(len(target), 1)
         loss.backward()  # type: ignore[no-untyped-call]
         return loss
 
-    if count:
+    if len(target):
         optimizer.step(closure)  # type: ignore[no-untyped-call]
-    mode = mode.detach()
-    p = torch.sigmoid(difference @ mode)  # (N,)
-    hessian = (difference * (p * (1 - p))[:, None]).T @ difference  # (H, H)
-    hessian += precision * torch.eye(width)
-    covariance = torch.cholesky_inverse(torch.linalg.cholesky(hessian.double())).float()
-    return mode, covariance
+    return mode.detach()
 
 
 @dataclass(frozen=True)
 class HeadPosterior:
-    """A reward head's Laplace posterior: its mode and a factor of its covariance (L L^T)."""
+    """A reward head's Laplace posterior: its centre and a factor of its covariance (L L^T)."""
 
-    mode: torch.Tensor  # (H,)
+    mode: torch.Tensor  # (H,) the centre: the trained head, or the posterior's mode
     factor: torch.Tensor  # (H, H) lower triangular
 
     @classmethod
@@ -147,16 +158,16 @@ class HeadPosterior:
         rejected: torch.Tensor,
         target: torch.Tensor,
         *,
-        start: torch.Tensor | None = None,
+        at: torch.Tensor | None = None,
         prior_logit_std: float = 1.0,
     ) -> HeadPosterior:
         mode, covariance = laplace_posterior(
-            chosen, rejected, target, start=start, prior_logit_std=prior_logit_std
+            chosen, rejected, target, at=at, prior_logit_std=prior_logit_std
         )
         return cls(mode, torch.linalg.cholesky(covariance.double()).float())
 
     def answers(self, features: torch.Tensor) -> AnswerPosterior:  # features (N, H)
-        """What pair selection needs of each answer: its reward under the mode and its
+        """What pair selection needs of each answer: its reward under the centre and its
         features whitened by the covariance, so that a pair's margin variance is the squared
         distance of its two answers' whitened features."""
         features = features.float()

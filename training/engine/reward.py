@@ -147,7 +147,7 @@ def fit_doubt(
             seed=config.seed,
         )  # fmt: skip
     if config.head_posterior:
-        posterior = ensemble.HeadPosterior.fit(chosen, rejected, target, start=trained_head)
+        posterior = ensemble.HeadPosterior.fit(chosen, rejected, target, at=trained_head)
     return heads, posterior
 
 
