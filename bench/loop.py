@@ -149,8 +149,9 @@ def win_rate_against_base(version, prompts: list[str], oracle, new_tokens: int) 
 
 def run_setting(
     args: argparse.Namespace, setting: str, prompts: list[str], test_prompts: list[str], oracles
-) -> tuple[list, list[tuple[int, float | None]]]:
-    """One project's rounds; the reports and, after each, the serving version's win rate."""
+) -> tuple[list, list[tuple[int, float | None]], tuple[int, float] | None]:
+    """One project's rounds; the reports, after each the serving version's win rate, and the
+    last candidate's where a gate kept it from serving."""
     from registry.selectors import active_policy
     from training.loop import report_table, run_rounds
 
@@ -182,9 +183,27 @@ def run_setting(
         )
         if report.error:
             break
+    gated = final_candidate_rate(project, reports, test_prompts, judge, args.new_tokens)
     print()
     print(report_table(reports))
-    return reports, against_base
+    return reports, against_base, gated
+
+
+def final_candidate_rate(project, reports: list, test_prompts: list[str], judge, new_tokens: int):
+    """The last round's candidate against the base when a gate kept it from serving: what
+    its training bought, which the serving version's win rate does not show. None otherwise."""
+    from registry.models import ModelKind, ModelVersion
+
+    last = reports[-1] if reports else None
+    if last is None or last.promoted or last.candidate is None:
+        return None
+    candidate = ModelVersion.objects.get(
+        project=project, kind=ModelKind.POLICY, number=last.candidate
+    )
+    rate = win_rate_against_base(candidate, test_prompts, judge, new_tokens)
+    print(f"the last candidate, v{candidate.number}, kept from serving by a gate: "
+          f"{judge.name} win rate against the base {rate:.2f}", flush=True)  # fmt: skip
+    return candidate.number, rate
 
 
 def collect_without_training(project, annotators, seed: int) -> int:
@@ -293,7 +312,7 @@ def main() -> int:
     for index in range(args.rounds):
         cells = []
         for name in settings:
-            _, against_base = results[name]
+            _, against_base, _ = results[name]
             if index < len(against_base):
                 number, rate = against_base[index]
                 cell = "collected" if rate is None else f"v{number} {rate:.2f}"
@@ -301,6 +320,11 @@ def main() -> int:
             else:
                 cells.append(f"{'-':>18}")
         print(f"{index + 1:>61} | {' | '.join(cells)}")
+    gated = []
+    for name in settings:
+        final = results[name][2]
+        gated.append(f"{'-' if final is None else f'v{final[0]} {final[1]:.2f}':>18}")
+    print(f"{'last candidate, where a gate kept it from serving':>61} | {' | '.join(gated)}")
     bought = [labels_bought(name) for name in settings]
     pairs = " | ".join(f"{f'{j} judged, {w} written':>18}" for j, w in bought)
     print(f"{'labels bought':>61} | {pairs}")
