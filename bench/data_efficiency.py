@@ -25,9 +25,10 @@ choose_pairs` chooses (random; uncertainty: each prompt's closest-reward pair un
 proxy, served by entropy, 20% random share; disagreement: the pair with the most expected
 information about 8 bootstrap heads fitted as `training.engine.ensemble` fits them beside a
 reward model, with the same random share; information: the round's pairs picked one at a time
-across prompts, each the most informative under the proxy's Laplace posterior given those picked
-before it, as `training.engine.ensemble.HeadPosterior` is fitted beside a reward model, with the
-same random share), `annotate.crowd.crowd_fit` turns votes to labels.
+across prompts, each the one whose label would most reduce the doubt about the other pairs'
+margins under the proxy's Laplace posterior, given those picked before it, the posterior fitted
+as `training.engine.ensemble.HeadPosterior` is fitted beside a reward model, with the same
+random share), `annotate.crowd.crowd_fit` turns votes to labels.
 
 Settings, over `--seeds` seeds (held-out split, panel and votes re-drawn each):
 - random vs uncertainty vs disagreement vs information: one careful vote a pair, labels bought
