@@ -17,9 +17,9 @@ information, the entropy of the heads' mean prediction minus the mean entropy of
 scores near zero; a pair the heads split on scores high.
 
 The Laplace posterior (`HeadPosterior`) is the same doubt in closed form: a Gaussian over the
-head, centred at the trained one, whose covariance covers every
-direction of the features, where K heads sample K of them. A pair's margin is then Gaussian and
-BALD has a closed form (`pair_information`). A round's pairs are chosen one at a time, each the
+head, centred at the trained one, whose covariance covers every direction of the features where
+K heads sample K of them. A pair's margin is then Gaussian and BALD has a closed form
+(`pair_information`). A round's pairs are chosen one at a time, each the
 label that would most reduce the doubt about the other candidates' margins given the ones
 before it (`informative_order`), which keeps a round from asking the same thing twice and from
 chasing outlying answers.
