@@ -102,7 +102,7 @@ def laplace_posterior(
     at: torch.Tensor | None = None,  # (H,) the trained head; None: the prior's mode is fitted
     prior_logit_std: float = 1.0,
     steps: int = 100,
-) -> tuple[torch.Tensor, torch.Tensor]:  # (H,) the centre, (H, H) the covariance
+) -> tuple[torch.Tensor, torch.Tensor]:  # (H,) the centre, (H, H) a factor of the covariance
     """The head's posterior under the Bradley-Terry likelihood and a N(0, I / precision) prior,
     approximated by a Gaussian (Laplace): the covariance is the inverse of the negative log
     posterior's Hessian, sum_i p_i (1 - p_i) d_i d_i^T + precision I. It is the whole doubt of
@@ -119,8 +119,10 @@ def laplace_posterior(
     p = torch.sigmoid(difference @ centre)  # (N,)
     hessian = (difference * (p * (1 - p))[:, None]).T @ difference  # (H, H)
     hessian += precision * torch.eye(width)
-    covariance = torch.cholesky_inverse(torch.linalg.cholesky(hessian.double())).float()
-    return centre, covariance
+    # With hessian = C C^T, the covariance is C^-T C^-1: C^-T is its factor, one solve away.
+    lower = torch.linalg.cholesky(hessian.double())
+    inverse = torch.linalg.solve_triangular(lower, torch.eye(width).double(), upper=False)
+    return centre, inverse.T.float()
 
 
 def _posterior_mode(
@@ -149,7 +151,7 @@ class HeadPosterior:
     """A reward head's Laplace posterior: its centre and a factor of its covariance (L L^T)."""
 
     mode: torch.Tensor  # (H,) the centre: the trained head, or the posterior's mode
-    factor: torch.Tensor  # (H, H) lower triangular
+    factor: torch.Tensor  # (H, H) triangular
 
     @classmethod
     def fit(
@@ -161,10 +163,10 @@ class HeadPosterior:
         at: torch.Tensor | None = None,
         prior_logit_std: float = 1.0,
     ) -> HeadPosterior:
-        mode, covariance = laplace_posterior(
+        mode, factor = laplace_posterior(
             chosen, rejected, target, at=at, prior_logit_std=prior_logit_std
         )
-        return cls(mode, torch.linalg.cholesky(covariance.double()).float())
+        return cls(mode, factor)
 
     def answers(self, features: torch.Tensor) -> AnswerPosterior:  # features (N, H)
         """What pair selection needs of each answer: its reward under the centre and its
