@@ -126,28 +126,6 @@ def test_informative_order_picks_once_a_group_and_not_the_same_thing_twice():
     assert ensemble.informative_order(answers, pairs, groups=[0, 1, 2, 2], count=1) == order[:1]
 
 
-def test_a_reward_model_trained_with_the_posterior_scores_answers_under_it(llama, tmp_path):
-    config = RewardConfig(
-        base_model=str(llama), max_steps=6, batch_size=4, learning_rate=1e-2, max_length=32,
-        max_prompt_length=16, precision="fp32", head_posterior=True,
-    )  # fmt: skip
-    train_reward(separable_rows(24), config, tmp_path / "rm")
-    posterior = ensemble.load_posterior(tmp_path / "rm")
-    assert posterior is not None and ensemble.load_heads(tmp_path / "rm") is None
-    scorer = RewardModelScore(
-        tmp_path / "rm", device=torch.device("cpu"), precision="fp32", batch_size=2,
-        cache_dir=None,
-    )  # fmt: skip
-    prompts, answers = ["Say yes.", "Say yes.", "Say no."], ["yes", "no no no", "maybe"]
-    scores, under = scorer.with_posterior(prompts, answers)
-    assert scores == pytest.approx(scorer(prompts, answers), abs=1e-5)
-    assert under is not None
-    width = posterior.mode.shape[0]
-    assert under.mean.shape == (3,) and under.whitened.shape == (3, width)
-    # The posterior is centred at the trained head: its margins are the reward model's own.
-    assert float(under.mean[0] - under.mean[1]) == pytest.approx(scores[0] - scores[1], abs=1e-4)
-
-
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory) -> Path:
     return save_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama")
@@ -156,6 +134,13 @@ def llama(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory) -> Path:
     return save_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")
+
+
+def _scorer(artifact: Path, batch_size: int) -> RewardModelScore:
+    return RewardModelScore(
+        artifact, device=torch.device("cpu"), precision="fp32", batch_size=batch_size,
+        cache_dir=None,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("backbone, use_lora", [("llama", True), ("bert", False)])
@@ -172,10 +157,7 @@ def test_a_reward_model_trained_with_heads_scores_each_answer_by_every_head(
     heads = ensemble.load_heads(tmp_path / "rm")
     assert heads is not None and heads.shape[0] == 4
 
-    scorer = RewardModelScore(
-        tmp_path / "rm", device=torch.device("cpu"), precision="fp32", batch_size=4,
-        cache_dir=None,
-    )  # fmt: skip
+    scorer = _scorer(tmp_path / "rm", batch_size=4)
     prompts, answers = ["Say yes.", "Say yes.", "Say no."], ["yes", "no no no", "maybe"]
     scores, per_head = scorer.with_heads(prompts, answers)
     assert scores == pytest.approx(scorer(prompts, answers), abs=1e-5)
@@ -200,12 +182,28 @@ def test_a_reward_model_without_heads_scores_with_empty_head_lists(llama, tmp_pa
         precision="fp32",
     )  # fmt: skip
     train_reward(separable_rows(8), config, tmp_path / "rm")
-    scorer = RewardModelScore(
-        tmp_path / "rm", device=torch.device("cpu"), precision="fp32", batch_size=4,
-        cache_dir=None,
-    )  # fmt: skip
+    scorer = _scorer(tmp_path / "rm", batch_size=4)
     assert scorer.with_heads(["q"], ["a"])[1] == [[]]
     assert scorer.with_posterior(["q"], ["a"]) == ([scorer(["q"], ["a"])[0]], None)
+
+
+def test_a_reward_model_trained_with_the_posterior_scores_answers_under_it(llama, tmp_path):
+    config = RewardConfig(
+        base_model=str(llama), max_steps=6, batch_size=4, learning_rate=1e-2, max_length=32,
+        max_prompt_length=16, precision="fp32", head_posterior=True,
+    )  # fmt: skip
+    train_reward(separable_rows(24), config, tmp_path / "rm")
+    posterior = ensemble.load_posterior(tmp_path / "rm")
+    assert posterior is not None and ensemble.load_heads(tmp_path / "rm") is None
+    scorer = _scorer(tmp_path / "rm", batch_size=2)
+    prompts, answers = ["Say yes.", "Say yes.", "Say no."], ["yes", "no no no", "maybe"]
+    scores, under = scorer.with_posterior(prompts, answers)
+    assert scores == pytest.approx(scorer(prompts, answers), abs=1e-5)
+    assert under is not None
+    width = posterior.mode.shape[0]
+    assert under.mean.shape == (3,) and under.whitened.shape == (3, width)
+    # The posterior is centred at the trained head: its margins are the reward model's own.
+    assert float(under.mean[0] - under.mean[1]) == pytest.approx(scores[0] - scores[1], abs=1e-4)
 
 
 def test_ensemble_heads_outside_two_to_sixty_four_are_refused():

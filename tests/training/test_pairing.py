@@ -101,28 +101,46 @@ def test_random_pairing_is_seeded_and_takes_any_two_distinct_answers():
     assert all(p.response_a_id < p.response_b_id for p in first)
 
 
-@pytest.mark.django_db
-def test_a_round_under_uncertainty_writes_k_answers_and_pairs_by_the_reward_model(tiny_project):
-    judged_pairs(tiny_project, 8)
-    reward_run = services.training_run_create(project=tiny_project, kind="reward")
-    assert runner.training_run_execute(run_id=reward_run.pk) == RunStatus.SUCCEEDED
-    reward = TrainingRun.objects.get(pk=reward_run.pk).output_version
-    assert reward.kind == ModelKind.REWARD
+def _use_pairing(project, pairing: dict) -> None:
+    """The project chooses pairs by `pairing`, with no held-out split."""
     training_settings_update(
-        project=tiny_project,
+        project=project,
         values={
-            **tiny_project.training_settings,
-            "pairing": {"strategy": "uncertainty", "answers_per_prompt": 4, "random_share": 0.0},
+            **project.training_settings,
+            "pairing": pairing,
             "evaluation": {"heldout_fraction": 0.0},
         },
     )
-    tiny_project.generation_settings = {**tiny_project.generation_settings, "temperature": 1.5}
-    tiny_project.save()
+
+
+def _trained_reward(project):
+    """A reward model trained on the project's judgments, as the chain trains it."""
+    reward_run = services.training_run_create(project=project, kind="reward")
+    assert runner.training_run_execute(run_id=reward_run.pk) == RunStatus.SUCCEEDED
+    return TrainingRun.objects.get(pk=reward_run.pk).output_version
+
+
+def _generated_round(project):
+    """A round on four fresh prompts whose answers are written (hot, so they differ) and paired."""
+    project.generation_settings = {**project.generation_settings, "temperature": 1.5}
+    project.save()
     for index in range(4):
-        PromptFactory(project=tiny_project, text=f"w{index} w{index + 3}")
-    round_ = round_open(project=tiny_project)
-    run = services.training_run_create(project=tiny_project, kind="generate", round=round_)
+        PromptFactory(project=project, text=f"w{index} w{index + 3}")
+    round_ = round_open(project=project)
+    run = services.training_run_create(project=project, kind="generate", round=round_)
     assert runner.training_run_execute(run_id=run.pk) == RunStatus.SUCCEEDED
+    return round_
+
+
+@pytest.mark.django_db
+def test_a_round_under_uncertainty_writes_k_answers_and_pairs_by_the_reward_model(tiny_project):
+    judged_pairs(tiny_project, 8)
+    reward = _trained_reward(tiny_project)
+    assert reward.kind == ModelKind.REWARD
+    _use_pairing(
+        tiny_project, {"strategy": "uncertainty", "answers_per_prompt": 4, "random_share": 0.0}
+    )
+    round_ = _generated_round(tiny_project)
 
     every_prompt = tiny_project.prompts.count()  # the judged pairs' prompts are answered too
     assert Response.objects.filter(round=round_).count() == 4 * every_prompt
@@ -188,26 +206,12 @@ def test_disagreement_without_heads_falls_back_to_the_closest_rewards_and_says_s
 @pytest.mark.django_db
 def test_a_round_under_disagreement_trains_heads_and_pairs_by_them(tiny_project):
     judged_pairs(tiny_project, 8)  # on both sides of the default held-out split
-    training_settings_update(
-        project=tiny_project,
-        values={
-            **tiny_project.training_settings,
-            "pairing": {"strategy": "disagreement", "ensemble_heads": 4, "random_share": 0.0},
-            "evaluation": {"heldout_fraction": 0.0},
-        },
+    _use_pairing(
+        tiny_project, {"strategy": "disagreement", "ensemble_heads": 4, "random_share": 0.0}
     )
-    reward_run = services.training_run_create(project=tiny_project, kind="reward")
-    assert runner.training_run_execute(run_id=reward_run.pk) == RunStatus.SUCCEEDED
-    reward = TrainingRun.objects.get(pk=reward_run.pk).output_version
-    heads = ensemble.load_heads(reward.artifact_path)
+    heads = ensemble.load_heads(_trained_reward(tiny_project).artifact_path)
     assert heads is not None and heads.shape[0] == 4
-    tiny_project.generation_settings = {**tiny_project.generation_settings, "temperature": 1.5}
-    tiny_project.save()
-    for index in range(4):
-        PromptFactory(project=tiny_project, text=f"w{index} w{index + 3}")
-    round_ = round_open(project=tiny_project)
-    run = services.training_run_create(project=tiny_project, kind="generate", round=round_)
-    assert runner.training_run_execute(run_id=run.pk) == RunStatus.SUCCEEDED
+    round_ = _generated_round(tiny_project)
 
     comparisons = Comparison.objects.filter(round=round_)
     assert comparisons.count() >= 1
@@ -306,25 +310,9 @@ def test_information_without_a_posterior_falls_back_to_the_closest_rewards_and_s
 @pytest.mark.django_db
 def test_a_round_under_information_trains_the_posterior_and_pairs_by_it(tiny_project):
     judged_pairs(tiny_project, 8)
-    training_settings_update(
-        project=tiny_project,
-        values={
-            **tiny_project.training_settings,
-            "pairing": {"strategy": "information", "random_share": 0.0},
-            "evaluation": {"heldout_fraction": 0.0},
-        },
-    )
-    reward_run = services.training_run_create(project=tiny_project, kind="reward")
-    assert runner.training_run_execute(run_id=reward_run.pk) == RunStatus.SUCCEEDED
-    reward = TrainingRun.objects.get(pk=reward_run.pk).output_version
-    assert ensemble.load_posterior(reward.artifact_path) is not None
-    tiny_project.generation_settings = {**tiny_project.generation_settings, "temperature": 1.5}
-    tiny_project.save()
-    for index in range(4):
-        PromptFactory(project=tiny_project, text=f"w{index} w{index + 3}")
-    round_ = round_open(project=tiny_project)
-    run = services.training_run_create(project=tiny_project, kind="generate", round=round_)
-    assert runner.training_run_execute(run_id=run.pk) == RunStatus.SUCCEEDED
+    _use_pairing(tiny_project, {"strategy": "information", "random_share": 0.0})
+    assert ensemble.load_posterior(_trained_reward(tiny_project).artifact_path) is not None
+    round_ = _generated_round(tiny_project)
 
     comparisons = list(Comparison.objects.filter(round=round_))
     assert comparisons
