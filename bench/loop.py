@@ -126,6 +126,11 @@ def create_project(args: argparse.Namespace, prompts: list[str], setting: str):
     return project
 
 
+# The base model's answers to the unseen prompts, written once: its seeded samples are the same
+# at every call, and writing them again would double each win rate's generation time.
+BASE_ANSWERS: dict[tuple[str, ...], list[list[str]]] = {}
+
+
 def win_rate_against_base(version, prompts: list[str], oracle, new_tokens: int) -> float:
     """The oracle's verdict on `version` against the base on prompts the project never saw."""
     from django.conf import settings
@@ -139,10 +144,12 @@ def win_rate_against_base(version, prompts: list[str], oracle, new_tokens: int) 
         base_model=version.base_model,
         candidate_adapter=version.artifact_path,
         parent_adapter=None,  # the base model itself
+        parent_answers=BASE_ANSWERS.get(tuple(prompts)),
         prompts=prompts,
         generation=GenerationConfig(max_new_tokens=new_tokens, samples_per_prompt=1, seed=99),
         cache_dir=settings.MODEL_CACHE_DIR,
     )
+    BASE_ANSWERS[tuple(prompts)] = [[pair.parent] for pair in result.pairs]
     verdicts = [oracle.prefer(p.prompt, p.candidate, p.parent) for p in result.pairs]
     return sum(verdicts) / len(verdicts)
 

@@ -9,7 +9,13 @@ import torch
 from safetensors.torch import load_file
 
 from tests.engine.tiny import save_tiny_bert, save_tiny_llama, separable_rows
-from training.engine.config import ConfigError, LoraSettings, RewardConfig
+from training.engine.config import (
+    ConfigError,
+    DPOConfig,
+    LoraSettings,
+    RewardConfig,
+    config_from_dict,
+)
 from training.engine.data import PreferenceRow
 from training.engine.reward import evaluate_reward_model, pair_loss, train_reward
 from training.engine.runtime import Callbacks
@@ -62,7 +68,8 @@ def test_lora_reward_model_trains_only_adapter_and_head(llama, tmp_path):
     saved = load_file(tmp_path / "rm" / "adapter_model.safetensors")
     assert any("lora_A" in name for name in saved)
     assert any("score" in name for name in saved)  # the new head travels with the adapter
-    assert not any("mlp" in name or "embed" in name for name in saved)
+    # Nothing of the base travels: every other tensor is a LoRA factor.
+    assert all("lora_A" in name or "lora_B" in name or "score" in name for name in saved)
 
 
 def test_full_fine_tune_of_a_small_encoder_changes_every_layer(bert, tmp_path):
@@ -104,13 +111,23 @@ def test_killed_reward_run_resumes(llama, tmp_path):
     assert resumed.steps == 10
 
 
-def test_lora_on_every_linear_layer_adapts_the_mlp_too(llama, tmp_path):
-    lora = LoraSettings(r=4, alpha=8, target_modules=["all-linear"])
+def test_the_default_adapter_covers_every_linear_layer_the_mlp_too(llama, tmp_path):
+    # A project that sets only the rank keeps the reward model's own default targets.
+    lora = config_from_dict(RewardConfig, {"lora": {"r": 4, "alpha": 8}}).lora
+    assert lora.target_modules == ["all-linear"]
     train_reward(separable_rows(16), small_config(llama, max_steps=2, lora=lora), tmp_path / "rm")
     saved = load_file(tmp_path / "rm" / "adapter_model.safetensors")
     adapted = {name.split(".lora_A")[0].rsplit(".", 1)[-1] for name in saved if "lora_A" in name}
     assert {"q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"} <= adapted
     assert "score" not in adapted  # the head is trained whole, not through an adapter
+
+
+def test_a_partial_lora_setting_keeps_each_config_s_own_targets():
+    assert config_from_dict(DPOConfig, {"lora": {"r": 4}}).lora.target_modules == [
+        "q_proj", "k_proj", "v_proj", "o_proj",
+    ]  # fmt: skip
+    chosen = config_from_dict(RewardConfig, {"lora": {"target_modules": ["q_proj"]}})
+    assert chosen.lora.target_modules == ["q_proj"]
 
 
 def test_an_unknown_lora_layer_is_refused_with_the_model_s_own_names(llama, tmp_path):

@@ -32,6 +32,10 @@ def _check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+# In lora.target_modules: every linear layer of the backbone (engine.models resolves the names).
+ALL_LINEAR = "all-linear"
+
+
 @dataclass
 class LoraSettings:
     r: int = 16
@@ -117,6 +121,9 @@ class RewardConfig(TrainingSettings):
     """Bradley-Terry reward model: a sequence classifier with one output."""
 
     use_lora: bool = True  # False fine-tunes every weight (fine for small backbones like MiniLM)
+    # Every linear layer, the MLP's too: on alpaca_eval's decided pairs the reward model's held-out
+    # accuracy rose from 0.610 to 0.684 for 13% more training time (bench/reward_accuracy.py).
+    lora: LoraSettings = field(default_factory=lambda: LoraSettings(target_modules=[ALL_LINEAR]))
     # Annotator strength becomes a margin in the loss: slight / clear / strong.
     strength_margins: dict[str, float] = field(
         default_factory=lambda: {"slight": 0.0, "clear": 0.5, "strong": 1.0}
@@ -424,7 +431,9 @@ def config_from_dict(cls: type[AnyConfig], values: dict[str, Any]) -> AnyConfig:
         lora_known = {f.name for f in dataclasses.fields(LoraSettings)}
         bad = sorted(set(values["lora"]) - lora_known)
         _check(not bad, f"Unknown lora setting(s): {', '.join(bad)}.")
-        values["lora"] = LoraSettings(**values["lora"])
+        # Over this config's own defaults: `{"r": 8}` keeps the reward model's every-linear-layer
+        # targets rather than falling back to the attention-only ones every other config uses.
+        values["lora"] = dataclasses.replace(cls().lora, **values["lora"])
     config = cls(**values)
     config.validate()
     return config

@@ -30,7 +30,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from training.engine.attention import pair_attention
-from training.engine.config import ConfigError, LoraSettings, save_config
+from training.engine.config import ALL_LINEAR, ConfigError, LoraSettings, save_config
 from training.engine.data import (
     EncodedPair,
     collate_packed_pairs,
@@ -115,7 +115,6 @@ def load_causal_lm(
     return model
 
 
-ALL_LINEAR = "all-linear"
 # Output layers an adapter never replaces: the language-model head, a reward model's head.
 OUTPUT_LAYERS = frozenset({"lm_head", "score", "classifier"})
 
