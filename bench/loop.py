@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/loop.py [--rounds 3] [--prompts 64] [--max-words 80]
         [--settings dpo,sft+dpo,offline,active] [--demonstration-share 0.25] [--oracle gold]
+        [--no-gates]
 
 A fresh project (SQLite and artifacts under var/bench-loop/) gets `--prompts` alpaca_eval
 instructions. Each round: SmolLM2 writes two answers per prompt, simulated annotators judge them
@@ -32,6 +33,10 @@ rounds, and prints them side by side:
   with the most expected information under the reward head's posterior (`pairing.strategy:
   information`), labels by the crowd model (`label_resolution: crowd`).
 
+`--no-gates` promotes every candidate, so that each round's answers are the latest policy's:
+with the gates, a candidate held back leaves the next round on its parent's answers, and the
+`dpo` setting is then no longer the on-policy loop the `offline` one is measured against.
+
 `--oracle gold` swaps the length oracle for a gold judge fitted on GPT-4's alpaca_eval
 preferences (bench/gold_judge.py): annotators draw each choice from its Bradley-Terry
 probability and the win rates against the base are its verdicts. The answers compared are
@@ -52,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 VAR = ROOT / "var" / "bench-loop"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "alpaca_eval_pairs.jsonl"
+NO_LIMIT = 1e9  # a KL gate no candidate reaches
 
 
 def configure_django() -> None:
@@ -94,9 +100,10 @@ def create_project(args: argparse.Namespace, prompts: list[str], setting: str):
         slug=f"bench-loop-{setting.replace('+', '-')}",
         reward_backbone="all-minilm-l6-v2",
         round_quota=len(prompts),
-        gate_min_win_rate=0.5,
-        gate_max_kl=args.max_kl,
-        gate_min_heldout_accuracy=0.5,
+        # --no-gates: every candidate serves the next round, as in published iterative DPO.
+        gate_min_win_rate=0.0 if args.no_gates else 0.5,
+        gate_max_kl=NO_LIMIT if args.no_gates else args.max_kl,
+        gate_min_heldout_accuracy=0.0 if args.no_gates else 0.5,
     )
     project.generation_settings = {
         "max_new_tokens": args.new_tokens,
@@ -287,6 +294,10 @@ def main() -> int:
     parser.add_argument(
         "--oracle", choices=("shorter", "gold"), default="shorter",
         help="shorter: under --max-words words, then shorter; gold: GPT-4's alpaca_eval judge",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-gates", action="store_true",
+        help="promote every candidate (every round on-policy): the loop's claim, measured alone",
     )  # fmt: skip
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()

@@ -421,6 +421,14 @@ AnyConfig = TypeVar(
 )
 
 
+def _default_lora(cls: type) -> LoraSettings:
+    """The adapter settings `cls` starts from: its own `lora` field's default."""
+    (lora,) = [f for f in dataclasses.fields(cls) if f.name == "lora"]
+    assert callable(lora.default_factory)  # every config's lora is a default_factory field
+    settings: LoraSettings = lora.default_factory()
+    return settings
+
+
 def config_from_dict(cls: type[AnyConfig], values: dict[str, Any]) -> AnyConfig:
     """Build and validate a config; unknown keys are an error, not silently ignored."""
     known = {f.name for f in dataclasses.fields(cls)}
@@ -433,7 +441,7 @@ def config_from_dict(cls: type[AnyConfig], values: dict[str, Any]) -> AnyConfig:
         _check(not bad, f"Unknown lora setting(s): {', '.join(bad)}.")
         # Over this config's own defaults: `{"r": 8}` keeps the reward model's every-linear-layer
         # targets rather than falling back to the attention-only ones every other config uses.
-        values["lora"] = dataclasses.replace(cls().lora, **values["lora"])
+        values["lora"] = dataclasses.replace(_default_lora(cls), **values["lora"])
     config = cls(**values)
     config.validate()
     return config
