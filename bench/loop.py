@@ -57,7 +57,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 VAR = ROOT / "var" / "bench-loop"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "alpaca_eval_pairs.jsonl"
-NO_LIMIT = 1e9  # a KL gate no candidate reaches
+# --no-gates: thresholds every candidate passes, so each serves the next round, as in published
+# iterative DPO (a KL of 1e9 nats no candidate reaches).
+OPEN_GATES = {"gate_min_win_rate": 0.0, "gate_max_kl": 1e9, "gate_min_heldout_accuracy": 0.0}
 
 
 def configure_django() -> None:
@@ -95,15 +97,13 @@ def create_project(args: argparse.Namespace, prompts: list[str], setting: str):
     from annotate.services import project_create, prompts_create
     from training.management.commands.seed_demo import DEMO_TRAINING
 
+    gates = {"gate_min_win_rate": 0.5, "gate_max_kl": args.max_kl, "gate_min_heldout_accuracy": 0.5}
     project = project_create(
         name=f"Bench loop ({setting})",
         slug=f"bench-loop-{setting.replace('+', '-')}",
         reward_backbone="all-minilm-l6-v2",
         round_quota=len(prompts),
-        # --no-gates: every candidate serves the next round, as in published iterative DPO.
-        gate_min_win_rate=0.0 if args.no_gates else 0.5,
-        gate_max_kl=NO_LIMIT if args.no_gates else args.max_kl,
-        gate_min_heldout_accuracy=0.0 if args.no_gates else 0.5,
+        **(OPEN_GATES if args.no_gates else gates),
     )
     project.generation_settings = {
         "max_new_tokens": args.new_tokens,
@@ -156,7 +156,7 @@ def win_rate_against_base(version, prompts: list[str], oracle, new_tokens: int) 
         generation=GenerationConfig(max_new_tokens=new_tokens, samples_per_prompt=1, seed=99),
         cache_dir=settings.MODEL_CACHE_DIR,
     )
-    BASE_ANSWERS[tuple(prompts)] = [[pair.parent] for pair in result.pairs]
+    BASE_ANSWERS.setdefault(tuple(prompts), [[pair.parent] for pair in result.pairs])
     verdicts = [oracle.prefer(p.prompt, p.candidate, p.parent) for p in result.pairs]
     return sum(verdicts) / len(verdicts)
 

@@ -52,9 +52,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "alpaca_eval_pairs.jsonl"
 BASE = "smollm2-135m-instruct"
 VARIANTS: dict[str, dict] = {
     "default": {},
-    "attention-only": {
-        "lora": LoraSettings(target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    },
+    "attention-only": {"lora": LoraSettings()},  # the adapter's own default: q, k, v, o
     "longer": {"max_length": 512, "max_prompt_length": 256},
     "centred": {"center_rewards": 0.01},
     "all": {
