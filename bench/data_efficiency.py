@@ -631,10 +631,16 @@ def plot(averaged: dict[str, dict[int, float]], path: Path) -> None:
     ):  # fmt: skip
         for name in names:
             axis.plot(list(BUDGETS), [averaged[name][b] for b in BUDGETS], marker="o", label=name)
+        if unit == "labels":  # the active-selection target: random's top accuracy by 60% of labels
+            top = max(BUDGETS)
+            axis.axhline(averaged["random"][top], color="grey", linestyle="--", linewidth=0.8,
+                         label=f"random's {top}-label accuracy")  # fmt: skip
+            axis.axvline(0.6 * top, color="grey", linestyle=":", linewidth=0.8,
+                         label="target: 60% of the labels")  # fmt: skip
         axis.set_title(title)
         axis.set_xlabel(f"{unit} bought")
         axis.grid(alpha=0.3)
-        axis.legend()
+        axis.legend(fontsize=8, loc="lower right")
     left.set_ylabel("held-out accuracy against the gold judge")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
