@@ -582,12 +582,12 @@ def labels_to_reach(curve: dict[int, float], goal: float) -> float | None:
     """The labels a curve needs to reach `goal`, read linearly between the budgets measured
     (accuracy rises about linearly over one round); None if it never does."""
     budgets = sorted(curve)
-    for before, after in zip([None, *budgets], budgets, strict=False):
-        if curve[after] < goal:
-            continue
-        if before is None or curve[after] == curve[before]:
-            return float(after)
-        return before + (after - before) * (goal - curve[before]) / (curve[after] - curve[before])
+    if curve[budgets[0]] >= goal:
+        return float(budgets[0])
+    for before, after in itertools.pairwise(budgets):
+        if curve[after] >= goal:  # so curve[before] < goal <= curve[after]
+            rise = (goal - curve[before]) / (curve[after] - curve[before])
+            return before + (after - before) * rise
     return None
 
 
@@ -623,6 +623,7 @@ def plot(averaged: dict[str, dict[int, float]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    top = max(BUDGETS)
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for axis, names, title, unit in (
         (left, tuple(CHOICES), "Pairs chosen (one careful vote a pair)", "labels"),
@@ -632,7 +633,6 @@ def plot(averaged: dict[str, dict[int, float]], path: Path) -> None:
         for name in names:
             axis.plot(list(BUDGETS), [averaged[name][b] for b in BUDGETS], marker="o", label=name)
         if unit == "labels":  # the active-selection target: random's top accuracy by 60% of labels
-            top = max(BUDGETS)
             axis.axhline(averaged["random"][top], color="grey", linestyle="--", linewidth=0.8,
                          label=f"random's {top}-label accuracy")  # fmt: skip
             axis.axvline(0.6 * top, color="grey", linestyle=":", linewidth=0.8,

@@ -97,13 +97,15 @@ def create_project(args: argparse.Namespace, prompts: list[str], setting: str):
     from annotate.services import project_create, prompts_create
     from training.management.commands.seed_demo import DEMO_TRAINING
 
-    gates = {"gate_min_win_rate": 0.5, "gate_max_kl": args.max_kl, "gate_min_heldout_accuracy": 0.5}
+    gates = OPEN_GATES if args.no_gates else {
+        "gate_min_win_rate": 0.5, "gate_max_kl": args.max_kl, "gate_min_heldout_accuracy": 0.5,
+    }  # fmt: skip
     project = project_create(
         name=f"Bench loop ({setting})",
         slug=f"bench-loop-{setting.replace('+', '-')}",
         reward_backbone="all-minilm-l6-v2",
         round_quota=len(prompts),
-        **(OPEN_GATES if args.no_gates else gates),
+        **gates,
     )
     project.generation_settings = {
         "max_new_tokens": args.new_tokens,
